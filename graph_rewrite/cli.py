@@ -1,0 +1,119 @@
+"""`onnxplain convert` and `onnxplain check`: the rewrite pass from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import onnx
+
+from .errors import RewriteError, UnsupportedOpsError
+from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check
+from .methods import METHODS, RECTIFIER_CHOICES
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    convert = sub.add_parser(
+        "convert",
+        help="write the explain model (prediction + saliency) of an ONNX model",
+        description="Append the backward pass of the chosen saliency method to MODEL as "
+        "standard ONNX ops. The result has every input and output of MODEL, plus the input "
+        f"{GRAD_INPUT!r} (the seed, shaped like the explained output) and the output "
+        f"{SALIENCY_OUTPUT!r} (shaped like the explained input).",
+    )
+    convert.add_argument("model", type=Path, help="the exported ONNX model")
+    convert.add_argument("-o", "--output-file", type=Path, required=True, help="where to write")
+    convert.add_argument("--method", choices=METHODS, default="guided")
+    _add_endpoint_args(convert)
+    convert.add_argument(
+        "--rectifiers",
+        choices=RECTIFIER_CHOICES,
+        default="all",
+        help="which activations get the method's rule: only Relu, or also ReLU6-style Clip, "
+        "LeakyRelu, PRelu and HardSwish (default: all)",
+    )
+    convert.add_argument("--grad-name", default=GRAD_INPUT, help="name of the added input")
+    convert.add_argument(
+        "--saliency-name", default=SALIENCY_OUTPUT, help="name of the added output"
+    )
+    convert.set_defaults(func=run_convert)
+
+    chk = sub.add_parser(
+        "check",
+        help="list the ops on the differentiated path that have no backward rule",
+        description="Exit 0 when MODEL can be converted, 1 (listing every op without a rule: "
+        "op type, node name, opset) when it cannot.",
+    )
+    chk.add_argument("model", type=Path)
+    _add_endpoint_args(chk)
+    chk.set_defaults(func=run_check)
+
+
+def _add_endpoint_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input", dest="input_name", help="tensor to explain (default: the first float input)"
+    )
+    parser.add_argument(
+        "--output",
+        dest="output_name",
+        help="tensor whose gradient is seeded (default: the first output, or the logits "
+        "when it is their Softmax)",
+    )
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except FileNotFoundError:
+        raise RewriteError(f"no such file: {path}") from None
+    except Exception as exc:
+        raise RewriteError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
+        model = _load(args.model)
+        explain = build_explain_model(
+            model,
+            args.method,
+            input_name=args.input_name,
+            output_name=args.output_name,
+            rectifiers=args.rectifiers,
+            grad_name=args.grad_name,
+            saliency_name=args.saliency_name,
+        )
+        _save(explain, args.output_file)
+    except RewriteError as exc:
+        print(f"onnxplain convert: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    print(f"wrote {args.output_file} ({args.method}) in {seconds:.2f} s")
+    return 0
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    # Models over protobuf's 2 GiB limit keep their weights in a file beside the model.
+    large = model.ByteSize() > 1_800_000_000
+    try:
+        onnx.save(model, str(path), save_as_external_data=large, location=path.name + ".data")
+    except OSError as exc:
+        raise RewriteError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        ends, missing = check(_load(args.model), args.input_name, args.output_name)
+    except UnsupportedOpsError as exc:
+        print(f"onnxplain check: {exc}", file=sys.stderr)
+        return 1
+    except RewriteError as exc:
+        print(f"onnxplain check: {exc}", file=sys.stderr)
+        return 1
+    if missing:
+        print(f"onnxplain check: {UnsupportedOpsError(missing)}", file=sys.stderr)
+        return 1
+    print(f"ok: every op from {ends.input!r} to {ends.output!r} has a backward rule")
+    return 0

@@ -1,0 +1,149 @@
+"""What the rules may ask about the forward model: tensor types, static shapes, constants.
+
+The model is normalised first (`normalise`): its ai.onnx opset is raised to at least
+`MIN_OPSET`, so rules read one form of each op (axes, pads and clip bounds as inputs, not
+attributes, except where even the newest opset keeps an attribute), and shapes are inferred
+so that rules can pick static axes where they are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference, version_converter
+
+from .errors import RewriteError
+
+# The rules emit ops in their opset-17 form (ScatterElements with reduction, Split sizes
+# and Squeeze axes as inputs, LayerNormalization): older models are converted up to it.
+MIN_OPSET = 17
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    elem_type: int  # onnx.TensorProto.FLOAT, ...; 0 where unknown
+    shape: tuple[Dim, ...] | None  # None where even the rank is unknown
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    @property
+    def static_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is a known number, else None."""
+        if self.shape is None or not all(isinstance(d, int) for d in self.shape):
+            return None
+        return tuple(int(d) for d in self.shape)  # type: ignore[arg-type]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type or onnx.TensorProto.FLOAT))
+
+
+def ai_onnx_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise RewriteError("the model imports no ai.onnx opset")
+
+
+def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Raise the opset to MIN_OPSET where it is lower, and infer shapes."""
+    opset = ai_onnx_opset(model)
+    if opset < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors
+            raise RewriteError(
+                f"could not convert the model from opset {opset} to opset {MIN_OPSET}: {exc}"
+            ) from None
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise RewriteError(f"shape inference failed on the model: {exc}") from None
+    return model
+
+
+def _info_from_type(tp: onnx.TypeProto) -> TensorInfo:
+    if not tp.HasField("tensor_type"):
+        return TensorInfo(0, None)
+    tt = tp.tensor_type
+    if not tt.HasField("shape"):
+        return TensorInfo(tt.elem_type, None)
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return TensorInfo(tt.elem_type, tuple(dims))
+
+
+class ModelInfo:
+    """Read-only facts about one (normalised) forward graph."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.opset = ai_onnx_opset(model)
+        graph = model.graph
+        self._infos: dict[str, TensorInfo] = {}
+        for vi in [*graph.input, *graph.value_info, *graph.output]:
+            self._infos[vi.name] = _info_from_type(vi.type)
+        self._constants: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            self._constants[init.name] = numpy_helper.to_array(init)
+            self._infos[init.name] = TensorInfo(init.data_type, tuple(int(d) for d in init.dims))
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                value = _constant_node_value(node)
+                if value is not None:
+                    self._constants[node.output[0]] = value
+        self.initializer_names = {init.name for init in graph.initializer}
+
+    def info(self, name: str) -> TensorInfo:
+        return self._infos.get(name, TensorInfo(0, None))
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None (it is computed)."""
+        if not name:
+            return None
+        return self._constants.get(name)
+
+    def constant_ints(self, name: str) -> list[int] | None:
+        value = self.constant(name)
+        return None if value is None else [int(v) for v in value.reshape(-1)]
+
+    def is_float(self, name: str) -> bool:
+        """Whether a gradient can flow through the tensor; unknown types count as float."""
+        elem = self.info(name).elem_type
+        return elem in (0, *FLOAT_TYPES)
+
+
+FLOAT_TYPES: Sequence[int] = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+)
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None

@@ -1,0 +1,147 @@
+"""Activations: the rectifiers (whose backward the methods override) and smooth ones.
+
+Masks are built as Cast(Greater(...)) products with the gradient: on onnxruntime CPU
+that is several times faster than Where.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..builder import Builder, Node
+from . import Grad, register
+from .common import unbroadcast
+
+
+def _mask(g: Builder, condition: str, like: str) -> str:
+    return g.Cast(condition, to=_onnx_type(g, like))
+
+
+def _onnx_type(g: Builder, like: str) -> int:
+    from onnx import helper
+
+    return int(helper.np_dtype_to_tensor_dtype(g.dtype_of(like)))
+
+
+def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
+    """Clip's (min, max) where constant; None for an absent or computed bound."""
+    bounds: list[float | None] = []
+    for i in (1, 2):
+        value = g.info.constant(node.input(i))
+        bounds.append(None if value is None else float(value.reshape(-1)[0]))
+    return bounds[0], bounds[1]
+
+
+def local_derivative(g: Builder, node: Node) -> str:
+    """f'(x) of a rectifier node, as a tensor broadcastable to its input."""
+    x, y = node.inputs[0], node.outputs[0]
+    zero = g.scalar_like(0.0, x)
+    if node.op_type == "Relu":
+        return _mask(g, g.Greater(y, zero), x)
+    if node.op_type == "Clip":
+        low, high = node.input(1), node.input(2)
+        inside = None
+        if low:
+            inside = g.Greater(x, low)
+        if high:
+            below = g.Less(x, high)
+            inside = below if inside is None else g.And(inside, below)
+        return (
+            g.Expand(g.scalar_like(1.0, x), g.shape_of(x))
+            if inside is None
+            else _mask(g, inside, x)
+        )
+    if node.op_type == "LeakyRelu":
+        alpha = float(node.attr("alpha", 0.01))
+        positive = _mask(g, g.Greater(x, zero), x)
+        # alpha + (1 - alpha)·[x > 0]
+        return g.Add(g.Mul(positive, g.scalar_like(1.0 - alpha, x)), g.scalar_like(alpha, x))
+    if node.op_type == "PRelu":
+        slope = node.inputs[1]
+        positive = _mask(g, g.Greater(x, zero), x)
+        one = g.scalar_like(1.0, x)
+        return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
+    if node.op_type == "HardSwish":
+        # x·relu6(x+3)/6: slope 0 below -3, 1 above 3, (2x+3)/6 between.
+        three = g.scalar_like(3.0, x)
+        above = _mask(g, g.Greater(x, three), x)
+        inside = _mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
+        ramp = g.Div(g.Add(g.Add(x, x), three), g.scalar_like(6.0, x))
+        return g.Add(above, g.Mul(inside, ramp))
+    raise ValueError(f"{node.op_type} is not a rectifier")
+
+
+def _first_input_only(dx: str, node: Node) -> list[Grad]:
+    return [dx, *([None] * (len(node.inputs) - 1))]
+
+
+@register("Relu", "Clip", "LeakyRelu", "HardSwish")
+def rectifier(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    return _first_input_only(g.Mul(dy, local_derivative(g, node)), node)
+
+
+@register("PRelu")
+def prelu(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    x, slope = node.inputs[0], node.inputs[1]
+    dx = g.Mul(dy, local_derivative(g, node)) if wants[0] else None
+    dslope = None
+    if wants[1]:
+        negative = g.Mul(x, _mask(g, g.Not(g.Greater(x, g.scalar_like(0.0, x))), x))
+        dslope = unbroadcast(g, g.Mul(dy, negative), slope, node.outputs[0])
+    return [dx, dslope]
+
+
+@register("Sigmoid")
+def sigmoid(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, y = dys[0], node.outputs[0]
+    assert dy is not None
+    return [g.Mul(dy, g.Mul(y, g.Sub(g.scalar_like(1.0, y), y)))]
+
+
+@register("Tanh")
+def tanh(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, y = dys[0], node.outputs[0]
+    assert dy is not None
+    return [g.Mul(dy, g.Sub(g.scalar_like(1.0, y), g.Mul(y, y)))]
+
+
+@register("HardSigmoid")
+def hard_sigmoid(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, x = dys[0], node.inputs[0]
+    assert dy is not None
+    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
+    z = g.Add(g.Mul(x, g.scalar_like(alpha, x)), g.scalar_like(beta, x))
+    inside = _mask(
+        g, g.And(g.Greater(z, g.scalar_like(0.0, x)), g.Less(z, g.scalar_like(1.0, x))), x
+    )
+    return [g.Mul(dy, g.Mul(inside, g.scalar_like(alpha, x)))]
+
+
+@register("Erf")
+def erf(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, x = dys[0], node.inputs[0]
+    assert dy is not None
+    slope = g.Mul(g.Exp(g.Neg(g.Mul(x, x))), g.scalar_like(2.0 / math.sqrt(math.pi), x))
+    return [g.Mul(dy, slope)]
+
+
+@register("Softmax")
+def softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, y = dys[0], node.outputs[0]
+    assert dy is not None
+    axes = g.ints([int(node.attr("axis", -1))])
+    inner = g.ReduceSum(g.Mul(dy, y), axes, keepdims=1)
+    return [g.Mul(y, g.Sub(dy, inner))]
+
+
+@register("LogSoftmax")
+def log_softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, y = dys[0], node.outputs[0]
+    assert dy is not None
+    axes = g.ints([int(node.attr("axis", -1))])
+    return [g.Sub(dy, g.Mul(g.Exp(y), g.ReduceSum(dy, axes, keepdims=1)))]

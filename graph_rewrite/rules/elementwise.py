@@ -1,0 +1,3 @@
+"""Backward rules: elementwise family (being written)."""
+
+from __future__ import annotations

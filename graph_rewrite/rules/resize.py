@@ -1,0 +1,3 @@
+"""Backward rules: resize family (being written)."""
+
+from __future__ import annotations

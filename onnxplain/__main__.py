@@ -1,0 +1,5 @@
+import sys
+
+from onnxplain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""Finite-difference oracle for backward rules and whole models.
+
+A vector-Jacobian product is checked through its defining identity
+    <u, J v>  ==  <J^T u, v>
+for random seeds u and directions v, with J v from central differences of the forward
+model on onnxruntime, in float64 wherever onnxruntime has a float64 kernel for the op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnxplain.graph_rewrite import build_explain_model
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def single_op_model(
+    op_type: str,
+    inputs: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any] | None = None,
+    constants: Mapping[str, np.ndarray] | None = None,
+    input_order: Sequence[str] | None = None,
+    n_outputs: int = 1,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """One node over graph inputs (`inputs`) and initializers (`constants`)."""
+    constants = dict(constants or {})
+    order = list(input_order or [*inputs, *constants])
+    outputs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, order, outputs, name=f"{op_type}_under_test", **(attrs or {}))
+    graph = helper.make_graph(
+        [node],
+        f"{op_type}_test",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs.items()
+        ],
+        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
+        [numpy_helper.from_array(v, n) for n, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model)
+    return model
+
+
+def as_dtype(model: onnx.ModelProto, dtype: type) -> onnx.ModelProto:
+    """The same model with every float32 tensor (inputs, outputs, weights, casts) in `dtype`."""
+    target = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in [*m.graph.input, *m.graph.output, *m.graph.value_info]:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = target
+    for i, init in enumerate(m.graph.initializer):
+        if init.data_type == TensorProto.FLOAT:
+            m.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype(dtype), init.name)
+            )
+    for node in m.graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = target
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                attr.t.CopyFrom(
+                    numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(dtype))
+                )
+    return m
+
+
+def vjp_error(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    wrt: str | None = None,
+    output: str | None = None,
+    method: str = "vanilla",
+    directions: int = 3,
+    seed: int = 0,
+    eps: float | None = None,
+) -> tuple[float, type]:
+    """Largest relative mismatch of <u, Jv> against <J^T u, v> over random u, v.
+
+    Tries float64 first; falls back to float32 (with a larger step) where onnxruntime
+    has no float64 kernel for some op.
+    """
+    explain = build_explain_model(model, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
+    wrt = wrt or explain.graph.input[0].name
+    for dtype, step in ((np.float64, 1e-5), (np.float32, 1e-2)):
+        try:
+            fwd = session(as_dtype(_with_output(model, output), dtype))
+            exp = session(as_dtype(explain, dtype))
+        except Exception:
+            continue
+        err = _compare(fwd, exp, feeds, wrt, dtype, eps or step, directions, seed)
+        return err, dtype
+    raise RuntimeError("onnxruntime could not run the model in float64 or float32")
+
+
+# Tolerances: float64 differences are good to about 1e-8; float32 ones (onnxruntime has
+# no float64 Conv, Erf, pooling...) to about 1e-4 of the terms' size.
+TOLERANCE = {np.float64: 1e-6, np.float32: 1e-3}
+
+
+def assert_vjp_matches(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    wrt: str | None = None,
+    output: str | None = "y0",
+    method: str = "vanilla",
+    **kwargs: Any,
+) -> None:
+    """Asserts that the explain model's saliency is the model's vector-Jacobian product."""
+    err, dtype = vjp_error(model, feeds, wrt, output, method, **kwargs)
+    assert err < TOLERANCE[dtype], f"VJP mismatch {err:.3g} in {np.dtype(dtype).name}"
+
+
+def _with_output(model: onnx.ModelProto, output: str | None) -> onnx.ModelProto:
+    """The forward model with `output` (an intermediate tensor, maybe) as its first output."""
+    if output is None or output == model.graph.output[0].name:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output.insert(0, helper.make_tensor_value_info(output, TensorProto.UNDEFINED, None))
+    return m
+
+
+def _central(
+    fwd: ort.InferenceSession,
+    out_name: str,
+    feeds: Mapping[str, np.ndarray],
+    wrt: str,
+    u: np.ndarray,
+    v: np.ndarray,
+    h: float,
+) -> float:
+    x = feeds[wrt]
+    plus = fwd.run([out_name], {**feeds, wrt: (x + h * v).astype(x.dtype)})[0]
+    minus = fwd.run([out_name], {**feeds, wrt: (x - h * v).astype(x.dtype)})[0]
+    diff = plus.astype(np.float64) - minus.astype(np.float64)
+    return float(np.sum(u.astype(np.float64) * diff) / (2 * h))
+
+
+def _richardson(central: Any, h: float) -> float:
+    # Central differences err by O(h^2); combining steps h and h/2 cancels that term,
+    # which lets float32 use a step large enough to keep rounding error small.
+    return (4 * central(h / 2) - central(h)) / 3
+
+
+def _compare(
+    fwd: ort.InferenceSession,
+    exp: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    wrt: str,
+    dtype: type,
+    eps: float,
+    directions: int,
+    seed: int,
+) -> float:
+    rng = np.random.default_rng(seed)
+    cast = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
+    out_name = fwd.get_outputs()[0].name
+    y = fwd.run([out_name], cast)[0]
+    worst = 0.0
+    for _ in range(directions):
+        u = rng.standard_normal(y.shape).astype(dtype)
+        v = rng.standard_normal(cast[wrt].shape).astype(dtype)
+        saliency = exp.run(["saliency"], {**cast, "output_grad": u})[0]
+        numeric = _richardson(lambda h, u=u, v=v: _central(fwd, out_name, cast, wrt, u, v, h), eps)
+        analytic = float(np.sum(saliency.astype(np.float64) * v))
+        # Normalise by the size of the terms summed, so that cancellation in <u, Jv>
+        # does not turn rounding noise into a large relative error.
+        typical = float(np.linalg.norm(saliency) * np.linalg.norm(v)) / np.sqrt(v.size)
+        scale = max(abs(numeric), abs(analytic), typical, 1e-6)
+        worst = max(worst, abs(numeric - analytic) / scale)
+    return worst
