@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fd import assert_vjp_matches, single_op_model
 
 CASES = [

@@ -1,3 +1,178 @@
-"""Backward rules: pooling family (being written)."""
+"""Pooling. Max pools route the gradient to the (first) maximum; average pools spread it.
+
+MaxPool: the forward node's own Indices output plus ScatterElements(reduction="add").
+Overlapping windows (3x3 stride 2) can pick one input position twice, and those
+gradients must add up: MaxUnpool and plain ScatterElements overwrite and are wrong.
+
+AveragePool: dy over each window's divisor, spread back by a depthwise ConvTranspose with
+a ones kernel. The divisor map is separable per spatial axis and computed here in numpy.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..builder import Builder, Node
+from ..errors import RewriteError
+from . import Grad, register
+from .conv import ConvGeometry, conv_geometry
+
+
+def _static_spatial(g: Builder, node: Node, name: str) -> list[int]:
+    shape = g.tensor(name).shape
+    if shape is None or not all(isinstance(d, int) for d in shape[2:]):
+        raise RewriteError(f"{node.op_type} {node.name!r}: the backward needs static spatial sizes")
+    return [int(d) for d in shape[2:]]  # type: ignore[arg-type]
+
+
+def _zeros_like(g: Builder, x: str, shape: str) -> str:
+    return g.Expand(g.scalar_like(0.0, x), shape)
+
+
+def _indices_output(g: Builder, node: Node) -> str:
+    """The forward MaxPool's Indices output, added to the forward node if it has none.
+
+    Asking the forward node for its argmax costs one indices kernel; a second pooling
+    pass just to find the maxima would cost a whole extra MaxPool.
+    """
+    if len(node.outputs) > 1 and node.outputs[1]:
+        return node.outputs[1]
+    proto = node.proto
+    if proto is None:
+        raise RewriteError(f"MaxPool {node.name!r}: the forward node is not available")
+    name = g.fresh("maxpool_indices")
+    if len(proto.output) > 1:
+        proto.output[1] = name
+    else:
+        proto.output.append(name)
+    node.outputs = list(proto.output)
+    return name
+
+
+@register("MaxPool")
+def max_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    if int(node.attr("storage_order", 0)) != 0:
+        raise RewriteError(f"MaxPool {node.name!r}: storage_order=1 is not supported")
+    x = node.inputs[0]
+    indices = _indices_output(g, node)
+    # onnxruntime's Indices are flat over the whole N·C·spatial tensor: scatter into a
+    # flat tensor of x's size, then give it x's shape.
+    x_shape = g.shape_of(x)
+    flat_size = g.ReduceProd(x_shape, keepdims=1)
+    flat = g.ints([-1])
+    dx = g.ScatterElements(
+        _zeros_like(g, x, flat_size),
+        g.Reshape(indices, flat),
+        g.Reshape(dy, flat),
+        axis=0,
+        reduction="add",
+    )
+    return [g.Reshape(dx, x_shape)]
+
+
+def _axis_divisors(
+    size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int,
+    include_pad: bool,
+) -> np.ndarray:
+    """Per output position along one axis, the count that onnxruntime divides the sum by."""
+    starts = np.arange(out) * stride - pad_begin
+    taps = starts[:, None] + dilation * np.arange(kernel)[None, :]
+    low, high = (-pad_begin, size + pad_end) if include_pad else (0, size)
+    return ((taps >= low) & (taps < high)).sum(axis=1)
+
+
+def _divisor_map(geo: ConvGeometry, spatial: list[int], out: list[int], include_pad: bool) -> np.ndarray:
+    result = np.ones((), dtype=np.float64)
+    for i, (size, n) in enumerate(zip(spatial, out)):
+        axis = _axis_divisors(
+            size, n, geo.kernel[i], geo.strides[i], geo.dilations[i], geo.pads_begin[i],
+            geo.pads_end[i], include_pad,
+        )
+        result = np.multiply.outer(result, axis)
+    # Windows wholly in the padding have a zero divisor and no input to reach.
+    return 1.0 / np.maximum(result, 1)
+
+
+def _spread_back(
+    g: Builder, dy: str, geo: ConvGeometry, spatial: list[int], out: list[int], channels: int,
+    like: str,
+) -> str:
+    """Adds each dy value onto every input position of its window: a ones ConvTranspose."""
+    pads_end = list(geo.pads_end)
+    padding = []
+    for i, (size, n) in enumerate(zip(spatial, out)):
+        produced = (
+            geo.strides[i] * (n - 1) + geo.dilations[i] * (geo.kernel[i] - 1) + 1
+            - geo.pads_begin[i] - pads_end[i]
+        )
+        # ceil_mode windows can run past the end padding: crop that overhang, it is
+        # outside the input.
+        if produced > size:
+            pads_end[i] += produced - size
+        padding.append(max(size - produced, 0))
+    ones = np.ones((channels, 1, *geo.kernel), dtype=g.dtype_of(like))
+    attrs: dict[str, list[int] | int] = dict(
+        strides=geo.strides,
+        dilations=geo.dilations,
+        pads=geo.pads_begin + pads_end,
+        group=channels,
+    )
+    if any(padding):
+        attrs["output_padding"] = padding
+    return g.ConvTranspose(dy, g.const(ones, hint="ones_kernel"), **attrs)
+
+
+@register("AveragePool")
+def average_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    x, y = node.inputs[0], node.outputs[0]
+    geo = conv_geometry(g, node, "", x)
+    spatial = _static_spatial(g, node, x)
+    out = _static_spatial(g, node, y)
+    shape = g.tensor(x).shape
+    assert shape is not None
+    if not isinstance(shape[1], int):
+        raise RewriteError(f"AveragePool {node.name!r}: the backward needs a static channel count")
+    include_pad = bool(node.attr("count_include_pad", 0))
+    weights = _divisor_map(geo, spatial, out, include_pad).astype(g.dtype_of(x))
+    scaled = g.Mul(dy, g.const(weights, hint="avgpool_inv_divisor"))
+    return [_spread_back(g, scaled, geo, spatial, out, int(shape[1]), x)]
+
+
+@register("GlobalAveragePool")
+def global_average_pool(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    x = node.inputs[0]
+    x_shape = g.shape_of(x)
+    spatial = g.tensor(x).static_shape
+    if spatial is not None:
+        count = g.scalar_like(1.0 / float(np.prod(spatial[2:])), x)
+        return [g.Expand(g.Mul(dy, count), x_shape)]
+    sizes = g.Slice(x_shape, g.ints([2]), g.ints([np.iinfo(np.int64).max]))
+    count = g.CastLike(g.ReduceProd(sizes, keepdims=0), x)
+    return [g.Expand(g.Div(dy, count), x_shape)]
+
+
+@register("GlobalMaxPool")
+def global_max_pool(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    dy = dys[0]
+    assert dy is not None
+    x = node.inputs[0]
+    # Like torch, the whole gradient goes to the first maximum (ArgMax picks the first).
+    by_channel = g.ints([0, 0, -1])
+    x_flat = g.Reshape(x, by_channel)
+    first_max = g.ArgMax(x_flat, axis=2, keepdims=1)
+    x_shape = g.shape_of(x)
+    zeros = g.Reshape(_zeros_like(g, x, x_shape), by_channel)
+    dx = g.ScatterElements(zeros, first_max, g.Reshape(dy, by_channel), axis=2)
+    return [g.Reshape(dx, x_shape)]

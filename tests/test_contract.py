@@ -1,0 +1,136 @@
+"""The explain-model contract: what `build_explain_model` keeps, adds and refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnxplain.graph_rewrite import (
+    RewriteError,
+    UnsupportedOpsError,
+    build_explain_model,
+    check,
+    default_input,
+    default_output,
+)
+
+from fd import assert_vjp_matches, session
+from tiny import tiny_classifier
+
+X = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("method", ["vanilla", "deconvnet", "guided"])
+def test_keeps_every_input_and_output_and_their_values(method: str) -> None:
+    model = tiny_classifier()
+    explain = build_explain_model(model, method)
+    assert [i.name for i in explain.graph.input] == ["image", "output_grad"]
+    assert [o.name for o in explain.graph.output] == ["probs", "saliency"]
+    assert explain.graph.output[0].type == model.graph.output[0].type
+    onnx.checker.check_model(explain, full_check=True)
+    assert {n.domain for n in explain.graph.node} <= {"", "ai.onnx"}
+
+    grad = np.eye(5, dtype=np.float32)[[1, 3]]
+    probs, saliency = session(explain).run(None, {"image": X, "output_grad": grad})
+    (expected,) = session(model).run(None, {"image": X})
+    np.testing.assert_array_equal(probs, expected)
+    assert saliency.shape == X.shape and np.isfinite(saliency).all()
+
+
+def test_seed_is_shaped_like_the_logits_and_the_batch_stays_dynamic() -> None:
+    explain = build_explain_model(tiny_classifier(batch="N"))
+    grad_input = next(i for i in explain.graph.input if i.name == "output_grad")
+    saliency = next(o for o in explain.graph.output if o.name == "saliency")
+    assert _dims(grad_input) == ["N", 5]
+    assert _dims(saliency) == ["N", 3, 8, 8]
+    sess = session(explain)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, 3, 8, 8)).astype(np.float32)
+        out = sess.run(["saliency"], {"image": x, "output_grad": np.ones((n, 5), np.float32)})
+        assert out[0].shape == (n, 3, 8, 8)
+
+
+def test_default_output_is_the_logits_behind_softmax_and_shape_ops() -> None:
+    model = tiny_classifier()
+    assert default_output(model) == "logits"
+    # Softmax followed by a shape-only op (some exporters add one) is still seen through.
+    model.graph.node.append(helper.make_node("Identity", ["probs"], ["probs_out"]))
+    model.graph.output[0].name = "probs_out"
+    assert default_output(model) == "logits"
+
+
+def test_default_output_is_the_first_output_when_it_is_not_a_softmax() -> None:
+    model = tiny_classifier()
+    del model.graph.node[-1]
+    model.graph.output[0].name = "logits"
+    assert default_output(model) == "logits"
+    model.graph.node[-1].output[0] = "scores"
+    model.graph.output[0].name = "scores"
+    assert default_output(model) == "scores"
+
+
+def test_default_input_skips_weights_listed_as_inputs() -> None:
+    model = tiny_classifier(opset=9, weights_as_inputs=True)
+    assert default_input(model) == "image"
+    explain = build_explain_model(model, "guided")
+    onnx.checker.check_model(explain, full_check=True)
+
+
+def test_vanilla_saliency_is_the_gradient_of_the_chosen_logit() -> None:
+    assert_vjp_matches(tiny_classifier(), {"image": X}, wrt="image", output="logits")
+
+
+def test_intermediate_tensors_can_be_explained() -> None:
+    model = tiny_classifier()
+    explain = build_explain_model(model, "vanilla", input_name="r1", output_name="c2")
+    grad_input = next(i for i in explain.graph.input if i.name == "output_grad")
+    saliency = next(o for o in explain.graph.output if o.name == "saliency")
+    assert _dims(grad_input) == ["batch", 6, 4, 4]
+    assert _dims(saliency) == ["batch", 4, 8, 8]
+    assert_vjp_matches(model, {"image": X}, wrt="image", output="c2")
+
+
+def test_refuses_names_already_in_the_model_and_takes_others() -> None:
+    model = tiny_classifier()
+    model.graph.node[1].output[0] = "saliency"
+    model.graph.node[2].input[0] = "saliency"
+    with pytest.raises(RewriteError, match="saliency"):
+        build_explain_model(model)
+    explain = build_explain_model(model, saliency_name="relevance")
+    assert explain.graph.output[-1].name == "relevance"
+
+
+def test_unknown_tensor_names_are_refused() -> None:
+    with pytest.raises(RewriteError, match="no tensor named 'nope'"):
+        build_explain_model(tiny_classifier(), input_name="nope")
+
+
+def test_output_that_does_not_depend_on_the_input_is_refused() -> None:
+    model = tiny_classifier()
+    with pytest.raises(RewriteError, match="does not depend"):
+        build_explain_model(model, input_name="r2", output_name="c1")
+
+
+def test_missing_rules_are_all_listed_before_anything_is_built() -> None:
+    model = tiny_classifier(opset=13)
+    # Two ops no rule covers, one of them in a custom domain.
+    model.graph.node[1].op_type = "Det"
+    model.graph.node[3].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(UnsupportedOpsError) as raised:
+        build_explain_model(model)
+    missing = {(m.op_type, m.node_name, m.opset) for m in raised.value.missing}
+    assert missing == {("Det", "relu1", 13), ("Relu", "relu2", 13)}
+    _, listed = check(model)
+    assert {(m.op_type, m.node_name) for m in listed} == {("Det", "relu1"), ("Relu", "relu2")}
+
+
+def test_non_float_inputs_are_never_explained() -> None:
+    model = tiny_classifier()
+    model.graph.input.insert(0, helper.make_tensor_value_info("ids", TensorProto.INT64, [1]))
+    assert default_input(model) == "image"
