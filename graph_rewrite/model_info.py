@@ -62,6 +62,11 @@ def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
             raise RewriteError(
                 f"could not convert the model from opset {opset} to opset {MIN_OPSET}: {exc}"
             ) from None
+    # The converter leaves ir_version alone; IR 3 (where every initializer must also be a
+    # graph input) cannot hold the new opset nor the backward pass's own initializers.
+    model.ir_version = max(
+        model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True)
+    )
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:

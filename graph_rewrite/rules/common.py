@@ -2,29 +2,95 @@
 
 from __future__ import annotations
 
-from ..builder import Builder
+from collections.abc import Sequence
+
+from onnx import helper
+
+from ..builder import Builder, Node
+from ..errors import RewriteError
+from ..model_info import Dim
+from . import Grad
+
+# Slice ends that mean "to the end" in either direction.
+INT_MAX = 2**63 - 1
+INT_MIN = -(2**63)
 
 
-def unbroadcast(g: Builder, grad: str, operand: str, result: str) -> str:
-    """Sums `grad` (shaped like the broadcast `result`) back to the shape of `operand`.
+def upstream(node: Node, dys: Sequence[Grad]) -> str:
+    """The gradient of a one-output node's output (the driver calls a rule only with one)."""
+    dy = dys[0]
+    if dy is None:
+        raise AssertionError(f"{node.op_type} {node.name!r}: called without a gradient")
+    return dy
+
+
+def onnx_type(g: Builder, like: str) -> int:
+    """The ONNX element type of tensor `like` (float where unknown)."""
+    return int(helper.np_dtype_to_tensor_dtype(g.dtype_of(like)))
+
+
+def float_mask(g: Builder, condition: str, like: str) -> str:
+    """A boolean tensor as 0/1 in the float type of `like`: Cast·Mul beats Where on CPU."""
+    return g.Cast(condition, to=onnx_type(g, like))
+
+
+def zeros_like(g: Builder, like: str) -> str:
+    """Zeros with the runtime shape and float type of `like`."""
+    return g.Expand(g.scalar_like(0.0, like), g.shape_of(like))
+
+
+def known_rank(g: Builder, node: Node, name: str) -> int:
+    rank = g.tensor(name).rank
+    if rank is None:
+        raise RewriteError(f"{node.op_type} {node.name!r}: the rank of {name!r} is unknown")
+    return rank
+
+
+def sum_to(g: Builder, grad: str, grad_shape: Sequence[Dim], operand: str) -> str:
+    """Sums `grad` (of shape `grad_shape`, broadcast from `operand`) to `operand`'s shape.
 
     Axes are chosen from static shapes: leading axes the operand lacks, and axes where
-    the operand has size 1 and the result does not. A symbolic dimension is taken not to
+    the operand has size 1 and the gradient does not. A symbolic dimension is taken not to
     broadcast (a dynamic batch of 1 against a dynamic batch of N is not supported).
     """
     op_shape = g.tensor(operand).shape
-    res_shape = g.tensor(result).shape
-    if op_shape is None or res_shape is None:
-        raise ValueError(f"broadcasting needs the ranks of {operand!r} and {result!r}")
-    if tuple(op_shape) == tuple(res_shape):
+    if op_shape is None:
+        raise RewriteError(f"broadcasting needs the rank of {operand!r}")
+    if tuple(op_shape) == tuple(grad_shape):
         return grad
-    lead = len(res_shape) - len(op_shape)
+    lead = len(grad_shape) - len(op_shape)
     axes = list(range(lead))
     for i, d in enumerate(op_shape):
-        if d == 1 and res_shape[lead + i] != 1:
+        if d == 1 and grad_shape[lead + i] != 1:
             axes.append(lead + i)
     if axes:
         grad = g.ReduceSum(grad, g.ints(axes), keepdims=1)
     if lead or not axes:
         grad = g.reshape_like(grad, operand)
     return grad
+
+
+def unbroadcast(g: Builder, grad: str, operand: str, result: str) -> str:
+    """Sums `grad` (shaped like the broadcast `result`) back to the shape of `operand`."""
+    res_shape = g.tensor(result).shape
+    if res_shape is None:
+        raise RewriteError(f"broadcasting needs the rank of {result!r}")
+    return sum_to(g, grad, res_shape, operand)
+
+
+def reduction_axes(g: Builder, node: Node, axes_input: int = 1) -> list[int] | None:
+    """A reduction's axes, from the attribute (older opsets) or the input (newer ones).
+
+    None means "no axes given". Computed axes cannot be read: the gradient's shape
+    depends on them.
+    """
+    axes = node.attr("axes")
+    if axes is not None:
+        return [int(a) for a in axes]
+    name = node.input(axes_input)
+    if not name:
+        return None
+    value = g.info.constant_ints(name)
+    if value is None:
+        raise RewriteError(f"{node.op_type} {node.name!r}: computed axes are not supported")
+    return value

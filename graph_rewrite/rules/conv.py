@@ -156,3 +156,82 @@ def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
         rank = g.tensor(node.outputs[0]).rank or (2 + len(geo.kernel))
         db = g.ReduceSum(dy, g.ints([0, *range(2, rank)]), keepdims=0)
     return [dx, None, db][: len(node.inputs)]
+
+
+def _transpose_pads(
+    g: Builder, node: Node, x: str, kernel: list[int], strides: list[int], dilations: list[int]
+) -> list[int]:
+    """The explicit [begin..., end...] pads of a ConvTranspose, output_shape and auto_pad
+    resolved as onnxruntime resolves them."""
+    nd = len(kernel)
+    output_shape = node.attr("output_shape")
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return [0] * (2 * nd) if auto_pad == "VALID" else list(node.attr("pads", [0] * (2 * nd)))
+    in_shape = g.tensor(x).shape
+    if in_shape is None or not all(isinstance(d, int) for d in in_shape[2:]):
+        raise RewriteError(
+            f"ConvTranspose {node.name!r}: output_shape or auto_pad needs static spatial sizes"
+        )
+    spatial = [int(d) for d in in_shape[2:]]  # type: ignore[arg-type]
+    extra = list(node.attr("output_padding", [0] * nd))
+    wanted = (
+        list(output_shape)[-nd:]
+        if output_shape is not None
+        else [n * s for n, s in zip(spatial, strides)]
+    )
+    pads = [0] * (2 * nd)
+    for i in range(nd):
+        total = (
+            strides[i] * (spatial[i] - 1)
+            + extra[i]
+            + dilations[i] * (kernel[i] - 1)
+            + 1
+            - wanted[i]
+        )
+        if total < 0:
+            raise RewriteError(f"ConvTranspose {node.name!r}: output_shape exceeds the full output")
+        small, large = total // 2, total - total // 2
+        pads[i], pads[nd + i] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    return pads
+
+
+@register("ConvTranspose")
+def conv_transpose(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    """The adjoint of a transposed conv is the plain Conv with the same weight and geometry."""
+    dy = dys[0]
+    assert dy is not None
+    x, w, b = node.input(0), node.input(1), node.input(2)
+    if len(wants) > 1 and wants[1]:
+        raise RewriteError(
+            f"ConvTranspose {node.name!r}: weights computed from the input are not supported"
+        )
+    w_shape = g.tensor(w).shape
+    kernel = node.attr("kernel_shape")
+    if kernel is None:
+        if w_shape is None or not all(isinstance(d, int) for d in w_shape[2:]):
+            raise RewriteError(f"ConvTranspose {node.name!r}: the kernel size is unknown")
+        kernel = [int(d) for d in w_shape[2:]]  # type: ignore[arg-type]
+    nd = len(kernel)
+    strides = list(node.attr("strides", [1] * nd))
+    dilations = list(node.attr("dilations", [1] * nd))
+    pads = _transpose_pads(g, node, x, list(kernel), strides, dilations)
+    # With output padding below the stride (onnxruntime refuses more), the Conv's output
+    # has exactly the input's size.
+    extra = list(node.attr("output_padding", [0] * nd))
+    if any(p >= s for p, s in zip(extra, strides)) or min(pads) < 0:
+        raise RewriteError(
+            f"ConvTranspose {node.name!r}: output padding of a stride or more, or negative "
+            "pads, are not supported"
+        )
+    dx: Grad = None
+    if wants[0]:
+        dx = g.Conv(
+            dy, w, strides=strides, dilations=dilations, pads=pads, group=int(node.attr("group", 1))
+        )
+    db: Grad = None
+    if b and len(wants) > 2 and wants[2]:
+        db = g.ReduceSum(dy, g.ints([0, *range(2, 2 + nd)]), keepdims=0)
+    return [dx, None, db][: len(node.inputs)]

@@ -75,7 +75,13 @@ def max_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool])
 
 
 def _axis_divisors(
-    size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int,
+    size: int,
+    out: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pad_begin: int,
+    pad_end: int,
     include_pad: bool,
 ) -> np.ndarray:
     """Per output position along one axis, the count that onnxruntime divides the sum by."""
@@ -85,12 +91,20 @@ def _axis_divisors(
     return ((taps >= low) & (taps < high)).sum(axis=1)
 
 
-def _divisor_map(geo: ConvGeometry, spatial: list[int], out: list[int], include_pad: bool) -> np.ndarray:
+def _divisor_map(
+    geo: ConvGeometry, spatial: list[int], out: list[int], include_pad: bool
+) -> np.ndarray:
     result = np.ones((), dtype=np.float64)
     for i, (size, n) in enumerate(zip(spatial, out)):
         axis = _axis_divisors(
-            size, n, geo.kernel[i], geo.strides[i], geo.dilations[i], geo.pads_begin[i],
-            geo.pads_end[i], include_pad,
+            size,
+            n,
+            geo.kernel[i],
+            geo.strides[i],
+            geo.dilations[i],
+            geo.pads_begin[i],
+            geo.pads_end[i],
+            include_pad,
         )
         result = np.multiply.outer(result, axis)
     # Windows wholly in the padding have a zero divisor and no input to reach.
@@ -98,7 +112,12 @@ def _divisor_map(geo: ConvGeometry, spatial: list[int], out: list[int], include_
 
 
 def _spread_back(
-    g: Builder, dy: str, geo: ConvGeometry, spatial: list[int], out: list[int], channels: int,
+    g: Builder,
+    dy: str,
+    geo: ConvGeometry,
+    spatial: list[int],
+    out: list[int],
+    channels: int,
     like: str,
 ) -> str:
     """Adds each dy value onto every input position of its window: a ones ConvTranspose."""
@@ -106,8 +125,11 @@ def _spread_back(
     padding = []
     for i, (size, n) in enumerate(zip(spatial, out)):
         produced = (
-            geo.strides[i] * (n - 1) + geo.dilations[i] * (geo.kernel[i] - 1) + 1
-            - geo.pads_begin[i] - pads_end[i]
+            geo.strides[i] * (n - 1)
+            + geo.dilations[i] * (geo.kernel[i] - 1)
+            + 1
+            - geo.pads_begin[i]
+            - pads_end[i]
         )
         # ceil_mode windows can run past the end padding: crop that overhang, it is
         # outside the input.
