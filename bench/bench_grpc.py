@@ -1,0 +1,182 @@
+"""The gRPC overhead: end-to-end Explain latency over in-process latency, and throughput.
+
+For the demo model and for a ResNet-50 (random weights, defined below and exported here),
+prints the median latency of the core's `Explainer.explain` called in-process, the median
+latency of the same request through `onnxplain.client.Client` to an `onnxplain serve`
+process on a loopback socket, their ratio (target: <= 1.05 at ResNet-50 scale), and the
+requests per second that 8 concurrent clients get.
+
+    python bench/bench_grpc.py [--repeats 20] [--seconds 10] [--threads 0]
+
+The server runs in its own process, so client and server do not share a GIL; in-process and
+end-to-end calls alternate (so both see the same load from anything else on the machine),
+never overlap, and use the same onnxruntime thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxplain.client import Client
+from onnxplain.server import ExplainCall, Explainer, Repository, SessionFactory
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD = "guided"
+CLIENTS = 8
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = 4 * width
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )  # fmt: skip
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.skip(x))
+
+
+def resnet50(classes: int = 1000) -> nn.Module:
+    """He et al.'s ResNet-50: stages of 3, 4, 6, 3 bottlenecks of widths 64..512."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]  # fmt: skip
+    cin = 64
+    for i, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512))):
+        for b in range(blocks):
+            layers.append(Bottleneck(cin, width, 2 if b == 0 and i > 0 else 1))
+            cin = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    return nn.Sequential(*layers)
+
+
+def export_resnet50(folder: Path) -> None:
+    torch.manual_seed(0)
+    model = resnet50().eval()
+    folder.mkdir(parents=True)
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 224, 224),), str(folder / "model.onnx"),
+        input_names=["input"], output_names=["logits"], opset_version=17, dynamo=False,
+    )  # fmt: skip
+
+
+def interleaved_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median ms of each function, called in turn so that all see the same machine load."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()  # warm-up: first runs allocate
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
+
+
+def start_server(repo: Path, threads: int) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onnxplain", "serve", "--models", str(repo), "--port", "0",
+         "--threads", str(threads), "--max-concurrent", str(CLIENTS), "--drain-delay", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError("the server did not start")
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def throughput(address: str, name: str, x: np.ndarray, seconds: float) -> float:
+    clients = [Client(address) for _ in range(CLIENTS)]
+    deadline = time.perf_counter() + seconds
+
+    def loop(client: Client) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            client.explain(name, x, method=METHOD, targets=[1])
+            done += 1
+        return done
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        total = sum(pool.map(loop, clients))
+    elapsed = time.perf_counter() - start
+    for client in clients:
+        client.close()
+    return total / elapsed
+
+
+def latencies(
+    repo: Path, name: str, x: np.ndarray, address: str, args: argparse.Namespace
+) -> list[float]:
+    """Median in-process and end-to-end ms; the in-process sessions are freed on return."""
+    core = Explainer(Repository.load(repo, SessionFactory("cpu", args.threads)))
+    call = ExplainCall(name, x, METHOD, [1])
+    with Client(address) as client:
+        return interleaved_ms(
+            [
+                lambda: core.explain(call),
+                lambda: client.explain(name, x, method=METHOD, targets=[1]),
+            ],
+            args.repeats,
+        )
+
+
+def bench(repo: Path, name: str, x: np.ndarray, args: argparse.Namespace) -> None:
+    proc, address = start_server(repo, args.threads)
+    try:
+        local, remote = latencies(repo, name, x, address, args)
+        rps = throughput(address, name, x, args.seconds)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(
+        f"{name:10s} batch {x.shape[0]}  in-process {local:8.2f} ms  gRPC {remote:8.2f} ms  "
+        f"ratio {remote / local:5.3f}  {CLIENTS} clients {rps:7.1f} req/s",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0, help="throughput run length")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all)")
+    parser.add_argument("--skip-resnet", action="store_true")
+    args = parser.parse_args()
+    print(f"{METHOD} backprop, onnxruntime CPU, threads={args.threads or 'all'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = Path(tmp) / "demo"
+        shutil.copytree(ROOT / "models" / "digits", demo / "digits")
+        bench(demo, "digits", np.load(ROOT / "models/digits/samples/digit3.npy"), args)
+        if not args.skip_resnet:
+            export_resnet50(Path(tmp) / "resnet" / "resnet50")
+            x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), np.float32)
+            bench(Path(tmp) / "resnet", "resnet50", x, args)
+
+
+if __name__ == "__main__":
+    main()

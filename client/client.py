@@ -1,0 +1,154 @@
+"""A Python client for the Explain service: numpy arrays and image files in, arrays out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from onnxplain.v1 import explain_pb2 as pb
+from onnxplain.v1 import explain_pb2_grpc
+from onnxplain.v1.tensors import to_array, to_tensor
+
+_METHODS = {
+    None: pb.METHOD_UNSPECIFIED,
+    "vanilla": pb.METHOD_VANILLA,
+    "deconvnet": pb.METHOD_DECONVNET,
+    "guided": pb.METHOD_GUIDED,
+}
+_METHOD_NAMES = {wire: name for name, wire in _METHODS.items() if name}
+
+
+class ServiceError(Exception):
+    """The server refused or failed a call; `code` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Explanation:
+    saliency: np.ndarray  # shaped like the model input
+    scores: np.ndarray  # the explained output, e.g. logits
+    targets: np.ndarray  # the class explained per sample
+    labels: list[str]  # the targets' labels, empty when the model has none
+    method: str
+    heatmap_png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    available: bool
+    error: str
+    input_shape: tuple[int, ...]  # -1 where a dimension is not fixed
+    output_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    default_method: str
+    takes_images: bool
+
+
+class Client:
+    """`Client("host:port")`; use as a context manager, or call close()."""
+
+    def __init__(self, target: str, timeout: float | None = 60.0, max_message_mb: int = 64):
+        size = max_message_mb * 1024 * 1024
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+            ],
+        )
+        self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
+        self.timeout = timeout
+
+    def explain(
+        self,
+        model: str,
+        data: np.ndarray | str | Path | bytes,
+        method: str | None = None,
+        targets: int | Sequence[int] | None = None,
+        heatmap: bool = False,
+    ) -> Explanation:
+        """Saliency of `targets` (default: each sample's top class) for an array or image.
+
+        `data` is a preprocessed input array, a path to an .npy file or to a PNG/JPEG image,
+        or the bytes of an encoded image; `method` is vanilla, deconvnet or guided (None:
+        the model's default).
+        """
+        if method not in _METHODS:
+            raise ValueError(f"unknown method {method!r}; use vanilla, deconvnet or guided")
+        request = pb.ExplainRequest(
+            model=model, method=_METHODS[method], targets=_targets(targets), heatmap=heatmap
+        )
+        _set_input(request, data)
+        response = self._call(self._stub.Explain, request)
+        return Explanation(
+            saliency=to_array(response.saliency),
+            scores=to_array(response.scores),
+            targets=np.asarray(response.targets, dtype=np.int64),
+            labels=list(response.target_labels),
+            method=_METHOD_NAMES.get(response.method, ""),
+            heatmap_png=response.heatmap_png or None,
+        )
+
+    def models(self) -> list[ModelSummary]:
+        response = self._call(self._stub.ListModels, pb.ListModelsRequest())
+        return [_summary(info) for info in response.models]
+
+    def model(self, name: str) -> ModelSummary:
+        return _summary(self._call(self._stub.GetModel, pb.GetModelRequest(name=name)).model)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable, request: object) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise ServiceError(exc.code(), exc.details() or "") from None
+
+
+def _targets(targets: int | Sequence[int] | None) -> list[int]:
+    if targets is None:
+        return []
+    if isinstance(targets, int | np.integer):
+        return [int(targets)]
+    return [int(t) for t in targets]
+
+
+def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes) -> None:
+    if isinstance(data, bytes):
+        request.image = data
+    elif isinstance(data, np.ndarray):
+        request.tensor.CopyFrom(to_tensor(data))
+    elif Path(data).suffix.lower() == ".npy":
+        request.tensor.CopyFrom(to_tensor(np.load(data)))
+    else:
+        request.image = Path(data).read_bytes()
+
+
+def _summary(info: pb.ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        name=info.name,
+        available=info.available,
+        error=info.error,
+        input_shape=tuple(info.input.shape),
+        output_shape=tuple(info.output.shape),
+        labels=tuple(info.labels),
+        default_method=_METHOD_NAMES.get(info.default_method, ""),
+        takes_images=info.HasField("preprocessing"),
+    )

@@ -1,0 +1,102 @@
+"""The gRPC servicer: decode the request, call the core, encode the answer. Nothing else.
+
+Errors are not handled here: the core's exceptions propagate to `app.error_mapping`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onnxplain.graph_rewrite import METHODS, Method
+
+from onnxplain.v1 import explain_pb2 as pb
+from onnxplain.v1 import explain_pb2_grpc
+from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
+
+from .explainer import ExplainCall, Explainer, Explanation
+from .repository import FailedModel, LoadedModel, Spec
+
+_METHOD_TO_WIRE: dict[Method, pb.Method] = {
+    "vanilla": pb.METHOD_VANILLA,
+    "deconvnet": pb.METHOD_DECONVNET,
+    "guided": pb.METHOD_GUIDED,
+}
+_METHOD_FROM_WIRE = {wire: name for name, wire in _METHOD_TO_WIRE.items()}
+
+
+class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
+    def __init__(self, core: Explainer) -> None:
+        self.core = core
+
+    def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
+        return encode_explanation(self.core.explain(decode_call(request)))
+
+    def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
+        repo = self.core.repository
+        return pb.ListModelsResponse(models=[encode_model(repo.entry(n)) for n in repo.names()])
+
+    def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
+        return pb.GetModelResponse(model=encode_model(self.core.repository.entry(request.name)))
+
+
+def decode_call(request: pb.ExplainRequest) -> ExplainCall:
+    kind = request.WhichOneof("input")
+    data = request.image if kind == "image" else to_array(request.tensor)
+    return ExplainCall(
+        model=request.model,
+        input=data,
+        method=decode_method(request.method),
+        targets=list(request.targets),
+        heatmap=request.heatmap,
+    )
+
+
+def decode_method(wire: pb.Method) -> str | None:
+    """None for METHOD_UNSPECIFIED; an unknown number passes through as text for the core."""
+    if wire == pb.METHOD_UNSPECIFIED:
+        return None
+    return _METHOD_FROM_WIRE.get(wire, str(wire))
+
+
+def encode_explanation(result: Explanation) -> pb.ExplainResponse:
+    return pb.ExplainResponse(
+        saliency=to_tensor(result.saliency),
+        scores=to_tensor(result.scores),
+        targets=result.targets.tolist(),
+        heatmap_png=result.heatmap_png or b"",
+        target_labels=result.labels,
+        method=_METHOD_TO_WIRE[result.method],
+    )
+
+
+def encode_model(entry: LoadedModel | FailedModel) -> pb.ModelInfo:
+    if isinstance(entry, FailedModel):
+        return pb.ModelInfo(name=entry.name, available=False, error=entry.error)
+    config = entry.config
+    info = pb.ModelInfo(
+        name=entry.name,
+        available=True,
+        input=encode_spec(entry.input),
+        output=encode_spec(entry.output),
+        labels=list(config.labels),
+        methods=[_METHOD_TO_WIRE[m] for m in METHODS],
+        default_method=_METHOD_TO_WIRE[config.default_method],
+    )
+    pre = config.preprocessing
+    if pre is not None:
+        info.preprocessing.CopyFrom(
+            pb.Preprocessing(
+                height=pre.height,
+                width=pre.width,
+                mean=pre.mean,
+                std=pre.std,
+                layout=pre.layout,
+                color_mode=pre.color_mode,
+            )
+        )
+    return info
+
+
+def encode_spec(spec: Spec) -> pb.TensorSpec:
+    shape = [-1 if d is None else d for d in spec.shape]
+    return pb.TensorSpec(name=spec.name, dtype=dtype_code(spec.dtype), shape=shape)

@@ -1,0 +1,74 @@
+"""Shared by the server and client tests: a model repository in a temp folder, a running server.
+
+The repository holds the shipped demo model plus two that must fail to load (a file that is
+not ONNX, and a graph with an op that has no backward rule), so every test also checks that
+one broken model does not stop the others from serving.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model
+from onnxplain.server import Explainer, Limits, Repository, Service, SessionFactory, build_server
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
+SAMPLES = DEMO / "samples"
+
+
+def make_repository(root: Path) -> Path:
+    shutil.copytree(DEMO, root / "digits")
+    (root / "garbage").mkdir()
+    (root / "garbage" / "model.onnx").write_bytes(b"this is not an ONNX model")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Sin", ["x"], ["y"])], "norule", [x], [y])
+    (root / "norule").mkdir()
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        root / "norule" / "model.onnx",
+    )
+    return root
+
+
+@contextmanager
+def running_server(
+    root: Path, max_batch: int = 16, max_concurrent: int = 4, max_message_bytes: int = 1 << 20
+) -> Iterator[tuple[Service, Explainer]]:
+    core = Explainer(
+        Repository.load(root, SessionFactory("cpu", threads=1)), max_batch, max_concurrent
+    )
+    service = build_server(core, "127.0.0.1", 0, Limits(max_message_bytes, max_concurrent))
+    try:
+        yield service, core
+    finally:
+        service.server.stop(None).wait()
+
+
+def quiet_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def direct_explain(
+    method: str, x: np.ndarray, targets: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The oracle: the demo model and its explain model run straight in onnxruntime."""
+    model = onnx.load(DEMO / "model.onnx")
+    (scores,) = quiet_session(model).run(None, {"input": x})
+    if targets is None:
+        targets = scores.argmax(axis=1)
+    seed = np.zeros_like(scores)
+    seed[np.arange(len(x)), targets] = 1
+    explain = quiet_session(build_explain_model(model, method))  # type: ignore[arg-type]
+    saliency = explain.run([SALIENCY_OUTPUT], {"input": x, GRAD_INPUT: seed})[0]
+    return saliency, scores, np.asarray(targets)
