@@ -43,7 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path, help="a PNG or JPEG input")
     parser.add_argument("-o", "--output", type=Path, default=Path("figure.png"))
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    # The repo's own models/ by default, wherever the script is run from.
+    parser.add_argument(
+        "--models", type=Path, default=Path(__file__).resolve().parent.parent / "models"
+    )
     parser.add_argument("--model", default="digits")
     parser.add_argument("--target", type=int, default=None, help="class (default: top)")
     parser.add_argument("--scale", type=int, default=16, help="pixels per input pixel")
