@@ -134,8 +134,10 @@ def check(
 ) -> tuple[Endpoints, list[MissingRule]]:
     """Which explained endpoints the model has, and every op on the path without a rule."""
     opset = ai_onnx_opset(model)
-    model = normalise(model)
+    # Endpoints come from the model as exported: the opset converter may wrap an old
+    # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
     ends = resolve_endpoints(model, input_name, output_name)
+    model = normalise(model)
     info = ModelInfo(model)
     return ends, missing_rules(differentiated_path(info, ends), opset)
 
@@ -152,8 +154,10 @@ def build_explain_model(
     """The explain model: `model` plus an input `grad_name` and an output `saliency_name`."""
     table = rules_for(method, rectifiers)
     opset = ai_onnx_opset(model)
-    model = normalise(model)
+    # Endpoints come from the model as exported: the opset converter may wrap an old
+    # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
     ends = resolve_endpoints(model, input_name, output_name)
+    model = normalise(model)
     existing = {vi.name for vi in (*model.graph.input, *model.graph.output)}
     existing |= {t for node in model.graph.node for t in (*node.input, *node.output)}
     for new in (grad_name, saliency_name):

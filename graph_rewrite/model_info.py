@@ -53,7 +53,66 @@ def ai_onnx_opset(model: onnx.ModelProto) -> int:
 
 
 def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Raise the opset to MIN_OPSET where it is lower, and infer shapes."""
+    """A new model: opset raised to MIN_OPSET where it is lower, shapes inferred.
+
+    The converter and shape inference serialise the whole model, weights included; they
+    work on a skeleton whose large weights are placeholders of the right type and shape,
+    and the weights are put back once (VGG-19: 2.7 s → well under 1 s).
+    """
+    skeleton, weights = _without_large_weights(model)
+    normalised = _normalise_skeleton(skeleton)
+    for i, init in enumerate(normalised.graph.initializer):
+        if init.name in weights:
+            normalised.graph.initializer[i].CopyFrom(weights[init.name])
+    return normalised
+
+
+# Initializers at least this many elements are left out of the skeleton; smaller ones
+# (shapes, axes, scales that data propagation and the converter read) stay in.
+_LARGE = 1024
+
+
+def _without_large_weights(
+    model: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    graph = model.graph
+    weights: dict[str, onnx.TensorProto] = {}
+    initializers = []
+    for init in graph.initializer:
+        if int(np.prod(init.dims)) >= _LARGE and init.data_type in FLOAT_TYPES:
+            weights[init.name] = init
+            initializers.append(
+                onnx.TensorProto(name=init.name, dims=init.dims, data_type=init.data_type)
+            )
+        else:
+            initializers.append(init)
+    skeleton_graph = onnx.GraphProto(
+        name=graph.name,
+        doc_string=graph.doc_string,
+        node=graph.node,
+        input=graph.input,
+        output=graph.output,
+        value_info=graph.value_info,
+        initializer=initializers,
+        sparse_initializer=graph.sparse_initializer,
+        metadata_props=graph.metadata_props,
+    )
+    skeleton = onnx.ModelProto(
+        ir_version=model.ir_version,
+        opset_import=model.opset_import,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        doc_string=model.doc_string,
+        metadata_props=model.metadata_props,
+        functions=model.functions,
+        graph=skeleton_graph,
+    )
+    return skeleton, weights
+
+
+def _normalise_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = ai_onnx_opset(model)
     if opset < MIN_OPSET:
         try:
@@ -102,8 +161,10 @@ class ModelInfo:
         for vi in [*graph.input, *graph.value_info, *graph.output]:
             self._infos[vi.name] = _info_from_type(vi.type)
         self._constants: dict[str, np.ndarray] = {}
+        # Weights are decoded on first use: most (a ResNet's BatchNorm stats folded away,
+        # weights only ConvTranspose reads) are never needed as numpy arrays.
+        self._initializers = {init.name: init for init in graph.initializer}
         for init in graph.initializer:
-            self._constants[init.name] = numpy_helper.to_array(init)
             self._infos[init.name] = TensorInfo(init.data_type, tuple(int(d) for d in init.dims))
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -119,6 +180,8 @@ class ModelInfo:
         """The value of an initializer or Constant output, else None (it is computed)."""
         if not name:
             return None
+        if name not in self._constants and name in self._initializers:
+            self._constants[name] = numpy_helper.to_array(self._initializers[name])
         return self._constants.get(name)
 
     def constant_ints(self, name: str) -> list[int] | None:

@@ -1,7 +1,7 @@
 """Gemm and MatMul rules against central finite differences.
 
 Each case runs with the other operand as a graph input (general path) and as an
-initializer (the folded-constant path), for the gradient of every float operand.
+initializer (MatMul's folded-constant path), for the gradient of every float operand.
 """
 
 from __future__ import annotations
@@ -97,6 +97,14 @@ def test_constant_weight_needs_no_transpose_node() -> None:
     ops = [n.op_type for n in explain.graph.node]
     assert "Transpose" not in ops
     assert ops.count("MatMul") == 2
+
+
+def test_gemm_backward_reads_the_forward_weight_without_copying_it() -> None:
+    x, w = normal(2, 4), normal(5, 4)
+    model = single_op_model("Gemm", {"x": x}, {"transB": 1, "alpha": 0.5}, constants={"w": w})
+    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    assert len(explain.graph.initializer) == 1  # the forward weight alone
+    assert [n.op_type for n in explain.graph.node].count("Gemm") == 2
 
 
 def test_matmul_of_two_vectors() -> None:

@@ -1,8 +1,9 @@
 """Gemm and MatMul: the gradient of a product is a product with the other operand transposed.
 
-Where that operand is a constant (the weights, nearly always), its transpose — and Gemm's
-alpha — are folded into a new constant here, so the backward is one plain MatMul with no
-Transpose node on the hot path of every explain run.
+Gemm's backward is one Gemm whose transA/transB flags do the transposing, reading the forward
+weight itself: no Transpose node on the hot path and no second copy of the weight (VGG-19's
+first fully connected layer alone is 411 MB). MatMul has no such flags, so a constant
+operand's transpose is folded into a new constant there (N-D MatMuls carry small weights).
 """
 
 from __future__ import annotations
@@ -45,20 +46,8 @@ def gemm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
 
 
 def _product(g: Builder, alpha: float, left: tuple[str, int], right: tuple[str, int]) -> str:
-    """alpha·op(left)·op(right), op transposing where the flag is 1.
-
-    A constant factor takes alpha and its transpose into a new constant, so the common
-    case (constant weights, no transposed data) is a single MatMul.
-    """
-    factors = [left, right]
-    for i, (name, trans) in enumerate(factors):
-        value = g.info.constant(name)
-        if value is not None:
-            folded = alpha * (value.T if trans else value)
-            factors[i] = (g.const(np.ascontiguousarray(folded), hint="gemm_weight"), 0)
-            alpha = 1.0
-            break
-    (l_name, l_trans), (r_name, r_trans) = factors
+    """alpha·op(left)·op(right), op transposing where the flag is 1: one MatMul or Gemm."""
+    (l_name, l_trans), (r_name, r_trans) = left, right
     if alpha == 1.0 and not l_trans and not r_trans:
         return g.MatMul(l_name, r_name)
     return g.Gemm(l_name, r_name, transA=l_trans, transB=r_trans, alpha=alpha)
