@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite import build_explain_model, default_input
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -98,7 +98,7 @@ def vjp_error(
     large enough to beat rounding would cross ReLU kinks in a whole network.
     """
     explain = build_explain_model(model, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
-    wrt = wrt or explain.graph.input[0].name
+    wrt = wrt or default_input(model)
     if reference_forward:
         return _against_reference(model, explain, feeds, wrt, output, directions, seed)
     for dtype, step in ((np.float64, 1e-5), (np.float32, 1e-2)):
@@ -107,7 +107,7 @@ def vjp_error(
             exp = session(as_dtype(explain, dtype))
         except Exception:
             continue
-        err = _compare(fwd, exp, feeds, wrt, dtype, eps or step, directions, seed)
+        err = session_vjp_error(fwd, exp, feeds, wrt, dtype, eps or step, directions, seed)
         return err, dtype
     raise RuntimeError("onnxruntime could not run the model in float64 or float32")
 
@@ -232,7 +232,7 @@ def _relative_gap(numeric: float, saliency: np.ndarray, v: np.ndarray) -> float:
     return abs(numeric - analytic) / scale
 
 
-def _compare(
+def session_vjp_error(
     fwd: ort.InferenceSession,
     exp: ort.InferenceSession,
     feeds: Mapping[str, np.ndarray],
@@ -242,6 +242,7 @@ def _compare(
     directions: int,
     seed: int,
 ) -> float:
+    """vjp_error's comparison on sessions the caller built (whole-model tests build them once)."""
     rng = np.random.default_rng(seed)
     cast = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
     out_name = fwd.get_outputs()[0].name

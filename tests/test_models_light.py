@@ -25,9 +25,8 @@ from captum.attr import Deconvolution, GuidedBackprop
 from onnx import helper, numpy_helper
 from onnxplain.graph_rewrite import build_explain_model, default_input, default_output
 
-# fd's comparison loop, on sessions built once here rather than per call.
-from fd import _compare as fd_error
 from fd import session
+from fd import session_vjp_error as fd_error
 from nets import TORCH_OPS, OnnxAsTorch, node_attributes
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
