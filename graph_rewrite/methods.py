@@ -26,6 +26,7 @@ from typing import Literal
 from .builder import Builder, Node
 from .rules import RULES, Grad, Rule
 from .rules.activation import clip_bounds, local_derivative
+from .rules.common import upstream
 
 Method = Literal["vanilla", "deconvnet", "guided"]
 Rectifiers = Literal["relu", "all"]
@@ -37,8 +38,7 @@ _EXTRA_RECTIFIERS = ("Clip", "LeakyRelu", "PRelu", "HardSwish")
 
 def _gated(use_forward: bool) -> Rule:
     def rule(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-        dy = dys[0]
-        assert dy is not None
+        dy = upstream(node, dys)
         # [dY > 0]·dY is just Relu(dY): one op instead of a compare, a cast and a multiply.
         dx = g.Relu(dy)
         if use_forward:

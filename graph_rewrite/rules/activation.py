@@ -11,17 +11,7 @@ from collections.abc import Sequence
 
 from ..builder import Builder, Node
 from . import Grad, register
-from .common import unbroadcast
-
-
-def _mask(g: Builder, condition: str, like: str) -> str:
-    return g.Cast(condition, to=_onnx_type(g, like))
-
-
-def _onnx_type(g: Builder, like: str) -> int:
-    from onnx import helper
-
-    return int(helper.np_dtype_to_tensor_dtype(g.dtype_of(like)))
+from .common import float_mask, unbroadcast, upstream
 
 
 def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
@@ -38,7 +28,7 @@ def local_derivative(g: Builder, node: Node) -> str:
     x, y = node.inputs[0], node.outputs[0]
     zero = g.scalar_like(0.0, x)
     if node.op_type == "Relu":
-        return _mask(g, g.Greater(y, zero), x)
+        return float_mask(g, g.Greater(y, zero), x)
     if node.op_type == "Clip":
         low, high = node.input(1), node.input(2)
         inside = None
@@ -50,23 +40,23 @@ def local_derivative(g: Builder, node: Node) -> str:
         return (
             g.Expand(g.scalar_like(1.0, x), g.shape_of(x))
             if inside is None
-            else _mask(g, inside, x)
+            else float_mask(g, inside, x)
         )
     if node.op_type == "LeakyRelu":
         alpha = float(node.attr("alpha", 0.01))
-        positive = _mask(g, g.Greater(x, zero), x)
+        positive = float_mask(g, g.Greater(x, zero), x)
         # alpha + (1 - alpha)·[x > 0]
         return g.Add(g.Mul(positive, g.scalar_like(1.0 - alpha, x)), g.scalar_like(alpha, x))
     if node.op_type == "PRelu":
         slope = node.inputs[1]
-        positive = _mask(g, g.Greater(x, zero), x)
+        positive = float_mask(g, g.Greater(x, zero), x)
         one = g.scalar_like(1.0, x)
         return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
     if node.op_type == "HardSwish":
         # x·relu6(x+3)/6: slope 0 below -3, 1 above 3, (2x+3)/6 between.
         three = g.scalar_like(3.0, x)
-        above = _mask(g, g.Greater(x, three), x)
-        inside = _mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
+        above = float_mask(g, g.Greater(x, three), x)
+        inside = float_mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
         ramp = g.Div(g.Add(g.Add(x, x), three), g.scalar_like(6.0, x))
         return g.Add(above, g.Mul(inside, ramp))
     raise ValueError(f"{node.op_type} is not a rectifier")
@@ -78,45 +68,40 @@ def _first_input_only(dx: str, node: Node) -> list[Grad]:
 
 @register("Relu", "Clip", "LeakyRelu", "HardSwish")
 def rectifier(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     return _first_input_only(g.Mul(dy, local_derivative(g, node)), node)
 
 
 @register("PRelu")
 def prelu(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x, slope = node.inputs[0], node.inputs[1]
     dx = g.Mul(dy, local_derivative(g, node)) if wants[0] else None
     dslope = None
     if wants[1]:
-        negative = g.Mul(x, _mask(g, g.Not(g.Greater(x, g.scalar_like(0.0, x))), x))
+        negative = g.Mul(x, float_mask(g, g.Not(g.Greater(x, g.scalar_like(0.0, x))), x))
         dslope = unbroadcast(g, g.Mul(dy, negative), slope, node.outputs[0])
     return [dx, dslope]
 
 
 @register("Sigmoid")
 def sigmoid(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, y = dys[0], node.outputs[0]
-    assert dy is not None
+    dy, y = upstream(node, dys), node.outputs[0]
     return [g.Mul(dy, g.Mul(y, g.Sub(g.scalar_like(1.0, y), y)))]
 
 
 @register("Tanh")
 def tanh(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, y = dys[0], node.outputs[0]
-    assert dy is not None
+    dy, y = upstream(node, dys), node.outputs[0]
     return [g.Mul(dy, g.Sub(g.scalar_like(1.0, y), g.Mul(y, y)))]
 
 
 @register("HardSigmoid")
 def hard_sigmoid(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, x = dys[0], node.inputs[0]
-    assert dy is not None
+    dy, x = upstream(node, dys), node.inputs[0]
     alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
     z = g.Add(g.Mul(x, g.scalar_like(alpha, x)), g.scalar_like(beta, x))
-    inside = _mask(
+    inside = float_mask(
         g, g.And(g.Greater(z, g.scalar_like(0.0, x)), g.Less(z, g.scalar_like(1.0, x))), x
     )
     return [g.Mul(dy, g.Mul(inside, g.scalar_like(alpha, x)))]
@@ -124,16 +109,14 @@ def hard_sigmoid(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bo
 
 @register("Erf")
 def erf(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, x = dys[0], node.inputs[0]
-    assert dy is not None
+    dy, x = upstream(node, dys), node.inputs[0]
     slope = g.Mul(g.Exp(g.Neg(g.Mul(x, x))), g.scalar_like(2.0 / math.sqrt(math.pi), x))
     return [g.Mul(dy, slope)]
 
 
 @register("Softmax")
 def softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, y = dys[0], node.outputs[0]
-    assert dy is not None
+    dy, y = upstream(node, dys), node.outputs[0]
     axes = g.ints([int(node.attr("axis", -1))])
     inner = g.ReduceSum(g.Mul(dy, y), axes, keepdims=1)
     return [g.Mul(y, g.Sub(dy, inner))]
@@ -141,7 +124,6 @@ def softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) 
 
 @register("LogSoftmax")
 def log_softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy, y = dys[0], node.outputs[0]
-    assert dy is not None
+    dy, y = upstream(node, dys), node.outputs[0]
     axes = g.ints([int(node.attr("axis", -1))])
     return [g.Sub(dy, g.Mul(g.Exp(y), g.ReduceSum(dy, axes, keepdims=1)))]

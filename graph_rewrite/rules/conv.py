@@ -16,6 +16,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
+from .common import upstream
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ def transposed_conv_to_size(
 
 @register("Conv")
 def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x, w, b = node.input(0), node.input(1), node.input(2)
     if len(wants) > 1 and wants[1]:
         raise RewriteError(f"Conv {node.name!r}: weights computed from the input are not supported")
@@ -201,8 +201,7 @@ def conv_transpose(
     g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
 ) -> list[Grad]:
     """The adjoint of a transposed conv is the plain Conv with the same weight and geometry."""
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x, w, b = node.input(0), node.input(1), node.input(2)
     if len(wants) > 1 and wants[1]:
         raise RewriteError(

@@ -16,7 +16,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
-from .common import unbroadcast
+from .common import unbroadcast, upstream
 
 
 def _per_channel(g: Builder, values: str, rank: int) -> str:
@@ -33,8 +33,7 @@ def _rank(g: Builder, node: Node, x: str) -> int:
 
 @register("BatchNormalization")
 def batch_norm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     if int(node.attr("training_mode", 0)):
         raise RewriteError(
             f"BatchNormalization {node.name!r} is in training mode (training_mode=1); export "
@@ -85,8 +84,7 @@ def _statistics(g: Builder, x: str, axes: list[int], eps: float) -> tuple[str, s
 
 @register("InstanceNormalization")
 def instance_norm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x, scale = node.inputs[0], node.inputs[1]
     rank = _rank(g, node, x)
     axes = list(range(2, rank))
@@ -165,8 +163,7 @@ def lrn(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> l
 
     dx = dy·S^-β - (2αβ/n)·x·Σ_mirrored window(dy·x·S^(-β-1))
     """
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x = node.inputs[0]
     rank = _rank(g, node, x)
     size = int(node.attr("size"))

@@ -17,6 +17,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
+from .common import upstream
 from .conv import ConvGeometry, conv_geometry
 
 
@@ -53,8 +54,7 @@ def _indices_output(g: Builder, node: Node) -> str:
 
 @register("MaxPool")
 def max_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     if int(node.attr("storage_order", 0)) != 0:
         raise RewriteError(f"MaxPool {node.name!r}: storage_order=1 is not supported")
     x = node.inputs[0]
@@ -150,8 +150,7 @@ def _spread_back(
 
 @register("AveragePool")
 def average_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x, y = node.inputs[0], node.outputs[0]
     geo = conv_geometry(g, node, "", x)
     spatial = _static_spatial(g, node, x)
@@ -170,8 +169,7 @@ def average_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bo
 def global_average_pool(
     g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
 ) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x = node.inputs[0]
     x_shape = g.shape_of(x)
     spatial = g.tensor(x).static_shape
@@ -187,8 +185,7 @@ def global_average_pool(
 def global_max_pool(
     g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
 ) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     x = node.inputs[0]
     # Like torch, the whole gradient goes to the first maximum (ArgMax picks the first).
     by_channel = g.ints([0, 0, -1])

@@ -19,6 +19,7 @@ from onnx import helper
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
+from .common import upstream
 
 # Attributes that shape the interpolation itself; the probe copies them.
 _PROBE_ATTRS = (
@@ -150,8 +151,7 @@ def _apply_transposed(
 
 @register("Resize")
 def resize(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = dys[0]
-    assert dy is not None
+    dy = upstream(node, dys)
     _check_supported(node)
     x = node.inputs[0]
     shape = g.tensor(x).shape
