@@ -55,6 +55,10 @@ class Spec:
         rest = [d for d in self.shape[1:] if d is not None]
         return math.prod(rest) if len(rest) == len(self.shape) - 1 else None
 
+    def __str__(self) -> str:
+        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
+        return f"{self.name} {self.dtype}[{dims}]"
+
 
 @dataclass
 class LoadedModel:
