@@ -103,6 +103,9 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default, so a second server on a busy port starts
+            # "fine" and the kernel splits connections between the two. Fail to bind instead.
+            ("grpc.so_reuseport", 0),
         ],
         # Beyond this many calls in flight or queued, gRPC answers RESOURCE_EXHAUSTED.
         maximum_concurrent_rpcs=2 * workers,
@@ -113,7 +116,10 @@ def build_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:  # grpcio returns 0 on a failed bind in some versions, raises in others
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     server.start()

@@ -41,7 +41,11 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("no model loaded from %s; the server answers ListModels only", args.models)
     core = Explainer(repository, max_batch=args.max_batch, max_concurrent=args.max_concurrent)
     limits = Limits(int(args.max_message_mb * 1024 * 1024), args.max_concurrent)
-    service = build_server(core, args.host, args.port, limits)
+    try:
+        service = build_server(core, args.host, args.port, limits)
+    except OSError as exc:
+        print(f"onnxplain serve: {exc} (is another process using the port?)", file=sys.stderr)
+        return 2
     # Tests and scripts read this line to learn the port when --port 0 is given.
     print(f"onnxplain serve: listening on {args.host}:{service.port}", flush=True)
     serve_until_signal(service, args.drain_delay, args.grace)

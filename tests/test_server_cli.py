@@ -95,6 +95,19 @@ def test_device_cuda_without_cuda_fails_clearly(repo: Path) -> None:
     assert "CUDAExecutionProvider" in err and "onnxruntime-gpu" in err
 
 
+def test_a_busy_port_is_refused_not_shared(server: subprocess.Popen[str], repo: Path) -> None:
+    # gRPC's default SO_REUSEPORT would let a second server bind and take half the calls.
+    port = _port(server)
+    second = _serve(repo, "--port", str(port))
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 2 and "listening" not in out
+    # The last word is a one-line reason (the log above it reports the repo's broken models).
+    assert err.strip().splitlines()[-1] == (
+        f"onnxplain serve: could not bind 127.0.0.1:{port} (is another process using the port?)"
+    )
+    assert _status(port) == SERVING
+
+
 def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
     proc = _serve(tmp_path / "absent")
     _, err = proc.communicate(timeout=60)
