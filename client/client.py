@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +118,33 @@ class Client:
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request: object) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return call_with_retries(method, request, self.timeout)
         except grpc.RpcError as exc:
             raise ServiceError(exc.code(), exc.details() or "") from None
+
+
+def call_with_retries(
+    method: grpc.UnaryUnaryMultiCallable,
+    request: object,
+    timeout: float | None,
+    attempts: int = 3,
+    backoff_s: float = 0.05,
+) -> Any:
+    """`method(request)`, sent again when it fails UNAVAILABLE.
+
+    Every ExplainService RPC is a pure read, so a repeat is safe. UNAVAILABLE is what a
+    load balancer answers for a call whose replica died mid-call (nginx's HTTP 502), or a
+    server that is restarting. gRPC's own retry policy cannot cover the first case: a 502
+    arrives as response headers, which commit the call.
+    """
+    for attempt in range(attempts):
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            time.sleep(backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _targets(targets: int | Sequence[int] | None) -> list[int]:
