@@ -136,3 +136,20 @@ def test_non_float_inputs_are_never_explained() -> None:
     model = tiny_classifier()
     model.graph.input.insert(0, helper.make_tensor_value_info("ids", TensorProto.INT64, [1]))
     assert default_input(model) == "image"
+
+
+NEWEST_OPSET = onnx.defs.onnx_opset_version()
+
+
+@pytest.mark.parametrize("opset", sorted({9, 11, 13, 17, 18, 21, NEWEST_OPSET}))
+def test_every_opset_gives_the_same_explanation(opset: int) -> None:
+    # Older models are converted up to opset 17; newer ones are read as they are.
+    grad = np.eye(5, dtype=np.float32)[[1, 2]]
+    feeds = {"image": X, "output_grad": grad}
+    reference = session(build_explain_model(tiny_classifier(opset=17), "guided"))
+    explain = build_explain_model(tiny_classifier(opset=opset), "guided")
+    onnx.checker.check_model(explain, full_check=True)
+    expected = reference.run(["saliency"], feeds)[0]
+    np.testing.assert_allclose(
+        session(explain).run(["saliency"], feeds)[0], expected, rtol=1e-5, atol=1e-6
+    )
