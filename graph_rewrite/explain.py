@@ -17,7 +17,7 @@ from onnx import helper
 from .builder import Builder, Node
 from .errors import MissingRule, RewriteError, UnsupportedOpsError
 from .methods import Method, Rectifiers, rules_for
-from .model_info import ModelInfo, ai_onnx_opset, normalise
+from .model_info import FLOAT_TYPES, ModelInfo, ai_onnx_opset, normalise
 from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
 
 GRAD_INPUT = "output_grad"
@@ -43,12 +43,7 @@ def default_input(model: onnx.ModelProto) -> str:
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        if vi.type.tensor_type.elem_type in (
-            onnx.TensorProto.FLOAT,
-            onnx.TensorProto.DOUBLE,
-            onnx.TensorProto.FLOAT16,
-            onnx.TensorProto.BFLOAT16,
-        ):
+        if vi.type.tensor_type.elem_type in FLOAT_TYPES:
             return vi.name
     raise RewriteError("the model has no float input that is not an initializer")
 
@@ -121,25 +116,40 @@ def missing_rules(
 ) -> list[MissingRule]:
     """Every node on the path without a rule; `opset` is the model's own, before conversion."""
     table = RULES if table is None else table
-    domains = {n.name: (n.proto.domain if n.proto is not None else "") for n in path.nodes}
     missing = []
     for node in path.nodes:
-        if domains[node.name] not in ("", "ai.onnx") or node.op_type not in table:
-            missing.append(MissingRule(node.op_type, node.name or "(unnamed)", opset))
+        domain = node.proto.domain if node.proto is not None else ""
+        if domain not in ("", "ai.onnx") or node.op_type not in table:
+            name = node.name or f"(unnamed, output {node.outputs[0]!r})"
+            missing.append(MissingRule(node.op_type, name, opset))
     return missing
+
+
+@dataclass
+class _Prepared:
+    """A normalised model with its endpoints and differentiated path, before any change."""
+
+    info: ModelInfo
+    ends: Endpoints
+    path: Path
+    opset: int  # the model's own, as exported
+
+
+def _prepare(model: onnx.ModelProto, input_name: str | None, output_name: str | None) -> _Prepared:
+    opset = ai_onnx_opset(model)
+    # Endpoints come from the model as exported: the opset converter may wrap an old
+    # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
+    ends = resolve_endpoints(model, input_name, output_name)
+    info = ModelInfo(normalise(model))
+    return _Prepared(info, ends, differentiated_path(info, ends), opset)
 
 
 def check(
     model: onnx.ModelProto, input_name: str | None = None, output_name: str | None = None
 ) -> tuple[Endpoints, list[MissingRule]]:
     """Which explained endpoints the model has, and every op on the path without a rule."""
-    opset = ai_onnx_opset(model)
-    # Endpoints come from the model as exported: the opset converter may wrap an old
-    # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
-    ends = resolve_endpoints(model, input_name, output_name)
-    model = normalise(model)
-    info = ModelInfo(model)
-    return ends, missing_rules(differentiated_path(info, ends), opset)
+    prepared = _prepare(model, input_name, output_name)
+    return prepared.ends, missing_rules(prepared.path, prepared.opset)
 
 
 def build_explain_model(
@@ -153,11 +163,9 @@ def build_explain_model(
 ) -> onnx.ModelProto:
     """The explain model: `model` plus an input `grad_name` and an output `saliency_name`."""
     table = rules_for(method, rectifiers)
-    opset = ai_onnx_opset(model)
-    # Endpoints come from the model as exported: the opset converter may wrap an old
-    # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
-    ends = resolve_endpoints(model, input_name, output_name)
-    model = normalise(model)
+    prepared = _prepare(model, input_name, output_name)
+    info, ends, path = prepared.info, prepared.ends, prepared.path
+    model = info.model
     existing = {vi.name for vi in (*model.graph.input, *model.graph.output)}
     existing |= {t for node in model.graph.node for t in (*node.input, *node.output)}
     for new in (grad_name, saliency_name):
@@ -166,9 +174,7 @@ def build_explain_model(
                 f"the model already has a tensor named {new!r}; choose another name for the "
                 f"explain model's {'gradient input' if new == grad_name else 'saliency output'}"
             )
-    info = ModelInfo(model)
-    path = differentiated_path(info, ends)
-    missing = missing_rules(path, opset, table)
+    missing = missing_rules(path, prepared.opset, table)
     if missing:
         raise UnsupportedOpsError(missing)
 

@@ -153,3 +153,19 @@ def test_every_opset_gives_the_same_explanation(opset: int) -> None:
     np.testing.assert_allclose(
         session(explain).run(["saliency"], feeds)[0], expected, rtol=1e-5, atol=1e-6
     )
+
+
+def test_the_given_model_is_left_untouched() -> None:
+    # Also with a large weight, which normalisation sets aside and puts back.
+    model = tiny_classifier(opset=11)
+    model.graph.initializer[2].CopyFrom(
+        onnx.numpy_helper.from_array(np.ones((6, 4, 3, 3), np.float32) * 0.1, "w2")
+    )
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.arange(5000, dtype=np.float32), "unused_large")
+    )
+    before = model.SerializeToString()
+    explain = build_explain_model(model, "guided")
+    assert model.SerializeToString() == before
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in explain.graph.initializer}
+    np.testing.assert_array_equal(weights["unused_large"], np.arange(5000, dtype=np.float32))
