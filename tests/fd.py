@@ -103,7 +103,7 @@ def vjp_error(
         return _against_reference(model, explain, feeds, wrt, output, directions, seed)
     for dtype, step in ((np.float64, 1e-5), (np.float32, 1e-2)):
         try:
-            fwd = session(as_dtype(_with_output(model, output), dtype))
+            fwd = session(as_dtype(with_first_output(model, output), dtype))
             exp = session(as_dtype(explain, dtype))
         except Exception:
             continue
@@ -130,20 +130,21 @@ def assert_vjp_matches(
     assert err < TOLERANCE[dtype], f"VJP mismatch {err:.3g} in {np.dtype(dtype).name}"
 
 
-def _with_output(model: onnx.ModelProto, output: str | None) -> onnx.ModelProto:
-    """The forward model with `output` (a graph output or an intermediate) as its first output."""
+def with_first_output(model: onnx.ModelProto, output: str | None) -> onnx.ModelProto:
+    """The model with `output` (a graph output or an intermediate) as its first output.
+
+    An intermediate gets its type from value_info where known, else float32 (onnxruntime
+    rejects untyped outputs); shape inference is not run, since it is slow on big weights.
+    """
     if output is None or output == model.graph.output[0].name:
         return model
     m = onnx.ModelProto()
     m.CopyFrom(model)
     kept = [o for o in m.graph.output if o.name != output]
-    first = next((o for o in m.graph.output if o.name == output), None)
-    if first is None:  # an intermediate: its inferred type, which onnxruntime needs
-        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
-        first = next(
-            (vi for vi in inferred if vi.name == output),
-            helper.make_tensor_value_info(output, TensorProto.FLOAT, None),
-        )
+    known = [*m.graph.output, *m.graph.value_info]
+    first = next((vi for vi in known if vi.name == output), None)
+    if first is None:
+        first = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
     copies = [onnx.ValueInfoProto() for _ in range(len(kept) + 1)]
     for copy, vi in zip(copies, [first, *kept], strict=True):
         copy.CopyFrom(vi)
@@ -199,7 +200,7 @@ def _against_reference(
 ) -> tuple[float, type]:
     from onnx.reference import ReferenceEvaluator
 
-    forward = ReferenceEvaluator(as_dtype(_with_output(model, output), np.float64))
+    forward = ReferenceEvaluator(as_dtype(with_first_output(model, output), np.float64))
     out_name = forward.output_names[0]
     for dtype in (np.float64, np.float32):
         try:

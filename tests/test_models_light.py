@@ -25,7 +25,7 @@ from captum.attr import Deconvolution, GuidedBackprop
 from onnx import helper, numpy_helper
 from onnxplain.graph_rewrite import build_explain_model, default_input, default_output
 
-from fd import session
+from fd import session, with_first_output
 from fd import session_vjp_error as fd_error
 from nets import TORCH_OPS, OnnxAsTorch, node_attributes
 
@@ -187,15 +187,6 @@ def _image(model: onnx.ModelProto, seed: int = 1) -> tuple[str, np.ndarray]:
     return name, np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _logits_first(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with the logits as its first output, typed (onnxruntime rejects untyped ones)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    logits = helper.make_tensor_value_info(default_output(model), onnx.TensorProto.FLOAT, None)
-    m.graph.output.insert(0, logits)
-    return m
-
-
 class Light:
     """One redrawn model, its test image, and its sessions, each built once.
 
@@ -207,7 +198,7 @@ class Light:
         self.name = name
         self.model = redraw_weights(onnx.load(str(LIGHT / f"light_{name}.onnx")))
         self.input, self.image = _image(self.model)
-        self.forward = session(_logits_first(self.model))
+        self.forward = session(with_first_output(self.model, default_output(self.model)))
         self._explain: dict[str, onnx.ModelProto] = {}
         self._sessions: dict[str, ort.InferenceSession] = {}
 

@@ -19,10 +19,9 @@ import onnx
 import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop
-from onnx import helper
 from onnxplain.graph_rewrite import build_explain_model, default_input, default_output
 
-from fd import session, vjp_error
+from fd import session, vjp_error, with_first_output
 from nets import OnnxAsTorch
 
 WHEEL = "rapidocr-onnxruntime==1.4.4"
@@ -64,17 +63,8 @@ def image() -> np.ndarray:
     return np.random.default_rng(7).uniform(-1.0, 1.0, SHAPE).astype(np.float32)
 
 
-def _logits_first(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with the logits as its first output, typed (onnxruntime rejects untyped ones)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    logits = helper.make_tensor_value_info(default_output(model), onnx.TensorProto.FLOAT, None)
-    m.graph.output.insert(0, logits)
-    return m
-
-
 def test_vanilla_matches_finite_differences(classifier: onnx.ModelProto, image: np.ndarray) -> None:
-    forward = _logits_first(classifier)
+    forward = with_first_output(classifier, default_output(classifier))
     name, logits = default_input(classifier), forward.graph.output[0].name
     err, dtype = vjp_error(
         forward, {name: image}, wrt=name, output=logits, directions=3, eps=FD_STEP

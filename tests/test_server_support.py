@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
 from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model
 from onnxplain.server import Explainer, Limits, Repository, Service, SessionFactory, build_server
+
+from fd import session
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
 SAMPLES = DEMO / "samples"
@@ -52,23 +53,16 @@ def running_server(
         service.server.stop(None).wait()
 
 
-def quiet_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def direct_explain(
     method: str, x: np.ndarray, targets: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The oracle: the demo model and its explain model run straight in onnxruntime."""
     model = onnx.load(DEMO / "model.onnx")
-    (scores,) = quiet_session(model).run(None, {"input": x})
+    (scores,) = session(model).run(None, {"input": x})
     if targets is None:
         targets = scores.argmax(axis=1)
     seed = np.zeros_like(scores)
     seed[np.arange(len(x)), targets] = 1
-    explain = quiet_session(build_explain_model(model, method))  # type: ignore[arg-type]
+    explain = session(build_explain_model(model, method))  # type: ignore[arg-type]
     saliency = explain.run([SALIENCY_OUTPUT], {"input": x, GRAD_INPUT: seed})[0]
     return saliency, scores, np.asarray(targets)
