@@ -97,14 +97,17 @@ def vjp_error(
     from onnx's own reference evaluator in float64 instead: slower, but a float32 step
     large enough to beat rounding would cross ReLU kinks in a whole network.
     """
-    explain = build_explain_model(model, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
     wrt = wrt or default_input(model)
     if reference_forward:
+        explain = build_explain_model(model, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
         return _against_reference(model, explain, feeds, wrt, output, directions, seed)
     for dtype, step in ((np.float64, 1e-5), (np.float32, 1e-2)):
+        # Built from the model in `dtype`: some rules pick their ops by float type.
+        typed = as_dtype(model, dtype)
+        explain = build_explain_model(typed, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
         try:
-            fwd = session(as_dtype(with_first_output(model, output), dtype))
-            exp = session(as_dtype(explain, dtype))
+            fwd = session(with_first_output(typed, output))
+            exp = session(explain)
         except Exception:
             continue
         err = session_vjp_error(fwd, exp, feeds, wrt, dtype, eps or step, directions, seed)

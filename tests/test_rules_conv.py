@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, single_op_model
+from fd import assert_vjp_matches, session, single_op_model
 
 CASES = [
     # (spatial, kernel, attrs, constant weights?)
@@ -73,3 +76,66 @@ def test_conv_transpose_weight_and_bias_as_inputs() -> None:
     model = single_op_model("ConvTranspose", feeds, {"strides": [2, 2]})
     assert_vjp_matches(model, feeds, wrt="x")
     assert_vjp_matches(model, feeds, wrt="b")
+
+
+PHASE_CASES = [
+    # (spatial, kernel, attrs): strided 2-D convs of few input channels (the phase form)
+    ((32, 32), (7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),  # an image model's stem
+    ((15, 15), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # odd size
+    ((8, 9), (1, 1), {"strides": [2, 2]}),  # taps on one phase only
+    ((17, 16), (5, 4), {"strides": [3, 3], "pads": [2, 1, 2, 1]}),
+    ((10, 11), (4, 3), {"strides": [2, 2], "pads": [0, 1, 2, 0]}),  # uneven pads
+    ((9, 10), (3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+]
+
+
+@pytest.mark.parametrize(("spatial", "kernel", "attrs"), PHASE_CASES)
+def test_strided_conv_phase_form(spatial, kernel, attrs) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, *spatial)).astype(np.float32)
+    w = rng.standard_normal((5, 3, *kernel)).astype(np.float32)
+    model = single_op_model("Conv", {"x": x}, attrs, {"w": w})
+    ops = {n.op_type for n in build_explain_model(model, "vanilla").graph.node}
+    assert "DepthToSpace" in ops and "ConvTranspose" not in ops
+    assert_vjp_matches(model, {"x": x}, wrt="x")
+    # and against torch on the same weights
+    dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    if attrs.get("auto_pad") == "SAME_LOWER":  # the larger half of the padding goes first
+        totals = [
+            max((-(-n // s) - 1) * s + k - n, 0)
+            for n, s, k in zip(spatial, attrs["strides"], kernel)
+        ]
+        pads = [t - t // 2 for t in totals] + [t // 2 for t in totals]
+    padded = F.pad(xt, (pads[1], pads[3], pads[0], pads[2]))
+    y = F.conv2d(padded, torch.tensor(w, dtype=torch.float64), stride=attrs["strides"])
+    y.backward(torch.tensor(dy, dtype=torch.float64))
+    explain = session(build_explain_model(model, "vanilla"))
+    (ours,) = explain.run(["saliency"], {"x": x, "output_grad": dy})
+    theirs = xt.grad.numpy()
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+def test_phase_form_declines_pads_past_the_kernel() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    model = single_op_model("Conv", {"x": x}, {"strides": [2, 2], "pads": [5, 5, 5, 5]}, {"w": w})
+    ops = {n.op_type for n in build_explain_model(model, "vanilla").graph.node}
+    assert "ConvTranspose" in ops and "DepthToSpace" not in ops
+    assert_vjp_matches(model, {"x": x}, wrt="x")
+
+
+def test_strided_conv_of_many_channels_is_anchored_in_blocked_layout() -> None:
+    """ConvTranspose for wide convs, its result passed through an identity AveragePool."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    model = single_op_model("Conv", {"x": x}, {"strides": [2, 2], "pads": [1, 1, 1, 1]}, {"w": w})
+    nodes = build_explain_model(model, "vanilla").graph.node
+    transposed = next(n for n in nodes if n.op_type == "ConvTranspose")
+    anchor = next(n for n in nodes if n.input and n.input[0] == transposed.output[0])
+    assert anchor.op_type == "AveragePool"
+    assert list(next(a for a in anchor.attribute if a.name == "kernel_shape").ints) == [1, 1]
+    assert_vjp_matches(model, {"x": x}, wrt="x")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, session, single_op_model
+from fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 MAX_POOL_CASES = [
     # (spatial, attrs)
@@ -136,3 +136,19 @@ def test_max_pool_rejects_column_major_indices() -> None:
     model = single_op_model("MaxPool", {"x": x}, {"kernel_shape": [2, 2], "storage_order": 1})
     with pytest.raises(RewriteError, match="storage_order"):
         build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+
+
+@pytest.mark.parametrize("spatial", [(7,), (5, 6), (3, 4, 5)])
+@pytest.mark.parametrize("batch", [2, "N"])
+def test_float32_global_average_pool_spreads_by_conv(spatial, batch) -> None:
+    """float32: a depthwise Conv spreads dy; each element is exactly dy·(1/count)."""
+    x = _x(spatial)
+    model = single_op_model("GlobalAveragePool", {"x": x})
+    if batch == "N":
+        model = dynamic_batch(model)
+    explain = build_explain_model(model, "vanilla")
+    assert "Conv" in {n.op_type for n in explain.graph.node}
+    dy = np.random.default_rng(5).standard_normal((2, 3, *[1] * len(spatial))).astype(np.float32)
+    (saliency,) = session(explain).run(["saliency"], {"x": x, "output_grad": dy})
+    count = np.float32(1.0 / np.prod(spatial))
+    np.testing.assert_array_equal(saliency, np.broadcast_to(dy * count, x.shape))

@@ -1,7 +1,7 @@
 """Activations: the rectifiers (whose backward the methods override) and smooth ones.
 
-Masks are built as Cast(Greater(...)) products with the gradient: on onnxruntime CPU
-that is several times faster than Where.
+Masks are 0/1 float tensors multiplied into the gradient (`positive_mask`, else
+Cast(Greater(...))): on onnxruntime CPU that is several times faster than Where.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ..builder import Builder, Node
 from . import Grad, register
-from .common import float_mask, unbroadcast, upstream
+from .common import float_mask, positive_mask, unbroadcast, upstream
 
 
 def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
@@ -26,9 +26,8 @@ def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
 def local_derivative(g: Builder, node: Node) -> str:
     """f'(x) of a rectifier node, as a tensor broadcastable to its input."""
     x, y = node.inputs[0], node.outputs[0]
-    zero = g.scalar_like(0.0, x)
     if node.op_type == "Relu":
-        return float_mask(g, g.Greater(y, zero), x)
+        return positive_mask(g, y)
     if node.op_type == "Clip":
         low, high = node.input(1), node.input(2)
         inside = None
@@ -44,12 +43,12 @@ def local_derivative(g: Builder, node: Node) -> str:
         )
     if node.op_type == "LeakyRelu":
         alpha = float(node.attr("alpha", 0.01))
-        positive = float_mask(g, g.Greater(x, zero), x)
+        positive = positive_mask(g, x)
         # alpha + (1 - alpha)·[x > 0]
         return g.Add(g.Mul(positive, g.scalar_like(1.0 - alpha, x)), g.scalar_like(alpha, x))
     if node.op_type == "PRelu":
         slope = node.inputs[1]
-        positive = float_mask(g, g.Greater(x, zero), x)
+        positive = positive_mask(g, x)
         one = g.scalar_like(1.0, x)
         return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
     if node.op_type == "HardSwish":

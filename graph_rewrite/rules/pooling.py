@@ -165,6 +165,21 @@ def average_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bo
     return [_spread_back(g, scaled, geo, spatial, out, int(shape[1]), x)]
 
 
+def spread_as_conv(g: Builder, dy: str, per_sample: Sequence[int]) -> str:
+    """dy[N, C, 1, ...] spread evenly over x's spatial extent, as a depthwise Conv.
+
+    Each output is dy·(1/count), one product as with Mul+Expand, but a Conv with a
+    constant kernel of 1/count over the fully padded 1x1 input: onnxruntime CPU starts its
+    blocked NCHWc layout at a Conv, so the gradient flowing back from a classifier head
+    stays in that layout through the whole network (ResNet-50: every residual Sum then
+    fuses into a backward conv) instead of being reordered at every block.
+    """
+    channels, spatial = per_sample[0], list(per_sample[1:])
+    kernel = np.full((channels, 1, *spatial), 1.0 / float(np.prod(spatial)), np.float32)
+    pads = [s - 1 for s in spatial]
+    return g.Conv(dy, g.const(kernel, hint="w_spread"), group=channels, pads=pads + pads)
+
+
 @register("GlobalAveragePool")
 def global_average_pool(
     g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
@@ -172,9 +187,18 @@ def global_average_pool(
     dy = upstream(node, dys)
     x = node.inputs[0]
     x_shape = g.shape_of(x)
-    spatial = g.tensor(x).static_shape
-    if spatial is not None:
-        count = g.scalar_like(1.0 / float(np.prod(spatial[2:])), x)
+    shape = g.tensor(x).shape
+    per_sample = None if shape is None else shape[1:]
+    if (
+        per_sample is not None
+        and all(isinstance(d, int) for d in per_sample)
+        and g.dtype_of(x) == np.float32
+        and 2 <= len(per_sample) <= 4
+    ):
+        return [spread_as_conv(g, dy, [int(d) for d in per_sample])]  # type: ignore[arg-type]
+    static = g.tensor(x).static_shape
+    if static is not None:
+        count = g.scalar_like(1.0 / float(np.prod(static[2:])), x)
         return [g.Expand(g.Mul(dy, count), x_shape)]
     sizes = g.Slice(x_shape, g.ints([2]), g.ints([np.iinfo(np.int64).max]))
     count = g.CastLike(g.ReduceProd(sizes, keepdims=0), x)
