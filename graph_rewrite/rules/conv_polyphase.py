@@ -6,10 +6,11 @@ tap, flipped; all s² phases together are one Conv whose output channels are
 (phase row, phase column, channel), which DepthToSpace interleaves back onto the grid.
 
 That beats ConvTranspose where the forward conv reads few channels and a large grid (an
-image model's first conv: ResNet-50's 7x7/2 stem, 64→3 channels at 224x224, is 2.6 ms as
-ConvTranspose and about 1.2 ms this way on onnxruntime CPU). With many channels the
-phases' zero taps cost more than ConvTranspose's scatter, so the conv rule asks for this
-form only below `FEW_CHANNELS`.
+image model's first conv: ResNet-50's 7x7/2 stem, 64→3 channels at 224x224, takes 2.6 ms
+as ConvTranspose and 1.7 ms this way, DepthToSpace included, on 2 onnxruntime CPU threads).
+With many channels the phases' zero taps and the interleave cost more than ConvTranspose
+saves (measured on ResNet-50's 3x3/2 convs, whether as one Conv or one per phase), so the
+conv rule asks for this form only below `FEW_CHANNELS`.
 """
 
 from __future__ import annotations
