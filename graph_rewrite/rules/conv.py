@@ -1,9 +1,14 @@
 """Convolutions. The input gradient of a Conv is the transposed conv with the same weight.
 
-At stride 1 with constant weights we emit a plain Conv with the weights flipped in space
-and in/out channels swapped (pads d·(k-1) - p): measured at about the cost of the forward
-conv, where ConvTranspose costs 1.0-1.7x. Elsewhere ConvTranspose with the forward
-weight, its output padding chosen to give back the input's exact spatial size.
+It takes one of three forms (`conv_input_gradient`):
+- stride 1, constant weights: a plain Conv with the weights flipped in space and in/out
+  channels swapped (pads d·(k-1) - p), measured at about the cost of the forward conv,
+  where ConvTranspose costs 1.0-1.7x;
+- strided 2-D, constant weights, few input channels (an image stem): one stride-1 Conv
+  over the output phases, then DepthToSpace (`conv_polyphase`);
+- elsewhere ConvTranspose with the forward weight, its output padding chosen to give back
+  the input's exact spatial size.
+Results of the last two pass through `blocked_layout_anchor`.
 """
 
 from __future__ import annotations
@@ -166,6 +171,25 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
     return g.AveragePool(dx, kernel_shape=[1, 1])
 
 
+def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, y: str) -> str:
+    """dx of y = Conv(x, w) in the cheapest of the module's three forms that applies."""
+    weight = g.info.constant(w)
+    pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
+    pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
+    if weight is not None and all(s == 1 for s in geo.strides) and min(pads_begin + pads_end) >= 0:
+        return g.Conv(
+            dy,
+            g.const(flipped_transposed_weight(weight, geo.group), hint="w_adjoint"),
+            dilations=geo.dilations,
+            group=geo.group,
+            pads=pads_begin + pads_end,
+        )
+    dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
+    if dx is None:
+        dx = transposed_conv_to_size(g, dy, w, geo, x, y)
+    return blocked_layout_anchor(g, dx, like=x)
+
+
 @register("Conv")
 def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
     dy = upstream(node, dys)
@@ -173,34 +197,7 @@ def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
     if len(wants) > 1 and wants[1]:
         raise RewriteError(f"Conv {node.name!r}: weights computed from the input are not supported")
     geo = conv_geometry(g, node, w, x)
-    dx: Grad = None
-    if wants[0]:
-        weight = g.info.constant(w)
-        back_pads_begin = [
-            d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)
-        ]
-        back_pads_end = [
-            d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)
-        ]
-        if (
-            weight is not None
-            and all(s == 1 for s in geo.strides)
-            and min(back_pads_begin + back_pads_end) >= 0
-        ):
-            dx = g.Conv(
-                dy,
-                g.const(flipped_transposed_weight(weight, geo.group), hint="w_adjoint"),
-                dilations=geo.dilations,
-                group=geo.group,
-                pads=back_pads_begin + back_pads_end,
-            )
-        else:
-            dx = None
-            if weight is not None:
-                dx = _phase_form(g, dy, weight, geo, x, node.outputs[0])
-            if dx is None:
-                dx = transposed_conv_to_size(g, dy, w, geo, x, node.outputs[0])
-            dx = blocked_layout_anchor(g, dx, like=x)
+    dx = conv_input_gradient(g, dy, w, geo, x, node.outputs[0]) if wants[0] else None
     db: Grad = None
     if b and len(wants) > 2 and wants[2]:
         rank = g.tensor(node.outputs[0]).rank or (2 + len(geo.kernel))
