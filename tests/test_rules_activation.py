@@ -37,9 +37,10 @@ def test_activation_matches_finite_differences(op: str, attrs: dict, consts: dic
 
 @pytest.mark.parametrize("op", ["Relu", "LeakyRelu", "PRelu"])
 def test_float32_positive_mask_is_exact(op: str) -> None:
-    """The float32 mask (one HardSigmoid) is exactly [x > 0], from the smallest normal up."""
+    """The float32 mask (one HardSigmoid) is exactly [x > 0], from 2^-127 up."""
     tiny = np.finfo(np.float32).tiny  # 2^-126
-    values = [0.0, -0.0, tiny, 3 * tiny, 1e-30, 1e-7, 1.0, 3e38, np.inf, -tiny, -1.0, -np.inf]
+    # 2^-127 is subnormal: the smallest positive float the mask still counts as positive.
+    values = [0.0, -0.0, 2.0**-127, tiny, 1e-30, 1e-7, 1.0, 3e38, np.inf, -tiny, -1.0, -np.inf]
     x = np.array(values, np.float32).reshape(1, 1, 1, -1)
     consts = {"slope": np.zeros((1, 1, 1), np.float32)} if op == "PRelu" else {}
     attrs = {"alpha": 0.0} if op == "LeakyRelu" else {}  # slope 0 below: the mask alone

@@ -35,9 +35,11 @@ def float_mask(g: Builder, condition: str, like: str) -> str:
     return g.Cast(condition, to=onnx_type(g, like))
 
 
-# HardSigmoid(x; alpha=FLT_MAX, beta=0) = clip(FLT_MAX·x, 0, 1) is exactly [x > 0] for every
-# float32 x but the positive subnormals below about 2^-128, which get a fraction.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# HardSigmoid(x; alpha=2^127, beta=0) = clip(2^127·x, 0, 1) is exactly [x > 0] for every
+# float32 x but the positive subnormals below 2^-127, which get a fraction. 2^127 rather
+# than FLT_MAX: it stays finite when a runtime rounds the attribute to bfloat16 (OpenVINO
+# on bf16-capable CPUs), where FLT_MAX rounds to infinity and infinity·0 is NaN.
+_MASK_SLOPE = 2.0**127
 
 
 def positive_mask(g: Builder, x: str) -> str:
@@ -47,11 +49,11 @@ def positive_mask(g: Builder, x: str) -> str:
     HardSigmoid, and the Mul that applies the mask, in its blocked NCHWc layout next to the
     convolutions, where a comparison forces a reorder out of that layout and back for every
     mask (measured on ResNet-50, guided: 95 reorders down to 41, explain/forward 3.03 → 2.89).
-    Other float types keep the comparison: FLT_MAX is no huge number for float64, and
+    Other float types keep the comparison: 2^127 is no huge number for float64, and
     overflows float16.
     """
     if g.dtype_of(x) == np.float32:
-        return g.HardSigmoid(x, alpha=_FLOAT32_MAX, beta=0.0)
+        return g.HardSigmoid(x, alpha=_MASK_SLOPE, beta=0.0)
     return float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
 
 
