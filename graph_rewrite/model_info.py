@@ -36,9 +36,16 @@ class TensorInfo:
     @property
     def static_shape(self) -> tuple[int, ...] | None:
         """The shape when every dimension is a known number, else None."""
-        if self.shape is None or not all(isinstance(d, int) for d in self.shape):
+        return self.static_from(0)
+
+    def static_from(self, axis: int) -> tuple[int, ...] | None:
+        """The dimensions from `axis` on when all are known numbers, else None.
+
+        static_from(1) is a tensor's per-sample shape, known even where the batch is not.
+        """
+        if self.shape is None or not all(isinstance(d, int) for d in self.shape[axis:]):
             return None
-        return tuple(int(d) for d in self.shape)  # type: ignore[arg-type]
+        return tuple(int(d) for d in self.shape[axis:])  # type: ignore[arg-type]
 
     @property
     def numpy_dtype(self) -> np.dtype:

@@ -127,19 +127,11 @@ def transposed_conv_to_size(
     return g.Slice(full, g.ints([0] * nd), ends, g.ints(axes))
 
 
-def _per_sample_shape(g: Builder, name: str) -> list[int] | None:
-    """Channels and spatial sizes of `name` where all are known (the batch may be dynamic)."""
-    shape = g.tensor(name).shape
-    if shape is None or not all(isinstance(d, int) for d in shape[1:]):
-        return None
-    return [int(d) for d in shape[1:]]  # type: ignore[arg-type]
-
-
 def _phase_form(
     g: Builder, dy: str, weight: np.ndarray, geo: ConvGeometry, x: str, y: str
 ) -> str | None:
     """The polyphase input gradient where it pays (see conv_polyphase), else None."""
-    x_shape, y_shape = _per_sample_shape(g, x), _per_sample_shape(g, y)
+    x_shape, y_shape = g.tensor(x).static_from(1), g.tensor(y).static_from(1)
     if (
         x_shape is None
         or y_shape is None
@@ -151,7 +143,7 @@ def _phase_form(
     ):
         return None
     return polyphase_input_grad(
-        g, dy, weight, geo.strides[0], geo.pads_begin, x_shape[1:], y_shape[1:]
+        g, dy, weight, geo.strides[0], geo.pads_begin, list(x_shape[1:]), list(y_shape[1:])
     )
 
 
@@ -165,7 +157,7 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
     reorders each (ResNet-50, guided: 37 reorders down to 10, explain/forward 2.86 → 2.65).
     An average over one element is an exact copy on any runtime, and a cheap one.
     """
-    shape = _per_sample_shape(g, like)
+    shape = g.tensor(like).static_from(1)
     if g.dtype_of(like) != np.float32 or shape is None or len(shape) != 3 or shape[0] % 8:
         return dx
     return g.AveragePool(dx, kernel_shape=[1, 1])

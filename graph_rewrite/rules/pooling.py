@@ -186,16 +186,10 @@ def global_average_pool(
 ) -> list[Grad]:
     dy = upstream(node, dys)
     x = node.inputs[0]
+    per_sample = g.tensor(x).static_from(1)
+    if per_sample is not None and g.dtype_of(x) == np.float32 and 2 <= len(per_sample) <= 4:
+        return [spread_as_conv(g, dy, per_sample)]
     x_shape = g.shape_of(x)
-    shape = g.tensor(x).shape
-    per_sample = None if shape is None else shape[1:]
-    if (
-        per_sample is not None
-        and all(isinstance(d, int) for d in per_sample)
-        and g.dtype_of(x) == np.float32
-        and 2 <= len(per_sample) <= 4
-    ):
-        return [spread_as_conv(g, dy, [int(d) for d in per_sample])]  # type: ignore[arg-type]
     static = g.tensor(x).static_shape
     if static is not None:
         count = g.scalar_like(1.0 / float(np.prod(static[2:])), x)
