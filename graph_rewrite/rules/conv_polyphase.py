@@ -29,7 +29,8 @@ _CHANNEL_BLOCK = 16
 
 @dataclass(frozen=True)
 class AxisPhases:
-    """One spatial axis: per phase r, the first tap, the tap count and the phase's pad."""
+    """One spatial axis: per phase r its first tap, its tap count and its place in the
+    shared kernel; and the pads and per-phase length of the one Conv over all phases."""
 
     first_tap: list[int]
     taps: list[int]
@@ -67,14 +68,12 @@ def phase_weight(w: np.ndarray, stride: int, rows: AxisPhases, cols: AxisPhases)
     out = np.zeros((padded, m, rows.kernel, cols.kernel), w.dtype)
     for r1 in range(stride):
         for r2 in range(stride):
+            # Phase (r1, r2)'s taps: every s-th from its first, flipped, channels swapped.
+            taps = w[:, :, rows.first_tap[r1] :: stride, cols.first_tap[r2] :: stride]
+            taps = np.swapaxes(taps[:, :, ::-1, ::-1], 0, 1)
             base = (r1 * stride + r2) * c
-            for j1 in range(rows.taps[r1]):
-                k1 = rows.first_tap[r1] + stride * (rows.taps[r1] - 1 - j1)
-                for j2 in range(cols.taps[r2]):
-                    k2 = cols.first_tap[r2] + stride * (cols.taps[r2] - 1 - j2)
-                    out[base : base + c, :, rows.offsets[r1] + j1, cols.offsets[r2] + j2] = w[
-                        :, :, k1, k2
-                    ].T
+            o1, o2 = rows.offsets[r1], cols.offsets[r2]
+            out[base : base + c, :, o1 : o1 + taps.shape[2], o2 : o2 + taps.shape[3]] = taps
     return out
 
 
