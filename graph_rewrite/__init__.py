@@ -11,17 +11,20 @@ from .explain import (
     default_output,
 )
 from .methods import METHODS, RECTIFIER_CHOICES, Method, Rectifiers
+from .targets import TARGETS, Target
 
 __all__ = [
     "GRAD_INPUT",
     "METHODS",
     "RECTIFIER_CHOICES",
     "SALIENCY_OUTPUT",
+    "TARGETS",
     "Endpoints",
     "Method",
     "MissingRule",
     "Rectifiers",
     "RewriteError",
+    "Target",
     "UnsupportedOpsError",
     "build_explain_model",
     "check",

@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .model_info import ModelInfo, TensorInfo
+from .targets import Target
 
 
 @dataclass
@@ -47,8 +48,12 @@ class Node:
 class Builder:
     """Appends nodes and initializers for the backward pass of one graph."""
 
-    def __init__(self, info: ModelInfo, prefix: str = "onnxplain") -> None:
+    def __init__(
+        self, info: ModelInfo, target: Target = "portable", prefix: str = "onnxplain"
+    ) -> None:
         self.info = info
+        # Rules pick runtime-specific formulations only where the target names a runtime.
+        self.target = target
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []

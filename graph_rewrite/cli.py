@@ -12,6 +12,7 @@ import onnx
 from .errors import RewriteError, UnsupportedOpsError
 from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check
 from .methods import METHODS, RECTIFIER_CHOICES
+from .targets import TARGETS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="all",
         help="which activations get the method's rule: only Relu, or also ReLU6-style Clip, "
         "LeakyRelu, PRelu and HardSwish (default: all)",
+    )
+    convert.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="portable",
+        help="portable (default): the same saliency on every conforming ONNX runtime; "
+        "onnxruntime: faster formulations that only onnxruntime is checked to run right",
     )
     convert.add_argument("--grad-name", default=GRAD_INPUT, help="name of the added input")
     convert.add_argument(
@@ -84,13 +92,14 @@ def run_convert(args: argparse.Namespace) -> int:
             rectifiers=args.rectifiers,
             grad_name=args.grad_name,
             saliency_name=args.saliency_name,
+            target=args.target,
         )
         _save(explain, args.output_file)
     except RewriteError as exc:
         print(f"onnxplain convert: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
-    print(f"wrote {args.output_file} ({args.method}) in {seconds:.2f} s")
+    print(f"wrote {args.output_file} ({args.method}, {args.target}) in {seconds:.2f} s")
     return 0
 
 

@@ -19,6 +19,7 @@ from .errors import MissingRule, RewriteError, UnsupportedOpsError
 from .methods import Method, Rectifiers, rules_for
 from .model_info import FLOAT_TYPES, ModelInfo, ai_onnx_opset, normalise
 from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
+from .targets import Target, check_target
 
 GRAD_INPUT = "output_grad"
 SALIENCY_OUTPUT = "saliency"
@@ -160,9 +161,15 @@ def build_explain_model(
     rectifiers: Rectifiers = "all",
     grad_name: str = GRAD_INPUT,
     saliency_name: str = SALIENCY_OUTPUT,
+    target: Target = "portable",
 ) -> onnx.ModelProto:
-    """The explain model: `model` plus an input `grad_name` and an output `saliency_name`."""
+    """The explain model: `model` plus an input `grad_name` and an output `saliency_name`.
+
+    `target` "portable" gives the same saliency on every conforming runtime; a runtime's
+    name allows formulations that are faster on that runtime alone (see targets.py).
+    """
     table = rules_for(method, rectifiers)
+    target = check_target(target)
     prepared = _prepare(model, input_name, output_name)
     info, ends, path = prepared.info, prepared.ends, prepared.path
     model = info.model
@@ -178,7 +185,7 @@ def build_explain_model(
     if missing:
         raise UnsupportedOpsError(missing)
 
-    g = Builder(info)
+    g = Builder(info, target)
     saliency = _reverse_walk(g, path, ends, table, grad_name)
 
     graph = model.graph

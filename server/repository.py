@@ -165,8 +165,10 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     model = onnx.load(str(folder / MODEL_FILE))
     input_name = config.input or default_input(model)
     output_name = config.output or default_output(model)
+    # The server runs onnxruntime, so it takes the formulations that are fastest there.
     explain_models = {
-        method: build_explain_model(model, method, input_name, output_name) for method in METHODS
+        method: build_explain_model(model, method, input_name, output_name, target="onnxruntime")
+        for method in METHODS
     }
     reference = explain_models[METHODS[0]]
     _check_single_input(reference, input_name)
@@ -215,8 +217,11 @@ def _spec(model: onnx.ModelProto, name: str) -> Spec:
     if info is None or not info.type.HasField("tensor_type"):
         raise RewriteError(f"the type of tensor {name!r} is unknown after shape inference")
     tensor_type = info.type.tensor_type
+    # Exporters write a free dimension as a dim_param, leave it unset, or (Paddle) store
+    # -1 or 0 as its value: all of them mean "any size".
     dims: Sequence[int | None] = [
-        int(d.dim_value) if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+        int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in tensor_type.shape.dim
     ]
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
     return Spec(name, dtype, tuple(dims))

@@ -37,14 +37,15 @@ def test_activation_matches_finite_differences(op: str, attrs: dict, consts: dic
 
 @pytest.mark.parametrize("op", ["Relu", "LeakyRelu", "PRelu"])
 def test_float32_positive_mask_is_exact(op: str) -> None:
-    """The float32 mask (one HardSigmoid) is exactly [x > 0], from 2^-127 up."""
+    """The onnxruntime target's float32 mask (a HardSigmoid) is exactly [x > 0] from 2^-127."""
     tiny = np.finfo(np.float32).tiny  # 2^-126
     # 2^-127 is subnormal: the smallest positive float the mask still counts as positive.
     values = [0.0, -0.0, 2.0**-127, tiny, 1e-30, 1e-7, 1.0, 3e38, np.inf, -tiny, -1.0, -np.inf]
     x = np.array(values, np.float32).reshape(1, 1, 1, -1)
     consts = {"slope": np.zeros((1, 1, 1), np.float32)} if op == "PRelu" else {}
     attrs = {"alpha": 0.0} if op == "LeakyRelu" else {}  # slope 0 below: the mask alone
-    explain = build_explain_model(single_op_model(op, {"x": x}, attrs, consts), "vanilla")
+    model = single_op_model(op, {"x": x}, attrs, consts)
+    explain = build_explain_model(model, "vanilla", target="onnxruntime")
     assert "HardSigmoid" in {n.op_type for n in explain.graph.node}
     (saliency,) = session(explain).run(["saliency"], {"x": x, "output_grad": np.ones_like(x)})
     np.testing.assert_array_equal(saliency, (x > 0).astype(np.float32))

@@ -51,6 +51,7 @@ def _load_families() -> None:
         conv,
         elementwise,
         linear,
+        max_pooling,
         normalization,
         pooling,
         reduce,

@@ -45,14 +45,15 @@ _MASK_SLOPE = 2.0**127
 def positive_mask(g: Builder, x: str) -> str:
     """[x > 0] as 0/1 in the float type of `x`.
 
-    For float32 it is one HardSigmoid rather than Cast(Greater): onnxruntime CPU keeps
+    For float32 on the onnxruntime target it is one HardSigmoid rather than Cast(Greater)
+    (OpenVINO evaluates HardSigmoid(0; beta=0) as 0.5, so it is not portable): onnxruntime CPU keeps
     HardSigmoid, and the Mul that applies the mask, in its blocked NCHWc layout next to the
     convolutions, where a comparison forces a reorder out of that layout and back for every
     mask (measured on ResNet-50, guided: 95 reorders down to 41, explain/forward 3.03 → 2.89).
     Other float types keep the comparison: 2^127 is no huge number for float64, and
     overflows float16.
     """
-    if g.dtype_of(x) == np.float32:
+    if g.target == "onnxruntime" and g.dtype_of(x) == np.float32:
         return g.HardSigmoid(x, alpha=_MASK_SLOPE, beta=0.0)
     return float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
 

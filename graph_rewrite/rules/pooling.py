@@ -1,8 +1,4 @@
-"""Pooling. Max pools route the gradient to the (first) maximum; average pools spread it.
-
-MaxPool: the forward node's own Indices output plus ScatterElements(reduction="add").
-Overlapping windows (3x3 stride 2) can pick one input position twice, and those
-gradients must add up: MaxUnpool and plain ScatterElements overwrite and are wrong.
+"""Average pooling: the gradient is spread evenly over each window (max pools: max_pooling.py).
 
 AveragePool: dy over each window's divisor, spread back by a depthwise ConvTranspose with
 a ones kernel. The divisor map is separable per spatial axis and computed here in numpy.
@@ -26,52 +22,6 @@ def _static_spatial(g: Builder, node: Node, name: str) -> list[int]:
     if shape is None or not all(isinstance(d, int) for d in shape[2:]):
         raise RewriteError(f"{node.op_type} {node.name!r}: the backward needs static spatial sizes")
     return [int(d) for d in shape[2:]]  # type: ignore[arg-type]
-
-
-def _zeros_like(g: Builder, x: str, shape: str) -> str:
-    return g.Expand(g.scalar_like(0.0, x), shape)
-
-
-def _indices_output(g: Builder, node: Node) -> str:
-    """The forward MaxPool's Indices output, added to the forward node if it has none.
-
-    Asking the forward node for its argmax costs one indices kernel; a second pooling
-    pass just to find the maxima would cost a whole extra MaxPool.
-    """
-    if len(node.outputs) > 1 and node.outputs[1]:
-        return node.outputs[1]
-    proto = node.proto
-    if proto is None:
-        raise RewriteError(f"MaxPool {node.name!r}: the forward node is not available")
-    name = g.fresh("maxpool_indices")
-    if len(proto.output) > 1:
-        proto.output[1] = name
-    else:
-        proto.output.append(name)
-    node.outputs = list(proto.output)
-    return name
-
-
-@register("MaxPool")
-def max_pool(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
-    dy = upstream(node, dys)
-    if int(node.attr("storage_order", 0)) != 0:
-        raise RewriteError(f"MaxPool {node.name!r}: storage_order=1 is not supported")
-    x = node.inputs[0]
-    indices = _indices_output(g, node)
-    # onnxruntime's Indices are flat over the whole N·C·spatial tensor: scatter into a
-    # flat tensor of x's size, then give it x's shape.
-    x_shape = g.shape_of(x)
-    flat_size = g.ReduceProd(x_shape, keepdims=1)
-    flat = g.ints([-1])
-    dx = g.ScatterElements(
-        _zeros_like(g, x, flat_size),
-        g.Reshape(indices, flat),
-        g.Reshape(dy, flat),
-        axis=0,
-        reduction="add",
-    )
-    return [g.Reshape(dx, x_shape)]
 
 
 def _axis_divisors(
@@ -197,19 +147,3 @@ def global_average_pool(
     sizes = g.Slice(x_shape, g.ints([2]), g.ints([np.iinfo(np.int64).max]))
     count = g.CastLike(g.ReduceProd(sizes, keepdims=0), x)
     return [g.Expand(g.Div(dy, count), x_shape)]
-
-
-@register("GlobalMaxPool")
-def global_max_pool(
-    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
-) -> list[Grad]:
-    dy = upstream(node, dys)
-    x = node.inputs[0]
-    # Like torch, the whole gradient goes to the first maximum (ArgMax picks the first).
-    by_channel = g.ints([0, 0, -1])
-    x_flat = g.Reshape(x, by_channel)
-    first_max = g.ArgMax(x_flat, axis=2, keepdims=1)
-    x_shape = g.shape_of(x)
-    zeros = g.Reshape(_zeros_like(g, x, x_shape), by_channel)
-    dx = g.ScatterElements(zeros, first_max, g.Reshape(dy, by_channel), axis=2)
-    return [g.Reshape(dx, x_shape)]
