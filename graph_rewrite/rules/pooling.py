@@ -182,6 +182,13 @@ def _average_pool_at_run_time(
     return g.Reshape(dx, g.shape_of(x))
 
 
+# The spreading Conv does (H·W)² multiply-adds per channel, Mul+Expand H·W: measured on
+# onnxruntime CPU (2 threads), 0.06 against 0.04 ms at 7x7 (C=256), 0.33 against 0.07 ms at
+# 20x20, 20 against 0.4 ms at 80x80 (C=96). Squeeze-excitation blocks pool whole feature
+# maps of detectors (PP-OCRv4 det: up to 160x160), so above 16x16 Mul+Expand is used.
+SPREAD_AS_CONV_MAX = 256
+
+
 def spread_as_conv(g: Builder, dy: str, per_sample: Sequence[int]) -> str:
     """dy[N, C, 1, ...] spread evenly over x's spatial extent, as a depthwise Conv.
 
@@ -204,7 +211,12 @@ def global_average_pool(
     dy = upstream(node, dys)
     x = node.inputs[0]
     per_sample = g.tensor(x).static_from(1)
-    if per_sample is not None and g.dtype_of(x) == np.float32 and 2 <= len(per_sample) <= 4:
+    if (
+        per_sample is not None
+        and g.dtype_of(x) == np.float32
+        and 2 <= len(per_sample) <= 4
+        and int(np.prod(per_sample[1:])) <= SPREAD_AS_CONV_MAX
+    ):
         return [spread_as_conv(g, dy, per_sample)]
     x_shape = g.shape_of(x)
     static = g.tensor(x).static_shape
