@@ -98,11 +98,22 @@ def test_opset18_axes_and_antialias() -> None:
     _check(_model(SIZES[0], attrs, scales=[0.5, 0.6], opset=18))
 
 
-def test_sizes_from_another_tensor() -> None:
-    """sizes = Shape(ref): the usual FPN 'upsample to the skip connection's size'."""
+@pytest.mark.parametrize("built", ["shape", "sliced_shapes"])
+def test_sizes_from_another_tensor(built) -> None:
+    """sizes = Shape(ref): the usual FPN 'upsample to the skip connection's size'; or as
+    PyTorch exports it, Concat(Shape(x)[:2], Shape(ref)[2:])."""
+    if built == "shape":
+        sizes = [helper.make_node("Shape", ["ref"], ["sizes"])]
+    else:
+        sizes = [
+            helper.make_node("Shape", ["x"], ["x_shape"]),
+            helper.make_node("Shape", ["ref"], ["ref_hw"], start=2),
+            helper.make_node("Slice", ["x_shape", "zero", "two"], ["x_nc"]),
+            helper.make_node("Concat", ["x_nc", "ref_hw"], ["sizes"], axis=0),
+        ]
     nodes = [
-        helper.make_node("Shape", ["ref"], ["ref_shape"]),
-        helper.make_node("Resize", ["x", "", "", "ref_shape"], ["y0"], mode="linear"),
+        *sizes,
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y0"], mode="linear"),
         helper.make_node("Add", ["y0", "ref"], ["y1"]),
     ]
     dims = ["N", 3, "H", "W"]
@@ -114,6 +125,7 @@ def test_sizes_from_another_tensor() -> None:
             helper.make_tensor_value_info("ref", TensorProto.FLOAT, dims),
         ],
         [helper.make_tensor_value_info("y1", TensorProto.FLOAT, dims)],
+        [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("zero", 0), ("two", 2))],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

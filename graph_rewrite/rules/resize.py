@@ -88,8 +88,9 @@ def _entries(g: Builder, name: str, length: int) -> list[Entry]:
         dims = g.tensor(node.inputs[0]).shape
         if dims is None:
             return unknown
-        taken = list(dims)[slice(node.attr("start", 0), node.attr("end"))]
-        return list(taken) if len(taken) == length else unknown
+        picked: list[Entry] = []
+        picked.extend(dims[slice(node.attr("start", 0), node.attr("end"))])
+        return picked if len(picked) == length else unknown
     if node.op_type == "Slice" and len(node.inputs) in (3, 4):
         bounds = [g.info.constant_ints(i) for i in node.inputs[1:]]
         source = g.tensor(node.inputs[0]).static_shape

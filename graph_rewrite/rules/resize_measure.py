@@ -8,6 +8,8 @@ the runtime's forward exactly, quirks included.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -33,7 +35,7 @@ INTERPOLATION_ATTRS = (
 _BLOCK_PROBE_LENGTHS = (1, 2, 3, 4, 7)
 
 
-def interpolation_attrs(node: Node) -> dict[str, object]:
+def interpolation_attrs(node: Node) -> dict[str, Any]:
     return {k: node.attrs[k] for k in INTERPOLATION_ATTRS if k in node.attrs}
 
 
