@@ -65,8 +65,11 @@ class _Parameters:
 Entry = float | int | str | None  # a constant, a symbolic dimension's name, or unknown
 
 
-def _producers(g: Builder) -> dict[str, Node]:
-    return {out: Node.from_proto(n) for n in g.info.model.graph.node for out in n.output}
+def _producer(g: Builder, name: str) -> Node | None:
+    for proto in g.info.model.graph.node:
+        if name in proto.output:
+            return Node.from_proto(proto)
+    return None
 
 
 def _entries(g: Builder, name: str, length: int) -> list[Entry]:
@@ -81,7 +84,7 @@ def _entries(g: Builder, name: str, length: int) -> list[Entry]:
     if value is not None:
         return [v.item() for v in value.reshape(-1)]
     unknown: list[Entry] = [None] * length
-    node = _producers(g).get(name)
+    node = _producer(g, name)
     if node is None:
         return unknown
     if node.op_type == "Shape":
