@@ -179,17 +179,17 @@ def slice_(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -
     shape = list(g.tensor(x).shape or [])
     params = _slice_params(g, node, rank)
     pads = [0] * (2 * rank)
-    flips, strided = [], []
+    flips, strided, dynamic = [], [], []
     for axis, start, end, step in params:
         n = shape[axis]
         if not isinstance(n, int):
-            # A dynamic axis sliced from a known start to its end is still just a pad.
-            if step != 1 or start < 0 or end < 2**31 - 1:
+            if step > 0:
+                dynamic.append((axis, start, step))
+            else:
                 raise RewriteError(
-                    f"Slice {node.name!r}: slicing the dynamic axis {axis} is only supported "
-                    "from a non-negative start to the end"
+                    f"Slice {node.name!r}: a negative step on the dynamic axis {axis} "
+                    "is not supported"
                 )
-            pads[axis] = start
             continue
         taken = _slice_range(n, start, end, step)
         if len(taken) == 0:
@@ -206,7 +206,39 @@ def slice_(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -
         dx = _spread(g, dx, axis, stride, count, rank)
     if any(pads):
         dx = g.Pad(dx, g.ints(pads))
+    for axis, start, step in dynamic:
+        dx = _unslice_at_run_time(g, dx, x, axis, start, step, rank)
     return _first(node, dx)
+
+
+def _unslice_at_run_time(
+    g: Builder, t: str, x: str, axis: int, start: int, step: int, rank: int
+) -> str:
+    """`t` (taken from `x` along a dynamic axis from `start` by `step` > 0) put back at its
+    place in x's run-time extent, zeros elsewhere: spread by `step`, then padded to n.
+
+    The first index taken is start clamped to [0, n] (start + n for a negative start); the
+    spread's trailing gap can run past n, and is cut.
+    """
+    n = _dim(g, x, axis)
+    assert isinstance(n, str), "only dynamic axes come here"
+    if start >= 0:
+        first = g.Min(g.ints([start]), n)
+    else:
+        first = g.Max(g.Add(n, g.ints([start])), g.ints([0]))
+    taken = _dim(g, t, axis)
+    length = taken if isinstance(taken, str) else g.ints([taken])
+    if step > 1:
+        gaps = _pad_axis(g, g.Unsqueeze(t, g.ints([axis + 1])), axis + 1, 0, step - 1, rank + 1)
+        length = g.Mul(length, g.ints([step]))
+        dims = [_dim(g, t, i) for i in range(axis)] + [length]
+        dims += [_dim(g, t, i) for i in range(axis + 1, rank)]
+        t = g.Reshape(gaps, _shape_tensor(g, dims))
+    after = g.Max(g.Sub(g.Sub(n, first), length), g.ints([0]))
+    pads: list[int | str] = [0] * (2 * rank)
+    pads[axis], pads[rank + axis] = first, after
+    placed = g.Pad(t, _shape_tensor(g, pads))
+    return g.Slice(placed, g.ints([0]), n, g.ints([axis])) if step > 1 else placed
 
 
 def _spread(g: Builder, t: str, axis: int, stride: int, count: int, rank: int) -> str:
