@@ -1,6 +1,7 @@
-"""Slice on axes whose length is known only at run time: crops with negative bounds and
-strided picks (YOLOX's Focus stem takes x[..., 0::2, 1::2]). One explain model per case,
-checked against central differences at two lengths of different parity."""
+"""Slice and Pad on axes whose length is known only at run time: crops with negative
+bounds, strided picks (YOLOX's Focus stem takes x[..., 0::2, 1::2]), edge, reflect and
+wrap padding. One explain model per case, checked against central differences at two
+lengths of different parity."""
 
 from __future__ import annotations
 
@@ -46,3 +47,20 @@ def test_negative_step_on_a_dynamic_axis_is_refused() -> None:
     model = _slice_model([-1], [-I32_MAX], [2], [-1])
     with pytest.raises(RewriteError, match="negative step"):
         build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+
+
+@pytest.mark.parametrize(
+    ("mode", "pads", "opset"),
+    [
+        ("constant", [0, 0, 1, 2, 0, 0, 3, 0], 17),
+        ("constant", [0, 0, -1, 2, 0, 0, 1, -2], 17),
+        ("edge", [0, 0, 2, 1, 0, 0, 1, 3], 17),
+        ("reflect", [0, 0, 2, 3, 0, 0, 3, 1], 17),  # ReflectionPad2d of segmentation nets
+        ("wrap", [0, 0, 2, 1, 0, 0, 1, 5], 19),
+    ],
+)
+def test_pad_of_dynamic_axes(mode, pads, opset) -> None:
+    consts = {"pads": np.array(pads, np.int64)}
+    model = single_op_model("Pad", {"x": _x((7, 8))}, {"mode": mode}, consts, opset=opset)
+    feeds = [{"x": _x((7, 8))}, {"x": _x((10, 9), seed=1)}]
+    assert_vjp_matches_at_sizes(dynamic_dims(model), feeds, wrt="x")
