@@ -25,6 +25,8 @@ CASES = [
     ((7, 7), {"kernel_shape": [2, 2], "strides": [2, 2]}),  # a row and column no window reads
     ((8, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
     ((6, 6), {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+    ((10, 11), {"kernel_shape": [2, 2], "strides": [3, 3], "pads": [0, 1, 1, 0]}),  # k < s
+    ((9, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "dilations": [2, 2], "pads": [2] * 4}),
     ((11,), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
     ((5, 6, 7), {"kernel_shape": [3, 2, 3], "strides": [2, 2, 2], "ceil_mode": 1}),
 ]
@@ -132,3 +134,23 @@ def test_openvino_agrees(spatial, attrs) -> None:
     )
     theirs = compiled({"x": x, "output_grad": dy})["saliency"]
     np.testing.assert_allclose(theirs, saliency, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_dynamic_batch_kernel_smaller_than_stride(target) -> None:
+    """A phase no window reads gets zeros shaped by the batch known only at run time."""
+    attrs = {"kernel_shape": [2, 2], "strides": [3, 3], "pads": [1, 1, 0, 0]}
+    x = _tied((10, 11))
+    model = single_op_model("MaxPool", {"x": x}, attrs)
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0", target=target)
+    for batch in (1, 3):
+        xb = _tied((10, 11), seed=batch)[:1].repeat(batch, axis=0) + np.arange(batch).reshape(
+            -1, 1, 1, 1
+        ).astype(np.float32)
+        y = session(model).run(None, {"x": xb})[0]
+        dy = np.random.default_rng(batch).standard_normal(y.shape).astype(np.float32)
+        (saliency,) = session(explain).run(["saliency"], {"x": xb, "output_grad": dy})
+        np.testing.assert_allclose(saliency, _torch_grad(xb, dy, attrs), rtol=1e-6, atol=1e-6)
