@@ -10,6 +10,7 @@ each explain-model target and each runtime, in one process on the same threads, 
             with its interquartile range (timing.py says why)
   ort-ov    relative L2 distance between the two runtimes' saliency maps (a sanity check:
             a portable explain model should give the same map on both)
+A runtime's own target (onnxruntime) is timed on that runtime only, unless --cross.
 and for the PyTorch exports:
   captum    latency of captum.attr.GuidedBackprop on the PyTorch model
   diff      relative L2 distance between our map (first runtime) and Captum's (float32
@@ -100,6 +101,11 @@ def _failure(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
 
 
+def meant_for(target: str, runtime: Runtime) -> bool:
+    """A runtime's own target is for that runtime alone; "portable" is for every runtime."""
+    return target in ("portable", runtime)
+
+
 def time_target(
     fwd: Engine | None,
     forward: list[float],
@@ -145,6 +151,9 @@ def measure(
             rows[target].failures[runtime] = _failure(e)
         return
     for target, explain in explains.items():
+        if not (args.cross or meant_for(target, runtime)):
+            rows[target].failures[runtime] = f"not measured: target {target} (see --cross)"
+            continue
         progress(f"{name} {target} {runtime}: up to {most} pairs")
         try:
             explain_feeds = {**feeds, "output_grad": loaded.seed}
@@ -308,6 +317,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="runtime and torch threads")
     parser.add_argument(
         "--spinning", action="store_true", help="let onnxruntime's idle threads spin (default off)"
+    )
+    parser.add_argument(
+        "--cross",
+        action="store_true",
+        help="also time a runtime's own target on the other runtime (default: portable only)",
     )
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="skip Captum")
     parser.add_argument(
