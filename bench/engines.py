@@ -91,13 +91,13 @@ class OpenVinoEngine:
             self.run()
         return np.array(self.request.get_tensor(self.compiled.output(name)).data)
 
-    def profile(self) -> list[tuple[str, float]]:
-        """Milliseconds per layer type in the last inference (when built with `profiling`)."""
-        totals: dict[str, float] = {}
-        for info in self.request.profiling_info:
-            ms = info.real_time.total_seconds() * 1e3
-            totals[info.node_type] = totals.get(info.node_type, 0.0) + ms
-        return sorted(totals.items(), key=lambda kv: -kv[1])
+    def profile(self) -> list[tuple[str, str, float]]:
+        """(layer name, layer type, milliseconds) of the last inference, when built with
+        `profiling`."""
+        return [
+            (info.node_name, info.node_type, info.real_time.total_seconds() * 1e3)
+            for info in self.request.profiling_info
+        ]
 
 
 def load(

@@ -1,7 +1,9 @@
 """Where OpenVINO spends an inference: milliseconds per layer type, forward against explain.
 
 OpenVINO fuses the ONNX graph into its own layers (a Conv with its bias and ReLU becomes one
-"Convolution", a layout change is a "Reorder"), so the names are OpenVINO's, not ONNX's.
+"Convolution", a layout change is a "Reorder"), so the names are OpenVINO's, not ONNX's;
+except "Reference", OpenVINO's slow generic kernel for an op it has no optimised one for,
+which is shown with the ONNX op it runs.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ def layer_times(
     model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 3
 ) -> dict[str, float]:
     """Milliseconds per layer type, the median over `runs` inferences after one warm-up."""
+    # A "Reference" layer is an ONNX op OpenVINO has no optimised kernel for; name the op.
+    op_types = {node.name: node.op_type for node in model.graph.node}
     engine = OpenVinoEngine(model, feeds, threads, profiling=True)
     engine.run()
     samples: dict[str, list[float]] = {}
     for _ in range(runs):
         engine.run()
-        for kind, ms in engine.profile():
+        totals: dict[str, float] = {}
+        for name, kind, ms in engine.profile():
+            if kind == "Reference":
+                kind = f"Reference ({op_types.get(name, '?')})"
+            totals[kind] = totals.get(kind, 0.0) + ms
+        for kind, ms in totals.items():
             samples.setdefault(kind, []).append(ms)
     return {kind: float(np.median(v + [0.0] * (runs - len(v)))) for kind, v in samples.items()}
 
