@@ -11,6 +11,7 @@ from .explain import (
     default_output,
 )
 from .methods import METHODS, RECTIFIER_CHOICES, Method, Rectifiers
+from .shapes import InputShapes
 from .targets import TARGETS, Target
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "SALIENCY_OUTPUT",
     "TARGETS",
     "Endpoints",
+    "InputShapes",
     "Method",
     "MissingRule",
     "Rectifiers",

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import onnx
 
-from .errors import RewriteError, UnsupportedOpsError
+from .errors import RewriteError
 from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check
 from .methods import METHODS, RECTIFIER_CHOICES
+from .shapes import parse_input_shape
 from .targets import TARGETS
 
 
@@ -27,39 +28,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("model", type=Path, help="the exported ONNX model")
     convert.add_argument("-o", "--output-file", type=Path, required=True, help="where to write")
     convert.add_argument("--method", choices=METHODS, default="guided")
-    _add_endpoint_args(convert)
-    convert.add_argument(
-        "--rectifiers",
-        choices=RECTIFIER_CHOICES,
-        default="all",
-        help="which activations get the method's rule: only Relu, or also ReLU6-style Clip, "
-        "LeakyRelu, PRelu and HardSwish (default: all)",
-    )
-    convert.add_argument(
-        "--target",
-        choices=TARGETS,
-        default="portable",
-        help="portable (default): the same saliency on every conforming ONNX runtime; "
-        "onnxruntime: faster formulations that only onnxruntime is checked to run right",
-    )
-    convert.add_argument("--grad-name", default=GRAD_INPUT, help="name of the added input")
-    convert.add_argument(
-        "--saliency-name", default=SALIENCY_OUTPUT, help="name of the added output"
-    )
+    _add_build_args(convert)
     convert.set_defaults(func=run_convert)
 
     chk = sub.add_parser(
         "check",
-        help="list the ops on the differentiated path that have no backward rule",
-        description="Exit 0 when MODEL can be converted, 1 (listing every op without a rule: "
-        "op type, node name, opset) when it cannot.",
+        help="say whether convert will succeed, without writing anything",
+        description="Run every step of convert but writing the result, for the given method "
+        "(default: all three). Exit 0 when convert will succeed; 1 with convert's error (e.g. "
+        "every op without a rule: op type, node name, opset) when it will not.",
     )
     chk.add_argument("model", type=Path)
-    _add_endpoint_args(chk)
+    chk.add_argument("--method", choices=(*METHODS, "all"), default="all")
+    _add_build_args(chk)
     chk.set_defaults(func=run_check)
 
 
-def _add_endpoint_args(parser: argparse.ArgumentParser) -> None:
+def _add_build_args(parser: argparse.ArgumentParser) -> None:
+    """The options that change what convert builds, shared by check."""
     parser.add_argument(
         "--input", dest="input_name", help="tensor to explain (default: the first float input)"
     )
@@ -69,6 +55,40 @@ def _add_endpoint_args(parser: argparse.ArgumentParser) -> None:
         help="tensor whose gradient is seeded (default: the first output, or the logits "
         "when it is their Softmax)",
     )
+    parser.add_argument(
+        "--input-shape",
+        dest="input_shapes",
+        action="append",
+        default=[],
+        metavar="NAME:D1,D2,...",
+        help="fix an input's shape before anything else, e.g. x:1,3,640,640 (repeatable)",
+    )
+    parser.add_argument(
+        "--rectifiers",
+        choices=RECTIFIER_CHOICES,
+        default="all",
+        help="which activations get the method's rule: only Relu, or also ReLU6-style Clip, "
+        "LeakyRelu, PRelu and HardSwish (default: all)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="portable",
+        help="portable (default): the same saliency on every conforming ONNX runtime; "
+        "onnxruntime: faster formulations that only onnxruntime is checked to run right",
+    )
+    parser.add_argument("--grad-name", default=GRAD_INPUT, help="name of the added input")
+    parser.add_argument("--saliency-name", default=SALIENCY_OUTPUT, help="name of the added output")
+
+
+def _input_shapes(texts: list[str]) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for text in texts:
+        name, dims = parse_input_shape(text)
+        if name in shapes:
+            raise RewriteError(f"--input-shape: {name!r} is given twice")
+        shapes[name] = dims
+    return shapes
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -93,6 +113,7 @@ def run_convert(args: argparse.Namespace) -> int:
             grad_name=args.grad_name,
             saliency_name=args.saliency_name,
             target=args.target,
+            input_shapes=_input_shapes(args.input_shapes),
         )
         _save(explain, args.output_file)
     except RewriteError as exc:
@@ -113,16 +134,24 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    methods = METHODS if args.method == "all" else (args.method,)
     try:
-        ends, missing = check(_load(args.model), args.input_name, args.output_name)
-    except UnsupportedOpsError as exc:
-        print(f"onnxplain check: {exc}", file=sys.stderr)
-        return 1
+        ends = check(
+            _load(args.model),
+            args.input_name,
+            args.output_name,
+            methods=methods,
+            rectifiers=args.rectifiers,
+            grad_name=args.grad_name,
+            saliency_name=args.saliency_name,
+            target=args.target,
+            input_shapes=_input_shapes(args.input_shapes),
+        )
     except RewriteError as exc:
         print(f"onnxplain check: {exc}", file=sys.stderr)
         return 1
-    if missing:
-        print(f"onnxplain check: {UnsupportedOpsError(missing)}", file=sys.stderr)
-        return 1
-    print(f"ok: every op from {ends.input!r} to {ends.output!r} has a backward rule")
+    print(
+        f"ok: convert will build the explain model from {ends.input!r} to {ends.output!r} "
+        f"({', '.join(methods)}, {args.target})"
+    )
     return 0

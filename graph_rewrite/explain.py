@@ -16,9 +16,11 @@ from onnx import helper
 
 from .builder import Builder, Node
 from .errors import MissingRule, RewriteError, UnsupportedOpsError
-from .methods import Method, Rectifiers, rules_for
+from .fold import fold_affines
+from .methods import METHODS, Method, Rectifiers, rules_for
 from .model_info import FLOAT_TYPES, ModelInfo, ai_onnx_opset, normalise
 from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
+from .shapes import InputShapes
 from .targets import Target, check_target
 
 GRAD_INPUT = "output_grad"
@@ -136,41 +138,34 @@ class _Prepared:
     opset: int  # the model's own, as exported
 
 
-def _prepare(model: onnx.ModelProto, input_name: str | None, output_name: str | None) -> _Prepared:
+def _prepare(
+    model: onnx.ModelProto,
+    input_name: str | None,
+    output_name: str | None,
+    input_shapes: InputShapes | None,
+) -> _Prepared:
     opset = ai_onnx_opset(model)
     # Endpoints come from the model as exported: the opset converter may wrap an old
     # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
     ends = resolve_endpoints(model, input_name, output_name)
-    info = ModelInfo(normalise(model))
+    normalised = normalise(model, input_shapes, keep_inputs={ends.input})
+    # BatchNorm and per-channel affines after a conv go into its weights: the forward part
+    # is then what a runtime would run anyway, and their backward costs nothing.
+    fold_affines(normalised, keep={ends.input, ends.output})
+    info = ModelInfo(normalised)
     return _Prepared(info, ends, differentiated_path(info, ends), opset)
 
 
-def check(
-    model: onnx.ModelProto, input_name: str | None = None, output_name: str | None = None
-) -> tuple[Endpoints, list[MissingRule]]:
-    """Which explained endpoints the model has, and every op on the path without a rule."""
-    prepared = _prepare(model, input_name, output_name)
-    return prepared.ends, missing_rules(prepared.path, prepared.opset)
-
-
-def build_explain_model(
-    model: onnx.ModelProto,
-    method: Method = "guided",
-    input_name: str | None = None,
-    output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
-    grad_name: str = GRAD_INPUT,
-    saliency_name: str = SALIENCY_OUTPUT,
-    target: Target = "portable",
-) -> onnx.ModelProto:
-    """The explain model: `model` plus an input `grad_name` and an output `saliency_name`.
-
-    `target` "portable" gives the same saliency on every conforming runtime; a runtime's
-    name allows formulations that are faster on that runtime alone (see targets.py).
-    """
+def _differentiate(
+    prepared: _Prepared,
+    method: Method,
+    rectifiers: Rectifiers,
+    grad_name: str,
+    saliency_name: str,
+    target: Target,
+) -> tuple[Builder, str]:
+    """The backward pass's nodes (in a builder) and the saliency's name; the model unchanged."""
     table = rules_for(method, rectifiers)
-    target = check_target(target)
-    prepared = _prepare(model, input_name, output_name)
     info, ends, path = prepared.info, prepared.ends, prepared.path
     model = info.model
     existing = {vi.name for vi in (*model.graph.input, *model.graph.output)}
@@ -184,11 +179,64 @@ def build_explain_model(
     missing = missing_rules(path, prepared.opset, table)
     if missing:
         raise UnsupportedOpsError(missing)
-
     g = Builder(info, target)
-    saliency = _reverse_walk(g, path, ends, table, grad_name)
+    return g, _reverse_walk(g, path, ends, table, grad_name)
 
-    graph = model.graph
+
+def check(
+    model: onnx.ModelProto,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    methods: Sequence[Method] = METHODS,
+    rectifiers: Rectifiers = "all",
+    grad_name: str = GRAD_INPUT,
+    saliency_name: str = SALIENCY_OUTPUT,
+    target: Target = "portable",
+    input_shapes: InputShapes | None = None,
+) -> Endpoints:
+    """The explained endpoints, once every step of `build_explain_model` has run for each
+    of `methods` (all but writing the result); raises the RewriteError convert would."""
+    for method in methods:
+        rules_for(method, rectifiers)
+    target = check_target(target)
+    prepared = _prepare(model, input_name, output_name, input_shapes)
+    for i, method in enumerate(methods):
+        try:
+            _differentiate(prepared, method, rectifiers, grad_name, saliency_name, target)
+        except UnsupportedOpsError:
+            raise
+        except RewriteError as exc:
+            if i == 0:
+                raise
+            # The earlier methods passed: the failure is this method's own, so say which.
+            raise RewriteError(f"method {method!r}: {exc}") from None
+    return prepared.ends
+
+
+def build_explain_model(
+    model: onnx.ModelProto,
+    method: Method = "guided",
+    input_name: str | None = None,
+    output_name: str | None = None,
+    rectifiers: Rectifiers = "all",
+    grad_name: str = GRAD_INPUT,
+    saliency_name: str = SALIENCY_OUTPUT,
+    target: Target = "portable",
+    input_shapes: InputShapes | None = None,
+) -> onnx.ModelProto:
+    """The explain model: `model` plus an input `grad_name` and an output `saliency_name`.
+
+    `target` "portable" gives the same saliency on every conforming runtime; a runtime's
+    name allows formulations that are faster on that runtime alone (see targets.py).
+    `input_shapes` fixes the named inputs' shapes first (e.g. {"x": [1, 3, 640, 640]}).
+    """
+    rules_for(method, rectifiers)
+    target = check_target(target)
+    prepared = _prepare(model, input_name, output_name, input_shapes)
+    g, saliency = _differentiate(prepared, method, rectifiers, grad_name, saliency_name, target)
+
+    info, ends = prepared.info, prepared.ends
+    graph = info.model.graph
     out_info = info.info(ends.output)
     in_info = info.info(ends.input)
     graph.input.append(_value_info(grad_name, out_info.elem_type, out_info.shape))
@@ -196,7 +244,7 @@ def build_explain_model(
     graph.node.append(helper.make_node("Identity", [saliency], [saliency_name], name=saliency_name))
     graph.initializer.extend(g.initializers)
     graph.output.append(_value_info(saliency_name, in_info.elem_type, in_info.shape))
-    return model
+    return info.model
 
 
 def _reverse_walk(

@@ -8,7 +8,7 @@ so that rules can pick static axes where they are known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from .errors import RewriteError
+from .shapes import InputShapes, fix_input_shapes, free_unknown_dims
 
 # The rules emit ops in their opset-17 form (ScatterElements with reduction, Split sizes
 # and Squeeze axes as inputs, LayerNormalization): older models are converted up to it.
@@ -59,19 +60,39 @@ def ai_onnx_opset(model: onnx.ModelProto) -> int:
     raise RewriteError("the model imports no ai.onnx opset")
 
 
-def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
+def normalise(
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None = None,
+    keep_inputs: Collection[str] = (),
+) -> onnx.ModelProto:
     """A new model: opset raised to MIN_OPSET where it is lower, shapes inferred.
+
+    Before that, the inputs take the `input_shapes` given, every "unknown" dimension
+    (-1, 0, "?") is left unset, and an IR-3 model's weights stop being graph inputs (except
+    those in `keep_inputs`, e.g. an explained input).
 
     The converter and shape inference serialise the whole model, weights included; they
     work on a skeleton whose large weights are placeholders of the right type and shape,
     and the weights are put back once (VGG-19: 2.7 s → well under 1 s).
     """
     skeleton, weights = _without_large_weights(model)
-    normalised = _normalise_skeleton(skeleton)
+    fix_input_shapes(skeleton.graph, input_shapes or {})
+    free_unknown_dims(skeleton.graph)
+    normalised = _normalise_skeleton(skeleton, keep_inputs)
     for i, init in enumerate(normalised.graph.initializer):
         if init.name in weights:
             normalised.graph.initializer[i].CopyFrom(weights[init.name])
     return normalised
+
+
+def _weights_as_constants(graph: onnx.GraphProto, keep: Collection[str]) -> None:
+    """IR 3 lists every initializer as a graph input too; IR 4 on reads that as "a default
+    the caller may override", and runtimes then neither fold nor fuse them. An IR-3
+    exporter meant constants: the inputs go, the initializers stay."""
+    initializers = {t.name for t in graph.initializer}
+    kept = [vi for vi in graph.input if vi.name not in initializers or vi.name in keep]
+    del graph.input[:]
+    graph.input.extend(kept)
 
 
 # Initializers at least this many elements are left out of the skeleton; smaller ones
@@ -119,8 +140,9 @@ def _without_large_weights(
     return skeleton, weights
 
 
-def _normalise_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def _normalise_skeleton(model: onnx.ModelProto, keep_inputs: Collection[str]) -> onnx.ModelProto:
     opset = ai_onnx_opset(model)
+    legacy = model.ir_version < 4
     if opset < MIN_OPSET:
         try:
             model = version_converter.convert_version(model, MIN_OPSET)
@@ -133,6 +155,8 @@ def _normalise_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     model.ir_version = max(
         model.ir_version, helper.find_min_ir_version_for(list(model.opset_import), True)
     )
+    if legacy:  # only now: the converter reads an IR-3 model's weights through its inputs
+        _weights_as_constants(model.graph, keep_inputs)
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:

@@ -169,6 +169,52 @@ def dynamic_batch(model: onnx.ModelProto, names: set[str] | None = None) -> onnx
     return onnx.shape_inference.infer_shapes(m)
 
 
+def dynamic_dims(
+    model: onnx.ModelProto, axes: Sequence[int] = (2, 3, 4), names: set[str] | None = None
+) -> onnx.ModelProto:
+    """The model with symbolic dimensions on `axes` (default: the spatial ones) of the graph
+    inputs `names` (default all), as detectors and OCR models come: H and W known at run time."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if names is None or vi.name in names:
+            dims = vi.type.tensor_type.shape.dim
+            for axis in axes:
+                if axis < len(dims):
+                    dims[axis].dim_param = f"{vi.name}_d{axis}"
+    del m.graph.value_info[:]
+    for out in m.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def assert_vjp_matches_at_sizes(
+    model: onnx.ModelProto,
+    feeds_per_size: Sequence[Mapping[str, np.ndarray]],
+    wrt: str,
+    output: str | None = "y0",
+    method: str = "vanilla",
+    directions: int = 2,
+) -> onnx.ModelProto:
+    """Builds the explain model ONCE and checks its saliency at each set of feeds (inputs of
+    different sizes): a graph that read a size at convert time fails all but one of them.
+    Returns the explain model (in the float type the check ran in)."""
+    for dtype, step in ((np.float64, 1e-5), (np.float32, 1e-2)):
+        typed = as_dtype(model, dtype)
+        explain = build_explain_model(typed, method, input_name=wrt, output_name=output)  # type: ignore[arg-type]
+        try:
+            fwd = session(with_first_output(typed, output))
+            exp = session(explain)
+        except Exception:  # onnxruntime has no kernel for some op in this float type
+            continue
+        for feeds in feeds_per_size:
+            err = session_vjp_error(fwd, exp, feeds, wrt, dtype, step, directions, seed=0)
+            shape = feeds[wrt].shape
+            assert err < TOLERANCE[dtype], f"VJP mismatch {err:.3g} at {shape} in {dtype}"
+        return explain
+    raise RuntimeError("onnxruntime could not run the model in float64 or float32")
+
+
 def _central(
     fwd: ort.InferenceSession,
     out_name: str,

@@ -90,3 +90,68 @@ def test_name_clash_is_refused_and_a_flag_renames(model_file: Path, tmp_path: Pa
     result = run_cli("convert", model_file, "-o", tmp_path / "out.onnx", "--grad-name", "seed")
     assert result.returncode == 0, result.stderr
     assert [i.name for i in onnx.load(str(tmp_path / "out.onnx")).graph.input] == ["image", "seed"]
+
+
+def test_input_shape_fixes_the_shapes_convert_writes(model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fixed.onnx"
+    result = run_cli("convert", model_file, "-o", out, "--input-shape", "image:2,3,16,16")
+    assert result.returncode == 0, result.stderr
+    explain = onnx.load(str(out))
+    dims = [d.dim_value for d in explain.graph.output[-1].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 16, 16]
+    x = np.ones((2, 3, 16, 16), np.float32)
+    saliency = session(explain).run(
+        ["saliency"], {"image": x, "output_grad": np.ones((2, 5), np.float32)}
+    )
+    assert saliency[0].shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("image=1,3,8,8", "expected NAME:D1,D2,..."),
+        ("image:1,3,x,8", "positive integers separated by commas"),
+        ("image:1,3,-1,8", "must be positive integers"),
+        ("pixels:1,3,8,8", "no input 'pixels' (inputs: 'image')"),
+        ("image:1,3,8", "the input has rank 4, 3 dimensions given"),
+    ],
+)
+def test_bad_input_shapes_get_one_line_errors_from_check_and_convert(
+    model_file: Path, tmp_path: Path, shape: str, message: str
+) -> None:
+    for args in (("check",), ("convert", "-o", tmp_path / "out.onnx")):
+        result = run_cli(args[0], model_file, *args[1:], "--input-shape", shape)
+        assert result.returncode == 1
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_check_fails_exactly_where_convert_fails(tmp_path: Path) -> None:
+    # Every op has a rule, but the rule for a training-mode BatchNormalization refuses it
+    # while building: check used to say ok here and convert then failed.
+    model = tiny_classifier()
+    model.graph.node[1].CopyFrom(
+        onnx.helper.make_node(
+            "BatchNormalization", ["c1", "s", "b", "m", "v"], ["r1"], name="bn", training_mode=1
+        )
+    )
+    for name, value in (("s", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)):
+        model.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.full(4, value, np.float32), name)
+        )
+    path = tmp_path / "training.onnx"
+    onnx.save(model, str(path))
+    checked = run_cli("check", path, "--method", "vanilla")
+    converted = run_cli("convert", path, "-o", tmp_path / "out.onnx", "--method", "vanilla")
+    assert checked.returncode == converted.returncode == 1
+    assert "training mode" in checked.stderr
+    message = checked.stderr.removeprefix("onnxplain check: ")
+    assert message == converted.stderr.removeprefix("onnxplain convert: ")
+
+
+@pytest.mark.parametrize("method", ["all", "vanilla", "deconvnet", "guided"])
+def test_check_names_what_it_built(model_file: Path, method: str) -> None:
+    result = run_cli("check", model_file, "--method", method, "--target", "onnxruntime")
+    assert result.returncode == 0, result.stderr
+    expected = "vanilla, deconvnet, guided" if method == "all" else method
+    assert f"({expected}, onnxruntime)" in result.stdout

@@ -128,8 +128,10 @@ def test_missing_rules_are_all_listed_before_anything_is_built() -> None:
         build_explain_model(model)
     missing = {(m.op_type, m.node_name, m.opset) for m in raised.value.missing}
     assert missing == {("Det", "relu1", 13), ("Relu", "relu2", 13)}
-    _, listed = check(model)
-    assert {(m.op_type, m.node_name) for m in listed} == {("Det", "relu1"), ("Relu", "relu2")}
+    with pytest.raises(UnsupportedOpsError) as checked:
+        check(model)
+    listed = {(m.op_type, m.node_name) for m in checked.value.missing}
+    assert listed == {("Det", "relu1"), ("Relu", "relu2")}
 
 
 def test_non_float_inputs_are_never_explained() -> None:
@@ -169,3 +171,93 @@ def test_the_given_model_is_left_untouched() -> None:
     assert model.SerializeToString() == before
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in explain.graph.initializer}
     np.testing.assert_array_equal(weights["unused_large"], np.arange(5000, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("batch", [-1, 0, "?", None])
+def test_unknown_dimensions_in_any_encoding_stay_dynamic(batch: int | str | None) -> None:
+    # PaddleOCR's classifier stores [-1, 3, "?", "?"]: -1 is not a valid dim_value, and two
+    # axes named "?" would read as "equal". Both mean "unknown"; so does an unset dim.
+    model = tiny_classifier()
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        dims = vi.type.tensor_type.shape.dim
+        dims[0].Clear()
+        if isinstance(batch, int):
+            dims[0].dim_value = batch
+        elif batch is not None:
+            dims[0].dim_param = batch
+    for axis in (2, 3):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = "?"
+    explain = build_explain_model(model, "guided")
+    grad_input = next(i for i in explain.graph.input if i.name == "output_grad")
+    saliency = next(o for o in explain.graph.output if o.name == "saliency")
+    for vi, axes in ((grad_input, [0]), (saliency, [0, 2, 3]), (explain.graph.input[0], [0, 2])):
+        for axis in axes:
+            dim = vi.type.tensor_type.shape.dim[axis]
+            assert not dim.HasField("dim_value"), (vi.name, axis)
+            assert dim.dim_param not in ("?", "-1"), (vi.name, axis)
+    sess = session(explain)
+    for n, size in ((1, 8), (3, 12)):
+        x = np.random.default_rng(n).standard_normal((n, 3, size, size)).astype(np.float32)
+        out = sess.run(["saliency"], {"image": x, "output_grad": np.ones((n, 5), np.float32)})
+        assert out[0].shape == x.shape
+
+
+def test_input_shapes_are_fixed_before_anything_else() -> None:
+    model = tiny_classifier(batch=1)  # the exporter's batch 1 everywhere, outputs included
+    explain = build_explain_model(model, "guided", input_shapes={"image": [2, 3, 16, 16]})
+    grad_input = next(i for i in explain.graph.input if i.name == "output_grad")
+    assert _dims(explain.graph.input[0]) == [2, 3, 16, 16]
+    assert _dims(grad_input) == [2, 5]
+    assert _dims(explain.graph.output[-1]) == [2, 3, 16, 16]
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    grad = np.eye(5, dtype=np.float32)[[0, 4]]
+    saliency = session(explain).run(["saliency"], {"image": x, "output_grad": grad})[0]
+    free = tiny_classifier(batch="N")
+    for axis in (2, 3):
+        free.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
+    reference = build_explain_model(free, "guided")
+    expected = session(reference).run(["saliency"], {"image": x, "output_grad": grad})[0]
+    np.testing.assert_allclose(saliency, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        ({"images": [1, 3, 8, 8]}, "no input 'images' \\(inputs: 'image'\\)"),
+        ({"image": [1, 3, 8]}, "rank 4, 3 dimensions given"),
+        ({"image": [1, 3, 0, 8]}, "must be positive"),
+    ],
+)
+def test_bad_input_shapes_are_refused_by_name(shapes: dict[str, list[int]], message: str) -> None:
+    with pytest.raises(RewriteError, match=message):
+        build_explain_model(tiny_classifier(), input_shapes=shapes)
+    with pytest.raises(RewriteError, match=message):
+        check(tiny_classifier(), input_shapes=shapes)
+
+
+def test_check_fails_where_the_build_fails_not_only_where_a_rule_is_missing() -> None:
+    # Every op has a rule, but BatchNormalization in training mode is refused by its rule
+    # during the build: check must say so too, with convert's message.
+    model = tiny_classifier()
+    model.graph.node[1].CopyFrom(
+        helper.make_node(
+            "BatchNormalization",
+            ["c1", "bn_s", "bn_b", "bn_m", "bn_v"],
+            ["r1"],
+            name="bn",
+            training_mode=1,
+        )
+    )
+    for name, value in (("bn_s", 1.0), ("bn_b", 0.0), ("bn_m", 0.0), ("bn_v", 1.0)):
+        model.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.full(4, value, np.float32), name)
+        )
+    with pytest.raises(RewriteError) as built:
+        build_explain_model(model, "guided")
+    with pytest.raises(RewriteError) as checked:
+        check(model)
+    assert "training mode" in str(built.value)
+    assert str(checked.value) == str(built.value)

@@ -35,17 +35,62 @@ def test_activation_matches_finite_differences(op: str, attrs: dict, consts: dic
     assert_vjp_matches(model, {"x": X}, wrt="x")
 
 
-@pytest.mark.parametrize("op", ["Relu", "LeakyRelu", "PRelu"])
-def test_float32_positive_mask_is_exact(op: str) -> None:
-    """The onnxruntime target's float32 mask (a HardSigmoid) is exactly [x > 0] from 2^-127."""
-    tiny = np.finfo(np.float32).tiny  # 2^-126
-    # 2^-127 is subnormal: the smallest positive float the mask still counts as positive.
-    values = [0.0, -0.0, 2.0**-127, tiny, 1e-30, 1e-7, 1.0, 3e38, np.inf, -tiny, -1.0, -np.inf]
-    x = np.array(values, np.float32).reshape(1, 1, 1, -1)
+# Exact zeros (a third of post-ReLU values), signed zeros, the smallest normal float32,
+# 2^-127 (the smallest positive float the mask still counts as positive), huge and
+# infinite values.
+_EDGE = [0.0, -0.0, 2.0**-127, 2.0**-126, 1e-30, 1e-7, 1.0, 3e38, np.inf, -(2.0**-126), -1.0]
+_EDGE += [-np.inf]
+
+
+def _mask_model(op: str, x: np.ndarray):
     consts = {"slope": np.zeros((1, 1, 1), np.float32)} if op == "PRelu" else {}
     attrs = {"alpha": 0.0} if op == "LeakyRelu" else {}  # slope 0 below: the mask alone
-    model = single_op_model(op, {"x": x}, attrs, consts)
-    explain = build_explain_model(model, "vanilla", target="onnxruntime")
+    return single_op_model(op, {"x": x}, attrs, consts)
+
+
+@pytest.mark.parametrize("target", ["portable", "onnxruntime"])
+@pytest.mark.parametrize("op", ["Relu", "LeakyRelu", "PRelu"])
+def test_float32_positive_mask_is_exact(op: str, target: str) -> None:
+    """The float32 mask (a HardSigmoid) is exactly [x > 0] from 2^-127 up, zeros included."""
+    x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
+    explain = build_explain_model(_mask_model(op, x), "vanilla", target=target)
     assert "HardSigmoid" in {n.op_type for n in explain.graph.node}
     (saliency,) = session(explain).run(["saliency"], {"x": x, "output_grad": np.ones_like(x)})
     np.testing.assert_array_equal(saliency, (x > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["vanilla", "guided"])
+def test_relu_mask_agrees_on_openvino(method: str) -> None:
+    """The portable mask gives onnxruntime's [x > 0] on OpenVINO CPU, at exact zeros too.
+
+    OpenVINO 2026.4.1 reads a HardSigmoid beta of exactly 0.0 as the default 0.5: with it,
+    every dead unit's mask was 0.5.
+    """
+    ov = pytest.importorskip("openvino")
+    x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
+    explain = build_explain_model(_mask_model("Relu", x), method)
+    feeds = {"x": x, "output_grad": np.linspace(-1, 1, x.size, dtype=np.float32).reshape(x.shape)}
+    (ours,) = session(explain).run(["saliency"], feeds)
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(explain.SerializeToString(), b""),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32"},
+    )
+    np.testing.assert_array_equal(compiled(feeds)["saliency"], ours)
+
+
+def test_float32_mask_survives_bfloat16() -> None:
+    """An engine that runs the float32 graph in bfloat16 gets the same mask: the HardSigmoid's
+    constants and its result, rounded to bfloat16 (by torch), still give exactly [x > 0]."""
+    torch = pytest.importorskip("torch")
+    x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
+    explain = build_explain_model(_mask_model("Relu", x), "vanilla")
+    (mask,) = [n for n in explain.graph.node if n.op_type == "HardSigmoid"]
+    attrs = {a.name: a.f for a in mask.attribute}
+    bf16 = torch.bfloat16
+    alpha, beta = torch.tensor(attrs["alpha"], dtype=bf16), torch.tensor(attrs["beta"], dtype=bf16)
+    assert torch.isfinite(alpha) and beta < 0
+    xb = torch.tensor(x, dtype=bf16)
+    result = torch.clamp(alpha * xb + beta, 0, 1)
+    np.testing.assert_array_equal(result.float().numpy(), (x > 0).astype(np.float32))

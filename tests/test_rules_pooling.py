@@ -152,3 +152,13 @@ def test_float32_global_average_pool_spreads_by_conv(spatial, batch) -> None:
     (saliency,) = session(explain).run(["saliency"], {"x": x, "output_grad": dy})
     count = np.float32(1.0 / np.prod(spatial))
     np.testing.assert_array_equal(saliency, np.broadcast_to(dy * count, x.shape))
+
+
+def test_large_global_average_pool_spreads_by_expand() -> None:
+    """Above 16x16 the spreading Conv's (H·W)² work outgrows its layout gain (squeeze-excite
+    blocks of detectors pool 160x160 maps): Mul+Expand, the same products."""
+    x = _x((17, 20))
+    model = single_op_model("GlobalAveragePool", {"x": x})
+    explain = build_explain_model(model, "vanilla")
+    assert "Conv" not in {n.op_type for n in explain.graph.node}
+    assert_vjp_matches(model, {"x": x}, wrt="x")

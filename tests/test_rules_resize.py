@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxplain.graph_rewrite import build_explain_model
-from onnxplain.graph_rewrite.errors import RewriteError
 
 from fd import assert_vjp_matches, single_op_model
 
@@ -85,17 +83,3 @@ def test_resize_axes_and_antialias() -> None:
     x = _x(8, 9)
     attrs = {"mode": "linear", "axes": [2, 3], "antialias": 1}
     assert_vjp_matches(_model(x, attrs, scales=[0.5, 0.6], opset=18), {"x": x}, wrt="x")
-
-
-def test_resize_with_computed_scales_is_refused() -> None:
-    x = _x(4, 4)
-    scales = np.array([1, 1, 2, 2], dtype=np.float32)
-    model = single_op_model(
-        "Resize",
-        {"x": x, "scales": scales},
-        {"mode": "nearest"},
-        {"roi": np.zeros(0, dtype=np.float32)},
-        ["x", "roi", "scales"],
-    )
-    with pytest.raises(RewriteError, match="constant scales or sizes"):
-        build_explain_model(model, "vanilla", input_name="x", output_name="y0")

@@ -141,8 +141,8 @@ def test_dynamic_batch_axis_itself(op: str, attrs: dict, consts: dict) -> None:
     assert_vjp_matches(model, {"x": X}, wrt="x")
 
 
-def test_slice_of_a_dynamic_axis_from_its_end_is_a_clear_error() -> None:
+def test_slice_of_a_dynamic_axis_from_its_end() -> None:
+    # More slices of dynamic axes: test_rules_shape_dynamic.py.
     consts = {"starts": ints(-1), "ends": ints(I32_MAX), "axes": ints(0)}
     model = dynamic_batch(single_op_model("Slice", {"x": X}, {}, consts))
-    with pytest.raises(RewriteError, match="dynamic axis"):
-        build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    assert_vjp_matches(model, {"x": X}, wrt="x")

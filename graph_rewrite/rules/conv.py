@@ -33,10 +33,21 @@ class ConvGeometry:
     pads_begin: list[int]
     pads_end: list[int]
     group: int
+    # auto_pad SAME_UPPER/SAME_LOWER whose pads depend on sizes known only at run time
+    # (a strided axis of dynamic length); pads_begin and pads_end are then zeros and the
+    # pads come from `same_pads_at_run_time`.
+    same_at_run_time: str | None = None
 
 
-def conv_geometry(g: Builder, node: Node, weight: str, data: str) -> ConvGeometry:
-    """Kernel, strides, dilations and explicit pads of a Conv-like node (auto_pad resolved)."""
+def conv_geometry(
+    g: Builder, node: Node, weight: str, data: str, run_time_same: bool = False
+) -> ConvGeometry:
+    """Kernel, strides, dilations and explicit pads of a Conv-like node (auto_pad resolved).
+
+    SAME padding of an axis of dynamic length is still static at stride 1 (d·(k-1) in all),
+    elsewhere it depends on the length: callers that can pad at run time pass
+    `run_time_same` and get `same_at_run_time` set, the others a clear error.
+    """
     w_shape = g.tensor(weight).shape
     kernel = node.attr("kernel_shape")
     if kernel is None:
@@ -48,17 +59,28 @@ def conv_geometry(g: Builder, node: Node, weight: str, data: str) -> ConvGeometr
     dilations = list(node.attr("dilations", [1] * nd))
     pads = list(node.attr("pads", [0] * (2 * nd)))
     auto_pad = node.attr("auto_pad", "NOTSET")
+    same_at_run_time = None
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        spatial = g.tensor(data).shape
-        if spatial is None or not all(isinstance(d, int) for d in spatial[2:]):
-            raise RewriteError(
-                f"{node.op_type} {node.name!r}: auto_pad={auto_pad} needs static spatial sizes"
-            )
+        shape = g.tensor(data).shape
+        spatial = list(shape[2:]) if shape is not None else [None] * nd
         pads = [0] * (2 * nd)
         for i in range(nd):
-            size = int(spatial[2 + i])  # type: ignore[arg-type]
-            out = -(-size // strides[i])
-            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+            size = spatial[i]
+            if isinstance(size, int):
+                out = -(-size // strides[i])
+                reach = (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+                total = max(reach - size, 0)
+            elif strides[i] == 1:
+                total = (kernel[i] - 1) * dilations[i]
+            elif run_time_same:
+                same_at_run_time = auto_pad
+                pads = [0] * (2 * nd)
+                break
+            else:
+                raise RewriteError(
+                    f"{node.op_type} {node.name!r}: auto_pad={auto_pad} at stride "
+                    f"{strides[i]} needs static spatial sizes"
+                )
             small, large = total // 2, total - total // 2
             pads[i], pads[nd + i] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
     elif auto_pad == "VALID":
@@ -70,7 +92,49 @@ def conv_geometry(g: Builder, node: Node, weight: str, data: str) -> ConvGeometr
         pads[:nd],
         pads[nd:],
         int(node.attr("group", 1)),
+        same_at_run_time,
     )
+
+
+def same_pads_at_run_time(g: Builder, geo: ConvGeometry, data: str) -> tuple[str, str]:
+    """auto_pad SAME_*'s begin and end pads per spatial axis, from `data`'s run-time size:
+    out = ceil(n/s), total = max((out-1)·s + d·(k-1) + 1 - n, 0), split as the mode says."""
+    nd = len(geo.kernel)
+    n = spatial_size(g, data, nd)
+    strides = g.ints(geo.strides)
+    out = g.Div(g.Add(n, g.ints([s - 1 for s in geo.strides])), strides)
+    reach = g.Add(
+        g.Mul(g.Sub(out, g.ints([1] * nd)), strides),
+        g.ints([d * (k - 1) + 1 for d, k in zip(geo.dilations, geo.kernel)]),
+    )
+    total = g.Max(g.Sub(reach, n), g.ints([0] * nd))
+    small = g.Div(total, g.ints([2] * nd))
+    large = g.Sub(total, small)
+    return (small, large) if geo.same_at_run_time == "SAME_UPPER" else (large, small)
+
+
+def spatial_size(g: Builder, x: str, nd: int) -> str:
+    """The run-time sizes of `x`'s nd spatial axes, a 1-D int64 tensor."""
+    return g.Slice(g.shape_of(x), g.ints([2]), g.ints([2 + nd]))
+
+
+def transposed_conv_cropped(
+    g: Builder, dy: str, weight: str, geo: ConvGeometry, begin: str, size: str
+) -> str:
+    """ConvTranspose(dy, weight) onto the whole padded input, then the input's own extent
+    (`size`) cut out from `begin` (pads known at run time; 1-D tensors, one entry per axis).
+
+    Output padding s-1 makes the transposed conv reach at least begin + n: the forward's
+    out = floor((n + pads - reach)/s) + 1 windows then cover (out-1)·s + reach + s-1 ≥ n + pads.
+    """
+    nd = len(geo.kernel)
+    attrs: dict[str, list[int] | int] = dict(
+        strides=geo.strides, dilations=geo.dilations, group=geo.group
+    )
+    if any(s > 1 for s in geo.strides):
+        attrs["output_padding"] = [s - 1 for s in geo.strides]
+    full = g.ConvTranspose(dy, weight, **attrs)
+    return g.Slice(full, begin, g.Add(begin, size), g.ints(list(range(2, 2 + nd))))
 
 
 def flipped_transposed_weight(w: np.ndarray, group: int) -> np.ndarray:
@@ -165,6 +229,10 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
 
 def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, y: str) -> str:
     """dx of y = Conv(x, w) in the cheapest of the module's three forms that applies."""
+    if geo.same_at_run_time:
+        begin, _ = same_pads_at_run_time(g, geo, x)
+        size = spatial_size(g, x, len(geo.kernel))
+        return blocked_layout_anchor(g, transposed_conv_cropped(g, dy, w, geo, begin, size), x)
     weight = g.info.constant(w)
     pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
     pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
@@ -188,7 +256,7 @@ def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
     x, w, b = node.input(0), node.input(1), node.input(2)
     if len(wants) > 1 and wants[1]:
         raise RewriteError(f"Conv {node.name!r}: weights computed from the input are not supported")
-    geo = conv_geometry(g, node, w, x)
+    geo = conv_geometry(g, node, w, x, run_time_same=True)
     dx = conv_input_gradient(g, dy, w, geo, x, node.outputs[0]) if wants[0] else None
     db: Grad = None
     if b and len(wants) > 2 and wants[2]:
@@ -199,40 +267,58 @@ def conv(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
 
 def _transpose_pads(
     g: Builder, node: Node, x: str, kernel: list[int], strides: list[int], dilations: list[int]
-) -> list[int]:
+) -> list[int] | tuple[str, str]:
     """The explicit [begin..., end...] pads of a ConvTranspose, output_shape and auto_pad
-    resolved as onnxruntime resolves them."""
+    resolved as onnxruntime resolves them; (begin, end) tensors where they depend on an
+    input length known only at run time (output_shape over a dynamic input)."""
     nd = len(kernel)
     output_shape = node.attr("output_shape")
     auto_pad = node.attr("auto_pad", "NOTSET")
     if output_shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         return [0] * (2 * nd) if auto_pad == "VALID" else list(node.attr("pads", [0] * (2 * nd)))
     in_shape = g.tensor(x).shape
-    if in_shape is None or not all(isinstance(d, int) for d in in_shape[2:]):
-        raise RewriteError(
-            f"ConvTranspose {node.name!r}: output_shape or auto_pad needs static spatial sizes"
-        )
-    spatial = [int(d) for d in in_shape[2:]]  # type: ignore[arg-type]
+    spatial = list(in_shape[2:]) if in_shape is not None else [None] * nd
     extra = list(node.attr("output_padding", [0] * nd))
-    wanted = (
-        list(output_shape)[-nd:]
-        if output_shape is not None
-        else [n * s for n, s in zip(spatial, strides)]
-    )
+    reach = [d * (k - 1) + 1 for d, k in zip(dilations, kernel)]
+    if output_shape is None:
+        # SAME: the output is n·s, so the total pad s·(n-1) + extra + reach - n·s does not
+        # depend on n, known or not.
+        totals = [e + r - s for e, r, s in zip(extra, reach, strides)]
+    elif all(isinstance(d, int) for d in spatial):
+        wanted = list(output_shape)[-nd:]
+        totals = [
+            s * (int(n) - 1) + e + r - w  # type: ignore[arg-type]
+            for s, n, e, r, w in zip(strides, spatial, extra, reach, wanted)
+        ]
+    else:
+        return _transpose_pads_at_run_time(g, node, x, strides, extra, reach, auto_pad)
+    if min(totals) < 0:
+        raise RewriteError(f"ConvTranspose {node.name!r}: output_shape exceeds the full output")
     pads = [0] * (2 * nd)
-    for i in range(nd):
-        total = (
-            strides[i] * (spatial[i] - 1)
-            + extra[i]
-            + dilations[i] * (kernel[i] - 1)
-            + 1
-            - wanted[i]
-        )
-        if total < 0:
-            raise RewriteError(f"ConvTranspose {node.name!r}: output_shape exceeds the full output")
+    for i, total in enumerate(totals):
         small, large = total // 2, total - total // 2
         pads[i], pads[nd + i] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
     return pads
+
+
+def _transpose_pads_at_run_time(
+    g: Builder,
+    node: Node,
+    x: str,
+    strides: list[int],
+    extra: list[int],
+    reach: list[int],
+    auto_pad: str,
+) -> tuple[str, str]:
+    """output_shape over an input of dynamic length: total = s·(n-1) + extra + reach - wanted."""
+    nd = len(strides)
+    n = spatial_size(g, x, nd)
+    wanted = list(node.attr("output_shape"))[-nd:]
+    fixed = [e + r - s - w for e, r, s, w in zip(extra, reach, strides, wanted)]
+    total = g.Add(g.Mul(n, g.ints(strides)), g.ints(fixed))
+    small = g.Div(total, g.ints([2] * nd))
+    large = g.Sub(total, small)
+    return (small, large) if auto_pad == "SAME_UPPER" else (large, small)
 
 
 @register("ConvTranspose")
@@ -259,16 +345,22 @@ def conv_transpose(
     # With output padding below the stride (onnxruntime refuses more), the Conv's output
     # has exactly the input's size.
     extra = list(node.attr("output_padding", [0] * nd))
-    if any(p >= s for p, s in zip(extra, strides)) or min(pads) < 0:
+    if any(p >= s for p, s in zip(extra, strides)) or (isinstance(pads, list) and min(pads) < 0):
         raise RewriteError(
             f"ConvTranspose {node.name!r}: output padding of a stride or more, or negative "
             "pads, are not supported"
         )
     dx: Grad = None
     if wants[0]:
-        dx = g.Conv(
-            dy, w, strides=strides, dilations=dilations, pads=pads, group=int(node.attr("group", 1))
-        )
+        group = int(node.attr("group", 1))
+        full = dy
+        if isinstance(pads, tuple):
+            # Pads known at run time: dy goes back into the full output, zeros where the
+            # forward cropped, and a Conv without pads reads it.
+            zeros = g.ints([0, 0])
+            full = g.Pad(dy, g.Concat(zeros, pads[0], zeros, pads[1], axis=0))
+            pads = [0] * (2 * nd)
+        dx = g.Conv(full, w, strides=strides, dilations=dilations, pads=pads, group=group)
     db: Grad = None
     if b and len(wants) > 2 and wants[2]:
         db = g.ReduceSum(dy, g.ints([0, *range(2, 2 + nd)]), keepdims=0)

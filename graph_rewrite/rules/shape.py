@@ -36,13 +36,14 @@ def _shape_tensor(g: Builder, dims: Sequence[int | str]) -> str:
     return g.Concat(*[d if isinstance(d, str) else g.ints([d]) for d in dims], axis=0)
 
 
-def _pad_axis(g: Builder, t: str, axis: int, before: int, after: int, rank: int) -> str:
-    """`t` with zeros added before and after along one axis."""
+def _pad_axis(g: Builder, t: str, axis: int, before: int | str, after: int | str, rank: int) -> str:
+    """`t` with zeros added before and after along one axis (numbers, or 1-D run-time
+    tensors of one entry)."""
     if before == 0 and after == 0:
         return t
-    pads = [0] * (2 * rank)
+    pads: list[int | str] = [0] * (2 * rank)
     pads[axis], pads[rank + axis] = before, after
-    return g.Pad(t, g.ints(pads))
+    return g.Pad(t, _shape_tensor(g, pads))
 
 
 def _narrow(g: Builder, t: str, axis: int, start: int, end: int) -> str:
@@ -179,17 +180,17 @@ def slice_(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -
     shape = list(g.tensor(x).shape or [])
     params = _slice_params(g, node, rank)
     pads = [0] * (2 * rank)
-    flips, strided = [], []
+    flips, strided, dynamic = [], [], []
     for axis, start, end, step in params:
         n = shape[axis]
         if not isinstance(n, int):
-            # A dynamic axis sliced from a known start to its end is still just a pad.
-            if step != 1 or start < 0 or end < 2**31 - 1:
+            if step > 0:
+                dynamic.append((axis, start, step))
+            else:
                 raise RewriteError(
-                    f"Slice {node.name!r}: slicing the dynamic axis {axis} is only supported "
-                    "from a non-negative start to the end"
+                    f"Slice {node.name!r}: a negative step on the dynamic axis {axis} "
+                    "is not supported"
                 )
-            pads[axis] = start
             continue
         taken = _slice_range(n, start, end, step)
         if len(taken) == 0:
@@ -206,7 +207,39 @@ def slice_(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -
         dx = _spread(g, dx, axis, stride, count, rank)
     if any(pads):
         dx = g.Pad(dx, g.ints(pads))
+    for axis, start, step in dynamic:
+        dx = _unslice_at_run_time(g, dx, x, axis, start, step, rank)
     return _first(node, dx)
+
+
+def _unslice_at_run_time(
+    g: Builder, t: str, x: str, axis: int, start: int, step: int, rank: int
+) -> str:
+    """`t` (taken from `x` along a dynamic axis from `start` by `step` > 0) put back at its
+    place in x's run-time extent, zeros elsewhere: spread by `step`, then padded to n.
+
+    The first index taken is start clamped to [0, n] (start + n for a negative start); the
+    spread's trailing gap can run past n, and is cut.
+    """
+    n = _dim(g, x, axis)
+    assert isinstance(n, str), "only dynamic axes come here"
+    if start >= 0:
+        first = g.Min(g.ints([start]), n)
+    else:
+        first = g.Max(g.Add(n, g.ints([start])), g.ints([0]))
+    taken = _dim(g, t, axis)
+    length = taken if isinstance(taken, str) else g.ints([taken])
+    if step > 1:
+        gaps = _pad_axis(g, g.Unsqueeze(t, g.ints([axis + 1])), axis + 1, 0, step - 1, rank + 1)
+        length = g.Mul(length, g.ints([step]))
+        dims = [_dim(g, t, i) for i in range(axis)] + [length]
+        dims += [_dim(g, t, i) for i in range(axis + 1, rank)]
+        t = g.Reshape(gaps, _shape_tensor(g, dims))
+    after = g.Max(g.Sub(g.Sub(n, first), length), g.ints([0]))
+    pads: list[int | str] = [0] * (2 * rank)
+    pads[axis], pads[rank + axis] = first, after
+    placed = g.Pad(t, _shape_tensor(g, pads))
+    return g.Slice(placed, g.ints([0]), n, g.ints([axis])) if step > 1 else placed
 
 
 def _spread(g: Builder, t: str, axis: int, stride: int, count: int, rank: int) -> str:
@@ -279,13 +312,10 @@ def pad(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> l
         return _first(node, _unpad_constant(g, dy, before, after, rank))
     if min(before + after) < 0:
         raise RewriteError(f"Pad {node.name!r}: negative pads are only supported in constant mode")
-    shape = g.tensor(x).shape or ()
     dx = dy
     for axis in range(rank):
         if before[axis] or after[axis]:
-            n = shape[axis]
-            if not isinstance(n, int):
-                raise RewriteError(f"Pad {node.name!r}: {mode} mode needs the padded sizes")
+            n = _dim(g, x, axis)
             dx = _fold_border(g, dx, mode, axis, before[axis], after[axis], n, rank)
     return _first(node, dx)
 
@@ -302,30 +332,36 @@ def _unpad_constant(g: Builder, dy: str, before: list[int], after: list[int], ra
 
 
 def _fold_border(
-    g: Builder, t: str, mode: str, axis: int, before: int, after: int, n: int, rank: int
+    g: Builder, t: str, mode: str, axis: int, before: int, after: int, n: int | str, rank: int
 ) -> str:
     """Adds the gradient of each padded border onto the input entries it was copied from.
 
     edge: every border entry copies the nearest end entry; reflect: the border mirrors
     x[1 : before+1] and x[n-1-after : n-1]; wrap: it repeats x[n-before:] and x[:after].
+    The length n is a number, or a 1-D tensor read at run time (dynamic height and width).
     """
-    parts = [_narrow(g, t, axis, before, before + n)]
+
+    def less(k: int) -> int | str:
+        return n - k if isinstance(n, int) else g.Sub(n, g.ints([k]))
+
+    middle = g.Slice(t, g.ints([before]), g.ints([-after if after else INT_MAX]), g.ints([axis]))
+    parts = [middle]
     if before:
         head = _narrow(g, t, axis, 0, before)
         if mode == "edge":
-            parts.append(_pad_axis(g, _sum_axis(g, head, axis), axis, 0, n - 1, rank))
+            parts.append(_pad_axis(g, _sum_axis(g, head, axis), axis, 0, less(1), rank))
         elif mode == "reflect":
-            parts.append(_pad_axis(g, _flip(g, head, [axis]), axis, 1, n - 1 - before, rank))
+            parts.append(_pad_axis(g, _flip(g, head, [axis]), axis, 1, less(1 + before), rank))
         else:
-            parts.append(_pad_axis(g, head, axis, n - before, 0, rank))
+            parts.append(_pad_axis(g, head, axis, less(before), 0, rank))
     if after:
-        tail = _narrow(g, t, axis, before + n, before + n + after)
+        tail = _narrow(g, t, axis, -after, INT_MAX)
         if mode == "edge":
-            parts.append(_pad_axis(g, _sum_axis(g, tail, axis), axis, n - 1, 0, rank))
+            parts.append(_pad_axis(g, _sum_axis(g, tail, axis), axis, less(1), 0, rank))
         elif mode == "reflect":
-            parts.append(_pad_axis(g, _flip(g, tail, [axis]), axis, n - 1 - after, 1, rank))
+            parts.append(_pad_axis(g, _flip(g, tail, [axis]), axis, less(1 + after), 1, rank))
         else:
-            parts.append(_pad_axis(g, tail, axis, 0, n - after, rank))
+            parts.append(_pad_axis(g, tail, axis, 0, less(after), rank))
     return g.Sum(*parts)
 
 
