@@ -225,6 +225,8 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row]
             measure(subject.name, runtime, loaded, explains, rows, most, args)
     if args.profile:
         for target, explain in explains.items():
+            if not (args.cross or meant_for(target, "openvino")):
+                continue
             progress(f"{subject.name} {target} openvino: profiling")
             rows[target].profile = profile(subject.name, target, loaded, explain, args)
     del explains
