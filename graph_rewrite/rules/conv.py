@@ -245,8 +245,8 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
     if geo.same_at_run_time:
         begin, _ = same_pads_at_run_time(g, geo, x)
         size = spatial_size(g, x, len(geo.kernel))
-        dx = transposed_conv_cropped(g, dy, unshared_weight(g, w), geo, begin, size)
-        return blocked_layout_anchor(g, dx, x)
+        cropped = transposed_conv_cropped(g, dy, unshared_weight(g, w), geo, begin, size)
+        return blocked_layout_anchor(g, cropped, x)
     weight = g.info.constant(w)
     pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
     pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
