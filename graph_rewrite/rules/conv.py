@@ -21,7 +21,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
-from .common import upstream
+from .common import unshared_weight, upstream
 from .conv_polyphase import FEW_CHANNELS, polyphase_input_grad
 
 
@@ -225,22 +225,6 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
     if g.dtype_of(like) != np.float32 or shape is None or len(shape) != 3 or shape[0] % 8:
         return dx
     return g.AveragePool(dx, kernel_shape=[1, 1])
-
-
-def unshared_weight(g: Builder, w: str) -> str:
-    """A constant weight as the backward's own initializer, not the forward node's.
-
-    OpenVINO 2026.4 CPU computes a wrong Conv, or ConvTranspose, when one square weight
-    initializer (as many input as output channels) feeds both a Conv and a ConvTranspose:
-    relative error 1.36 against onnxruntime on a 24x24x2x2 weight, exact once each node
-    has its own copy. The backward of a strided Conv, and of a ConvTranspose, reads the
-    forward weight through the other op, so it gets a copy (the weight is stored twice).
-    onnxruntime computes both right from one initializer: its target shares the weight.
-    """
-    if g.target == "onnxruntime":
-        return w
-    weight = g.info.constant(w)
-    return w if weight is None else g.const(weight, hint="w_backward")
 
 
 def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, y: str) -> str:
