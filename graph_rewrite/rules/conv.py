@@ -227,12 +227,29 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
     return g.AveragePool(dx, kernel_shape=[1, 1])
 
 
+def unshared_weight(g: Builder, w: str) -> str:
+    """A constant weight as the backward's own initializer, not the forward node's.
+
+    OpenVINO 2026.4 CPU computes a wrong Conv, or ConvTranspose, when one square weight
+    initializer (as many input as output channels) feeds both a Conv and a ConvTranspose:
+    relative error 1.36 against onnxruntime on a 24x24x2x2 weight, exact once each node
+    has its own copy. The backward of a strided Conv, and of a ConvTranspose, reads the
+    forward weight through the other op, so it gets a copy (the weight is stored twice).
+    onnxruntime computes both right from one initializer: its target shares the weight.
+    """
+    if g.target == "onnxruntime":
+        return w
+    weight = g.info.constant(w)
+    return w if weight is None else g.const(weight, hint="w_backward")
+
+
 def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, y: str) -> str:
     """dx of y = Conv(x, w) in the cheapest of the module's three forms that applies."""
     if geo.same_at_run_time:
         begin, _ = same_pads_at_run_time(g, geo, x)
         size = spatial_size(g, x, len(geo.kernel))
-        return blocked_layout_anchor(g, transposed_conv_cropped(g, dy, w, geo, begin, size), x)
+        cropped = transposed_conv_cropped(g, dy, unshared_weight(g, w), geo, begin, size)
+        return blocked_layout_anchor(g, cropped, x)
     weight = g.info.constant(w)
     pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
     pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
@@ -246,7 +263,7 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
         )
     dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
     if dx is None:
-        dx = transposed_conv_to_size(g, dy, w, geo, x, y)
+        dx = transposed_conv_to_size(g, dy, unshared_weight(g, w), geo, x, y)
     return blocked_layout_anchor(g, dx, like=x)
 
 
@@ -360,7 +377,8 @@ def conv_transpose(
             zeros = g.ints([0, 0])
             full = g.Pad(dy, g.Concat(zeros, pads[0], zeros, pads[1], axis=0))
             pads = [0] * (2 * nd)
-        dx = g.Conv(full, w, strides=strides, dilations=dilations, pads=pads, group=group)
+        weight = unshared_weight(g, w)
+        dx = g.Conv(full, weight, strides=strides, dilations=dilations, pads=pads, group=group)
     db: Grad = None
     if b and len(wants) > 2 and wants[2]:
         db = g.ReduceSum(dy, g.ints([0, *range(2, 2 + nd)]), keepdims=0)
