@@ -174,22 +174,9 @@ def test_method_matches_float64_oracle(wheel_model: Subject, method: str) -> Non
     check_oracle(wheel_model, method)
 
 
-# TEMPORARY, for the lead to remove: on OpenVINO 2026.4.1 CPU the det map is wrong (relative
-# L2 0.7 to 1.3): the backward of its stride-2 ConvTranspose is a Conv reading the same
-# weight constant, which OpenVINO then evaluates with the wrong layout, like the square
-# Gemm weight in test_conformance.py. It needs a workaround in the conv rules.
-OPENVINO_SHARED_WEIGHT = pytest.mark.xfail(
-    strict=False, reason="OpenVINO CPU misreads a weight shared by ConvTranspose and Conv"
-)
-
-
 @pytest.mark.parametrize("runtime", runtimes.others())
 @pytest.mark.parametrize("method", METHODS)
-def test_runtimes_agree(
-    wheel_model: Subject, method: str, runtime: str, request: pytest.FixtureRequest
-) -> None:
-    if (wheel_model.name, runtime) == ("ppocr_det", "openvino-cpu"):
-        request.applymarker(OPENVINO_SHARED_WEIGHT)
+def test_runtimes_agree(wheel_model: Subject, method: str, runtime: str) -> None:
     check_runtime(wheel_model, method, runtime)
 
 
