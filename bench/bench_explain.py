@@ -1,230 +1,350 @@
-"""How much an explanation costs, against a plain forward pass and against Captum.
+"""How much an explanation costs, against a plain forward pass and against Captum, on
+onnxruntime and OpenVINO.
 
-For each model (random weights, eval mode, exported at 1x3x224x224), in one process on
-the same threads, prints:
-  convert   time to build the explain model (onnxplain.graph_rewrite.build_explain_model)
-  forward   onnxruntime latency of the exported model
-  explain   onnxruntime latency of the explain model (prediction + saliency, one run)
-  ratio     explain / forward, with its interquartile range over the timed pairs
+For each model (subjects.py: PyTorch exports, light-zoo models, pretrained detectors),
+each explain-model target and each runtime, in one process on the same threads, prints:
+  convert   time to build the guided explain model (build_explain_model(..., target=))
+  forward   latency of the model as given
+  explain   latency of the explain model (prediction + saliency, one run)
+  ratio     explain / forward: the median over forward/explain pairs timed in alternation,
+            with its interquartile range (timing.py says why)
+  ort-ov    relative L2 distance between the two runtimes' saliency maps (a sanity check:
+            a portable explain model should give the same map on both)
+A runtime's own target (onnxruntime) is timed on that runtime only, unless --cross.
+and for the PyTorch exports:
   captum    latency of captum.attr.GuidedBackprop on the PyTorch model
-  diff      relative L2 distance between the two saliency maps (float32 rounding flips the
-            odd ReLU mask and max-pool switch in a deep random net, so ~1e-5, not 1e-7)
+  diff      relative L2 distance between our map (first runtime) and Captum's (float32
+            rounding flips the odd ReLU mask and max-pool switch in a deep random net, so
+            ~1e-5, not 1e-7)
 
-Latencies are medians over --repeats runs after --warmup runs. The forward and explain
-sessions run in alternation, a forward run then an explain run (then the other way
-round), so that both see the same machine: on a shared machine the speed drifts by 10%
-within minutes, and timing one model after the other moved the ratio by as much. The
-ratio is the median of the pairs' ratios. With --spinning, whose idle threads would slow
-a second live session, the two are timed one after the other instead.
+Latencies are medians over the timed pairs after --warmup pairs. Each model has its own
+number of pairs (fewer for the slow ones; --repeats sets one for all). A model the pass
+cannot convert yet is listed with the reason.
 
-    python bench/bench_explain.py [--models resnet50 vgg19] [--repeats 30] [--threads 2]
+    python bench/bench_explain.py                                  # everything, ~10 min
+    python bench/bench_explain.py --models resnet50 --runtimes onnxruntime --targets portable
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import gc
 import statistics
+import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import openvino as ov
+import ov_profile
+import timing
 import torch
 from captum.attr import GuidedBackprop
-from onnxplain.graph_rewrite import build_explain_model
-from torch import nn
+from engines import RUNTIMES, SHORT, Engine, Runtime, load
+from onnxplain.graph_rewrite import TARGETS, RewriteError, build_explain_model
+from subjects import CLASS, SUBJECTS, Loaded, Subject
+from wheels import FetchError
 
-from nets import NETS
 
-SHAPE = (1, 3, 224, 224)
-TARGET = 281
+@dataclass
+class Measured:
+    times: timing.Paired
+    saliency: np.ndarray
 
 
 @dataclass
 class Row:
+    """One model and target: its conversion, and its timings on each runtime."""
+
     model: str
-    convert_s: float
-    forward_ms: float
-    explain_ms: float
-    ratio: float
-    ratio_quartiles: tuple[float, float]
+    target: str
+    convert_s: float = 0.0
+    runs: dict[Runtime, Measured] = field(default_factory=dict)
+    problem: str = ""  # why the model has no figures at all
+    failures: dict[Runtime, str] = field(default_factory=dict)  # why a runtime has none
+    profile: str = ""  # OpenVINO's time per layer type, with --profile
+
+
+@dataclass
+class CaptumRow:
+    model: str
     captum_ms: float
-    diff: float
+    ours_ms: float
+    runtime: Runtime
+    diffs: dict[str, float]  # target -> relative L2 distance to Captum's map
 
 
-def export(net: nn.Module, image: torch.Tensor) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            net,
-            (image,),
-            buffer,  # type: ignore[arg-type]  # the stubs omit file objects, which work
-            dynamo=False,
-            input_names=["image"],
-            output_names=["logits"],
-        )
-    return onnx.load_from_string(buffer.getvalue())
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def session(model: onnx.ModelProto, threads: int, spinning: bool) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def median_seconds(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
+def convert(loaded: Loaded, target: str, repeats: int) -> tuple[onnx.ModelProto, float]:
+    """The guided explain model and the median time to build it."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        explain = build_explain_model(
+            loaded.model, "guided", output_name=loaded.output, target=target
+        )
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return explain, statistics.median(times)
 
 
-def seconds_of(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _failure(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
 
 
-def time_pairs(
-    runs: tuple[Callable[[], object], Callable[[], object]], args: argparse.Namespace
-) -> tuple[list[float], list[float]]:
-    """Latencies of two runs timed in alternation (first-then-second, then the reverse)."""
-    for run in runs:
-        for _ in range(args.warmup):
-            run()
-    first: list[float] = []
-    second: list[float] = []
-    for i in range(args.repeats):
-        if i % 2 == 0:
-            first.append(seconds_of(runs[0]))
-            second.append(seconds_of(runs[1]))
-        else:
-            second.append(seconds_of(runs[1]))
-            first.append(seconds_of(runs[0]))
-    return first, second
+def meant_for(target: str, runtime: Runtime) -> bool:
+    """A runtime's own target is for that runtime alone; "portable" is for every runtime."""
+    return target in ("portable", runtime)
 
 
-def time_forward_and_explain(
-    model: onnx.ModelProto,
+def time_target(
+    fwd: Engine | None,
+    forward: list[float],
+    runtime: Runtime,
     explain: onnx.ModelProto,
     feeds: dict[str, np.ndarray],
+    most: int,
     args: argparse.Namespace,
-) -> tuple[list[float], list[float], np.ndarray]:
-    """Forward and explain latencies (paired where both sessions can live), and the saliency."""
-    explain_feeds = {**feeds, "output_grad": _seed()}
-    if args.spinning:  # one session alive at a time: spinning threads slow the other one
-        fwd = session(model, args.threads, True)
-        forward = [median_seconds(lambda: fwd.run(None, feeds), args.warmup, args.repeats)]
-        del fwd
-        exp = session(explain, args.threads, True)
-        explained = [
-            median_seconds(lambda: exp.run(None, explain_feeds), args.warmup, args.repeats)
-        ]
+) -> Measured:
+    """One explain model against the forward model `fwd` in alternation, or (spinning, `fwd`
+    None) alone against the `forward` latencies timed before."""
+    budget = {"budget_s": args.budget, "least": min(args.least, most)}
+    exp = load(runtime, explain, feeds, args.threads, spinning=fwd is None)
+    if fwd is None:
+        times = timing.Paired(forward, timing.series(exp.run, args.warmup, most, **budget), False)
     else:
-        fwd = session(model, args.threads, False)
-        exp = session(explain, args.threads, False)
-        forward, explained = time_pairs(
-            (lambda: fwd.run(None, feeds), lambda: exp.run(None, explain_feeds)), args
-        )
-    saliency = exp.run(None, explain_feeds)[-1]  # the original outputs, then `saliency`
-    return forward, explained, saliency
+        times = timing.in_alternation(fwd.run, exp.run, args.warmup, most, **budget)
+    return Measured(times, exp.output("saliency"))
 
 
-def _seed() -> np.ndarray:
-    seed = np.zeros((1, 1000), np.float32)
-    seed[0, TARGET] = 1.0
-    return seed
+def measure(
+    name: str,
+    runtime: Runtime,
+    loaded: Loaded,
+    explains: dict[str, onnx.ModelProto],
+    rows: dict[str, Row],
+    most: int,
+    args: argparse.Namespace,
+) -> None:
+    """Times each target's explain model against one forward model on `runtime`, in place."""
+    feeds = {loaded.input: loaded.image}
+    spinning = args.spinning and runtime == "onnxruntime"
+    forward: list[float] = []
+    try:
+        fwd: Engine | None = load(runtime, loaded.model, feeds, args.threads, spinning)
+        if spinning:  # one session alive at a time: spinning threads slow the other one
+            assert fwd is not None
+            least = min(args.least, most)
+            forward = timing.series(fwd.run, args.warmup, most, args.budget, least)
+            fwd = None
+    except Exception as e:  # a runtime that rejects the model: say so, measure the rest
+        for target in explains:
+            rows[target].failures[runtime] = _failure(e)
+        return
+    for target, explain in explains.items():
+        if not (args.cross or meant_for(target, runtime)):
+            rows[target].failures[runtime] = f"not measured: target {target} (see --cross)"
+            continue
+        progress(f"{name} {target} {runtime}: up to {most} pairs")
+        try:
+            explain_feeds = {**feeds, "output_grad": loaded.seed}
+            measured = time_target(fwd, forward, runtime, explain, explain_feeds, most, args)
+            rows[target].runs[runtime] = measured
+        except Exception as e:
+            rows[target].failures[runtime] = _failure(e)
+        gc.collect()  # VGG-19's sessions hold gigabytes: free each before the next
 
 
-def bench_model(name: str, args: argparse.Namespace) -> Row:
-    torch.manual_seed(0)
-    net = NETS[name]().eval()
-    image = torch.randn(SHAPE)
-    model = export(net, image)
+def captum_row(
+    name: str, loaded: Loaded, rows: list[Row], repeats: int, args: argparse.Namespace
+) -> CaptumRow | None:
+    """Captum's GuidedBackprop on the PyTorch original, against our map on one runtime."""
+    measured = [r for r in rows if r.runs]
+    if loaded.net is None or not measured:
+        return None
+    runtime = next(iter(measured[0].runs))
+    guided = GuidedBackprop(loaded.net)
+    image = torch.from_numpy(loaded.image)
 
-    converts = []
-    for _ in range(args.convert_repeats):
-        start = time.perf_counter()
-        explain = build_explain_model(model, "guided")
-        converts.append(time.perf_counter() - start)
-
-    forward, explained, ours = time_forward_and_explain(
-        model, explain, {"image": image.numpy()}, args
-    )
-    ratios = [e / f for f, e in zip(forward, explained)]
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-
-    guided = GuidedBackprop(net)
-
-    def captum_once() -> torch.Tensor:
-        return guided.attribute(image.clone().requires_grad_(True), target=TARGET)
+    def once() -> torch.Tensor:
+        return guided.attribute(image.clone().requires_grad_(True), target=CLASS)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Captum warns on every call that it sets hooks
-        captum_s = median_seconds(captum_once, args.warmup, args.repeats)
-        theirs = captum_once().detach().numpy()
-    diff = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
-    return Row(
+        theirs = once().detach().numpy()  # also the warm-up: Captum's first call is slower
+        times = timing.series(once, 0, min(repeats, 5), args.budget, least=3)
+        seconds = statistics.median(times)
+    return CaptumRow(
         model=name,
-        convert_s=statistics.median(converts),
-        forward_ms=1e3 * statistics.median(forward),
-        explain_ms=1e3 * statistics.median(explained),
-        ratio=statistics.median(ratios),
-        ratio_quartiles=(quartiles[0], quartiles[2]),
-        captum_ms=1e3 * captum_s,
-        diff=diff,
+        captum_ms=1e3 * seconds,
+        ours_ms=measured[0].runs[runtime].times.explain_ms,
+        runtime=runtime,
+        diffs={
+            r.target: relative(r.runs[runtime].saliency, theirs)
+            for r in measured
+            if runtime in r.runs
+        },
+    )
+
+
+def profile(
+    name: str, target: str, loaded: Loaded, explain: onnx.ModelProto, args: argparse.Namespace
+) -> str:
+    feeds = {loaded.input: loaded.image}
+    forward = ov_profile.layer_times(loaded.model, feeds, args.threads)
+    explained = ov_profile.layer_times(explain, {**feeds, "output_grad": loaded.seed}, args.threads)
+    return ov_profile.comparison(f"{name}, target {target}", forward, explained)
+
+
+def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row], CaptumRow | None]:
+    most = args.repeats or subject.repeats
+    progress(f"{subject.name}: loading")
+    try:
+        loaded = subject.load()
+    except FetchError as e:
+        return [Row(subject.name, t, problem=f"not available: {e}") for t in args.targets], None
+    rows = {target: Row(subject.name, target) for target in args.targets}
+    explains = {}
+    for target, row in rows.items():
+        progress(f"{subject.name} {target}: converting")
+        try:
+            explains[target], row.convert_s = convert(loaded, target, args.convert_repeats)
+        except RewriteError as e:
+            row.problem = f"not convertible: {str(e).strip().splitlines()[0]}"
+    if explains:
+        for runtime in args.runtimes:
+            measure(subject.name, runtime, loaded, explains, rows, most, args)
+    if args.profile:
+        for target, explain in explains.items():
+            if not (args.cross or meant_for(target, "openvino")):
+                continue
+            progress(f"{subject.name} {target} openvino: profiling")
+            rows[target].profile = profile(subject.name, target, loaded, explain, args)
+    del explains
+    captum = None
+    if args.captum and loaded.net is not None:
+        progress(f"{subject.name}: captum")
+        captum = captum_row(subject.name, loaded, list(rows.values()), most, args)
+    return list(rows.values()), captum
+
+
+def print_header(args: argparse.Namespace) -> None:
+    most = f"up to {args.repeats}" if args.repeats else "up to a number per model of"
+    spin = "on (onnxruntime timed one model after the other)" if args.spinning else "off"
+    print(
+        f"onnxruntime {ort.__version__} CPU, OpenVINO {ov.__version__.split('-')[0]} CPU (f32), "
+        f"torch {torch.__version__}; {args.threads} threads; guided backprop; "
+        f"forward and explain in alternation, {most} pairs (×n in the table; fewer once "
+        f"{args.budget:g} s are spent, at least {args.least}) after {args.warmup} warm-up pairs; "
+        f"onnxruntime spinning {spin}"
     )
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
-    order = "one after the other" if args.spinning else "in alternation"
+    header = ["model", "target", "convert s"]
+    for runtime in args.runtimes:
+        short = SHORT[runtime]
+        header += [f"{short} forward ms", f"{short} explain ms", f"{short} ratio"]
+    both = len(args.runtimes) == 2
+    if both:
+        header.append("ort–ov diff")
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        cells = [r.model, r.target]
+        if r.problem:
+            cells += [r.problem] + [""] * (len(header) - 3)
+            print("| " + " | ".join(cells) + " |")
+            continue
+        cells.append(f"{r.convert_s:.2f}")
+        for runtime in args.runtimes:
+            m = r.runs.get(runtime)
+            if m is None:
+                cells += [r.failures.get(runtime, "failed"), "", ""]
+            else:
+                t = m.times
+                cells += [f"{t.forward_ms:.1f}", f"{t.explain_ms:.1f}", t.ratio_text()]
+        if both:
+            ok = all(rt in r.runs for rt in RUNTIMES)
+            diff = (
+                relative(r.runs["openvino"].saliency, r.runs["onnxruntime"].saliency)
+                if ok
+                else None
+            )
+            cells.append("" if diff is None else f"{diff:.1e}")
+        print("| " + " | ".join(cells) + " |")
+
+
+def print_captum(rows: list[CaptumRow], args: argparse.Namespace) -> None:
+    if not rows:
+        return
+    header = ["model", "captum ms", "ours ms", *(f"diff {t}" for t in args.targets)]
     print(
-        f"onnxruntime {ort.__version__}, torch {torch.__version__}, {args.threads} threads, "
-        f"spinning {'on' if args.spinning else 'off'}, median of {args.repeats} runs "
-        f"after {args.warmup} warm-up runs, batch {SHAPE}; forward and explain {order}"
+        f"\nCaptum GuidedBackprop on the PyTorch model ({args.threads} threads) against our "
+        f"explain model on {SHORT[rows[0].runtime]} (ours ms: the first target's); "
+        "diff: relative L2 distance of the maps"
     )
-    header = ("model", "convert s", "forward ms", "explain ms", "ratio", "captum ms", "diff")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        cells = (
-            r.model,
-            f"{r.convert_s:.2f}",
-            f"{r.forward_ms:.1f}",
-            f"{r.explain_ms:.1f}",
-            f"{r.ratio:.2f} ({r.ratio_quartiles[0]:.2f}–{r.ratio_quartiles[1]:.2f})",
-            f"{r.captum_ms:.1f}",
-            f"{r.diff:.1e}",
-        )
-        print("| " + " | ".join(cells) + " |")
+        diffs = [f"{r.diffs[t]:.1e}" if t in r.diffs else "" for t in args.targets]
+        print("| " + " | ".join([r.model, f"{r.captum_ms:.1f}", f"{r.ours_ms:.1f}", *diffs]) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", choices=sorted(NETS), default=["resnet50", "vgg19"])
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per measure")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--convert-repeats", type=int, default=3, help="conversions timed")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime and torch threads")
+    parser.add_argument("--models", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument(
+        "--repeats", type=int, default=0, help="most pairs per measure (default: per model)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=10.0, help="seconds per measure before it stops early"
+    )
+    parser.add_argument("--least", type=int, default=5, help="pairs timed whatever the budget")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
+    parser.add_argument("--convert-repeats", type=int, default=1, help="conversions timed")
+    parser.add_argument("--threads", type=int, default=2, help="runtime and torch threads")
     parser.add_argument(
         "--spinning", action="store_true", help="let onnxruntime's idle threads spin (default off)"
     )
+    parser.add_argument(
+        "--cross",
+        action="store_true",
+        help="also time a runtime's own target on the other runtime (default: portable only)",
+    )
+    parser.add_argument("--no-captum", dest="captum", action="store_false", help="skip Captum")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print OpenVINO's time per layer type"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print_table([bench_model(name, args) for name in args.models], args)
+    start = time.perf_counter()
+    rows: list[Row] = []
+    captum: list[CaptumRow] = []
+    for name in args.models:
+        got, captum_got = bench_subject(SUBJECTS[name], args)
+        rows += got
+        captum += [captum_got] if captum_got else []
+    print_header(args)
+    print_table(rows, args)
+    print_captum(captum, args)
+    for row in rows:
+        if row.profile:
+            print("\n" + row.profile)
+    print(f"\n({time.perf_counter() - start:.0f} s in all)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ no MaxPool Indices output): such a model is for that runtime only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 Target = Literal["portable", "onnxruntime"]
 TARGETS: tuple[Target, ...] = ("portable", "onnxruntime")
@@ -18,4 +18,4 @@ TARGETS: tuple[Target, ...] = ("portable", "onnxruntime")
 def check_target(target: str) -> Target:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    return target  # type: ignore[return-value]
+    return cast(Target, target)
