@@ -152,8 +152,8 @@ def _prepare(
     normalised = normalise(model, input_shapes, keep_inputs={ends.input})
     # BatchNorm and per-channel affines after a conv go into its weights: the forward part
     # is then what a runtime would run anyway, and their backward costs nothing.
-    fold_affines(normalised, keep={ends.input, ends.output})
-    info = ModelInfo(normalised)
+    folded = fold_affines(normalised, keep={ends.input, ends.output})
+    info = ModelInfo(normalised, decoded=folded)
     return _Prepared(info, ends, differentiated_path(info, ends), opset)
 
 
