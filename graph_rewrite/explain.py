@@ -1,6 +1,7 @@
 """The rewrite pass: forward model in, explain model out.
 
-load → normalise (opset, shapes) → find the explained input and output
+load → find the explained input and output → normalise (input shapes, opset, shapes)
+     → fold BatchNorm and per-channel affines into the conv before them
      → list the differentiated path, fail if any op on it has no rule
      → reverse walk, one rule per node, gradients summed at fan-outs
      → same inputs + `output_grad`, same outputs + `saliency`

@@ -29,12 +29,16 @@ _LAYERS = ("Conv", "ConvTranspose", "Gemm")
 
 @dataclass
 class _Folded:
-    """A layer being folded into: its weight and bias in float64, as the layer reads them."""
+    """A layer being folded into: y' = gain·(its weight's product) + bias, per output channel.
+
+    Chained folds (BatchNorm, then Mul, then Add) only update `gain` and `bias` in float64;
+    the weight is scaled once, at the end, straight from its stored values.
+    """
 
     node: onnx.NodeProto
-    weight: np.ndarray
-    bias: np.ndarray  # one value per output channel
-    dtype: np.dtype
+    weight: np.ndarray  # as stored
+    gain: np.ndarray  # float64, one per output channel
+    bias: np.ndarray  # float64, one per output channel
     channels: int
     rank: int  # the rank of the layer's output
 
@@ -202,18 +206,16 @@ def _open(layer: onnx.NodeProto, constants: _Constants) -> _Folded | None:
     if weight is None or not _is_float(weight) or (bias_name and bias is None):
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in layer.attribute}
-    w64 = weight.astype(np.float64)
     if layer.op_type == "Gemm":
         if weight.ndim != 2:
             return None
-        # Y = alpha·A·B + beta·C: alpha goes into the weight, beta into the bias.
+        # Y = alpha·A·B + beta·C: alpha is the first gain, beta·C the first bias.
         channels = weight.shape[0] if attrs.get("transB", 0) else weight.shape[1]
-        w64 = w64 * float(attrs.get("alpha", 1.0))
         b64 = _column_bias(bias, channels)
         if b64 is None:
             return None
-        b64 = b64 * float(attrs.get("beta", 1.0))
-        return _Folded(layer, w64, b64, weight.dtype, channels, 2)
+        gain = np.full(channels, float(attrs.get("alpha", 1.0)))
+        return _Folded(layer, weight, gain, b64 * float(attrs.get("beta", 1.0)), channels, 2)
     if weight.ndim < 3:
         return None
     group = int(attrs.get("group", 1))
@@ -221,7 +223,7 @@ def _open(layer: onnx.NodeProto, constants: _Constants) -> _Folded | None:
     if bias is not None and bias.shape != (channels,):
         return None
     b64 = np.zeros(channels) if bias is None else bias.astype(np.float64)
-    return _Folded(layer, w64, b64, weight.dtype, channels, weight.ndim)
+    return _Folded(layer, weight, np.ones(channels), b64, channels, weight.ndim)
 
 
 def _column_bias(bias: np.ndarray | None, channels: int) -> np.ndarray | None:
@@ -255,21 +257,29 @@ def _per_channel(affine: _Affine, state: _Folded) -> tuple[np.ndarray, np.ndarra
 
 
 def _apply(state: _Folded, scale: np.ndarray, shift: np.ndarray) -> None:
-    """y' = scale·y + shift, per output channel, folded into the layer's weight and bias."""
+    """y' = scale·y + shift, per output channel."""
+    state.gain = state.gain * scale
+    state.bias = state.bias * scale + shift
+
+
+def _scaled_weight(state: _Folded) -> np.ndarray:
+    """The weight times the gain of its output channel, in float64, rounded once to its type."""
     layer, w = state.node, state.weight
     if layer.op_type == "Conv":
-        w *= scale.reshape(-1, *([1] * (w.ndim - 1)))  # in place: w is the layer's own copy
+        view, gains = w, state.gain.reshape(-1, *([1] * (w.ndim - 1)))
     elif layer.op_type == "ConvTranspose":
         # Weight [C_in, C_out/group, k...]: output channel g·(C_out/group) + j is column j
         # of group g's rows.
         group = state.channels // w.shape[1]
-        blocks = w.reshape(group, w.shape[0] // group, w.shape[1], *w.shape[2:])
-        gains = scale.reshape(group, 1, w.shape[1], *([1] * (w.ndim - 2)))
-        blocks *= gains
+        view = w.reshape(group, w.shape[0] // group, w.shape[1], *w.shape[2:])
+        gains = state.gain.reshape(group, 1, w.shape[1], *([1] * (w.ndim - 2)))
     else:  # Gemm
         trans_b = any(a.name == "transB" and a.i for a in layer.attribute)
-        w *= scale.reshape(-1, 1) if trans_b else scale.reshape(1, -1)
-    state.bias = state.bias * scale + shift
+        view, gains = w, state.gain.reshape(-1, 1) if trans_b else state.gain.reshape(1, -1)
+    # Computed in float64 and cast chunk by chunk: no float64 copy of the whole weight.
+    out = np.empty(view.shape, dtype=w.dtype)
+    np.multiply(view, gains, out=out, dtype=np.float64, casting="same_kind")
+    return out.reshape(w.shape)
 
 
 def _write_back(
@@ -296,8 +306,8 @@ def _write_back(
         has_bias = len(layer.input) > 2 and layer.input[2]
         bias = fresh(layer.input[2] if has_bias else f"{layer.input[1]}_bias")
         weight = fresh(layer.input[1])
-        _add_initializer(graph, weight, state.weight.astype(state.dtype))
-        _add_initializer(graph, bias, state.bias.astype(state.dtype))
+        _add_initializer(graph, weight, _scaled_weight(state))
+        _add_initializer(graph, bias, state.bias.astype(state.weight.dtype))
         layer.input[1] = weight
         if len(layer.input) > 2:  # a Conv's bias may be given as "" (absent)
             layer.input[2] = bias

@@ -114,6 +114,28 @@ class AllCNNC(nn.Sequential):
         )
 
 
+class SquareFC(nn.Sequential):
+    """A strided conv stem, then a classifier whose hidden Linear is square (32 x 32).
+
+    VGG's and AlexNet's fc7 are square (4096 x 4096): the weight is read by the forward
+    Gemm (transB=1) and by its backward MatMul untransposed, which is where a runtime that
+    caches one packed copy per weight goes wrong (OpenVINO 2026.4 CPU did).
+    """
+
+    def __init__(self, classes: int = 10, size: int = 32) -> None:
+        side = size // 4
+        super().__init__(
+            conv_relu(3, 8, stride=2),
+            conv_relu(8, 8, stride=2),
+            nn.Flatten(),
+            nn.Linear(8 * side * side, 32),
+            nn.ReLU(),
+            nn.Linear(32, 32),
+            nn.ReLU(),
+            nn.Linear(32, classes),
+        )
+
+
 def randomise_batchnorm(net: nn.Module, generator: torch.Generator) -> None:
     """Non-trivial BatchNorm statistics and affine terms, so eval mode is not an identity."""
     with torch.no_grad():

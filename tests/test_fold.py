@@ -14,9 +14,11 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite import build_explain_model, default_output
+from test_models_light import LIGHT, redraw_weights
 
 from fd import assert_vjp_matches, session, with_first_output
+from nets import OnnxAsTorch
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, 3, 10, 10)).astype(np.float32)
@@ -277,3 +279,34 @@ def test_ir3_weights_listed_as_inputs_become_constants_and_fold() -> None:
     (expected,) = session(model).run(None, {"x": X})
     y = session(explain).run(["y"], {"x": X, "output_grad": np.ones_like(expected)})[0]
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the light zoo's ResNet-50
+
+
+def test_caffe2_resnet50_loses_every_batchnorm_and_keeps_its_outputs() -> None:
+    # IR 3, every weight also a graph input, 53 Conv→BatchNormalization pairs (~20 s).
+    model = redraw_weights(onnx.load(str(LIGHT / "light_resnet50.onnx")))
+    assert _ops(model)["BatchNormalization"] == 53
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    seed = np.zeros((1, 1000), np.float32)
+    seed[0, 3] = 1
+    explain = build_explain_model(model, "vanilla")
+    assert _ops(explain)["BatchNormalization"] == 0
+    assert [i.name for i in explain.graph.input] == ["gpu_0/data_0", "output_grad"]
+    probs, saliency = session(explain).run(None, {"gpu_0/data_0": image, "output_grad": seed})
+    (expected,) = session(model).run(None, {"gpu_0/data_0": image})
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-7)
+
+    def autograd(dtype: torch.dtype) -> np.ndarray:
+        net = OnnxAsTorch(model, "gpu_0/data_0", default_output(model)).to(dtype).eval()
+        x = torch.from_numpy(image.copy()).to(dtype).requires_grad_(True)
+        (grad,) = torch.autograd.grad(net(x)[0, 3], x)
+        return grad.double().numpy()
+
+    # Float32 rounding alone flips ReLU masks in a deep net (here about 1%): the bound
+    # follows torch's own float32 error, as in test_models_light.
+    exact, single = autograd(torch.float64), autograd(torch.float32)
+    rounding = np.linalg.norm(single - exact) / np.linalg.norm(exact)
+    err = np.linalg.norm(saliency - exact) / np.linalg.norm(exact)
+    assert err < max(10 * rounding, 1e-4), (err, rounding)

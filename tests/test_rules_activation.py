@@ -51,24 +51,27 @@ def _mask_model(op: str, x: np.ndarray):
 @pytest.mark.parametrize("target", ["portable", "onnxruntime"])
 @pytest.mark.parametrize("op", ["Relu", "LeakyRelu", "PRelu"])
 def test_float32_positive_mask_is_exact(op: str, target: str) -> None:
-    """The float32 mask (a HardSigmoid) is exactly [x > 0] from 2^-127 up, zeros included."""
+    """The float32 mask is exactly [x > 0] from 2^-127 up, zeros included, on both targets
+    (onnxruntime's is a HardSigmoid, the portable one a comparison)."""
     x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
     explain = build_explain_model(_mask_model(op, x), "vanilla", target=target)
-    assert "HardSigmoid" in {n.op_type for n in explain.graph.node}
+    mask_op = "HardSigmoid" if target == "onnxruntime" else "Greater"
+    assert mask_op in {n.op_type for n in explain.graph.node}
     (saliency,) = session(explain).run(["saliency"], {"x": x, "output_grad": np.ones_like(x)})
     np.testing.assert_array_equal(saliency, (x > 0).astype(np.float32))
 
 
+@pytest.mark.parametrize("target", ["portable", "onnxruntime"])
 @pytest.mark.parametrize("method", ["vanilla", "guided"])
-def test_relu_mask_agrees_on_openvino(method: str) -> None:
-    """The portable mask gives onnxruntime's [x > 0] on OpenVINO CPU, at exact zeros too.
+def test_relu_mask_agrees_on_openvino(method: str, target: str) -> None:
+    """Both targets' masks give onnxruntime's [x > 0] on OpenVINO CPU, at exact zeros too.
 
     OpenVINO 2026.4.1 reads a HardSigmoid beta of exactly 0.0 as the default 0.5: with it,
     every dead unit's mask was 0.5.
     """
     ov = pytest.importorskip("openvino")
     x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
-    explain = build_explain_model(_mask_model("Relu", x), method)
+    explain = build_explain_model(_mask_model("Relu", x), method, target=target)
     feeds = {"x": x, "output_grad": np.linspace(-1, 1, x.size, dtype=np.float32).reshape(x.shape)}
     (ours,) = session(explain).run(["saliency"], feeds)
     core = ov.Core()
@@ -81,11 +84,12 @@ def test_relu_mask_agrees_on_openvino(method: str) -> None:
 
 
 def test_float32_mask_survives_bfloat16() -> None:
-    """An engine that runs the float32 graph in bfloat16 gets the same mask: the HardSigmoid's
-    constants and its result, rounded to bfloat16 (by torch), still give exactly [x > 0]."""
+    """An engine that runs the float32 graph in bfloat16 gets the same mask: the onnxruntime
+    target's HardSigmoid constants and result, rounded to bfloat16 (by torch), still give
+    exactly [x > 0]."""
     torch = pytest.importorskip("torch")
     x = np.array(_EDGE, np.float32).reshape(1, 1, 1, -1)
-    explain = build_explain_model(_mask_model("Relu", x), "vanilla")
+    explain = build_explain_model(_mask_model("Relu", x), "vanilla", target="onnxruntime")
     (mask,) = [n for n in explain.graph.node if n.op_type == "HardSigmoid"]
     attrs = {a.name: a.f for a in mask.attribute}
     bf16 = torch.bfloat16
