@@ -3,8 +3,9 @@
 "portable" (the default) uses only formulations that every conforming ONNX runtime
 evaluates the same way; it is what `convert` writes unless told otherwise. A named
 runtime may get formulations that are faster there and checked there, but that another
-engine may evaluate differently (OpenVINO reads HardSigmoid's beta=0 as 0.5, TensorRT has
-no MaxPool Indices output): such a model is for that runtime only.
+engine may evaluate differently or slowly (TensorRT has no MaxPool Indices output, OpenVINO
+runs it on a slow reference kernel and computes a weight shared between a forward and a
+backward op wrong): such a model is for that runtime only.
 """
 
 from __future__ import annotations

@@ -177,13 +177,11 @@ def export_onnx(
     return onnx.load_from_string(buffer.getvalue())
 
 
-# ---------------------------------------------------------------- ONNX graphs as torch ops
+# ---------------------------------------------------------------- ONNX ops as torch ops
 #
-# An ONNX image classifier run by torch, on its own weights, with one `nn.ReLU` module per
-# Relu node: autograd then gives the true input gradient, and Captum's Deconvolution and
-# GuidedBackprop the other two methods, for models that exist only as ONNX files. It knows
-# the ops of the onnx package's light models and of the rapidocr classifier, as of their
-# own opsets (9 and 11): attributes where those opsets have attributes.
+# The ops of the onnx package's light models as of their opset (9), as torch functions:
+# tests/lightzoo.py runs the graph with them to calibrate BatchNorm statistics on an image.
+# (The oracles are onnx2torch's and Captum's: tests/oracle.py.)
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
@@ -283,33 +281,3 @@ TORCH_OPS: dict[str, Callable[..., torch.Tensor]] = {
     "Slice": _slice,
     "Constant": lambda value: torch.from_numpy(numpy_helper.to_array(value).copy()),
 }
-
-
-class OnnxAsTorch(nn.Module):
-    """Runs an ONNX graph from `input_name` to `output` (flattened per sample) with torch ops."""
-
-    def __init__(self, model: onnx.ModelProto, input_name: str, output: str) -> None:
-        super().__init__()
-        self.nodes = list(model.graph.node)
-        self.input, self.output = input_name, output
-        for init in model.graph.initializer:
-            value = torch.from_numpy(numpy_helper.to_array(init).copy())
-            self.register_buffer(self._key(init.name), value)
-        relus = {str(i): nn.ReLU() for i, n in enumerate(self.nodes) if n.op_type == "Relu"}
-        self.relus = nn.ModuleDict(relus)
-
-    @staticmethod
-    def _key(name: str) -> str:
-        return "w_" + "".join(c if c.isalnum() else "_" for c in name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values: dict[str, torch.Tensor] = {self.input: x}
-        for i, node in enumerate(self.nodes):
-            args = [values[n] if n in values else getattr(self, self._key(n)) for n in node.input]
-            if node.op_type == "Relu":
-                values[node.output[0]] = self.relus[str(i)](args[0])
-            else:
-                values[node.output[0]] = TORCH_OPS[node.op_type](*args, **node_attributes(node))
-            if node.output[0] == self.output:
-                return values[self.output].flatten(1)
-        raise AssertionError(f"no node computes {self.output!r}")

@@ -373,6 +373,10 @@ class Oracle:
             self._spread[method] = (l2, peak)
         return self._spread[method]
 
+    def figures(self, method: str) -> tuple[tuple[float, float] | None, ...]:
+        """(control, spread) as measured so far for `method`: None where not measured."""
+        return self._control.get(method), self._spread.get(method)
+
     def judge(
         self,
         method: str,

@@ -119,6 +119,19 @@ class Subject:
         self._oracle = None
 
 
+def _record(subject: Subject, what: str, l2: float, peak: float, figure: str) -> None:
+    # The measured figures, for `pytest -s` (the suite's numbers in reports come from here).
+    control, spread = subject.oracle.figures(figure)
+    print(
+        f"\n[{subject.name}] {what}: relative L2 {l2:.3g}, max error {peak:.3g}; "
+        f"float32 control {_pair(control)}, spread {_pair(spread)}"
+    )
+
+
+def _pair(figures: tuple[float, float] | None) -> str:
+    return "-" if figures is None else f"{figures[0]:.3g} / {figures[1]:.3g}"
+
+
 def _figure_method(subject: Subject, method: str) -> str:
     return method if method in subject.oracle_methods else "vanilla"
 
@@ -134,6 +147,7 @@ def check_oracle(subject: Subject, method: str) -> tuple[float, float]:
     want = subject.oracle.exact(method)
     assert np.abs(want).max() > 0, f"{subject.name}: the {method} map is all zeros"
     l2, peak, verdict = subject.oracle.judge(method, got, FACTOR, FLOOR)
+    _record(subject, f"{method} vs float64", l2, peak, method)
     assert not verdict, f"{subject.name}: {verdict}"
     return l2, peak
 
@@ -144,6 +158,7 @@ def check_runtime(subject: Subject, method: str, runtime: str) -> tuple[float, f
     got = subject.saliency(runtime, method)
     figure = _figure_method(subject, method)
     l2, peak, verdict = subject.oracle.judge(figure, got, FACTOR, _floor(runtime), want=want)
+    _record(subject, f"{method} {runtime} vs onnxruntime-cpu", l2, peak, figure)
     assert not verdict, f"{subject.name} on {runtime}: {verdict}"
     return l2, peak
 
@@ -154,5 +169,6 @@ def check_onnxruntime_target(subject: Subject, method: str) -> tuple[float, floa
     got = subject.saliency(runtimes.REFERENCE, method, target="onnxruntime")
     figure = _figure_method(subject, method)
     l2, peak, verdict = subject.oracle.judge(figure, got, FACTOR, FLOOR, want=want)
+    _record(subject, f"{method} target onnxruntime vs portable", l2, peak, figure)
     assert not verdict, f"{subject.name}, target onnxruntime: {verdict}"
     return l2, peak

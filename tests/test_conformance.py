@@ -52,22 +52,9 @@ def test_method_matches_float64_oracle(net: Subject, method: str) -> None:
     check_oracle(net, method)
 
 
-# TEMPORARY, for the lead to remove: OpenVINO 2026.4.1 CPU computes MatMul(dY, W) as
-# dY @ W.T when the square W also feeds the forward Gemm(transB=1) (minimal repro in the
-# oracle helper's report); it needs a workaround in the Gemm rule (graph_rewrite), which
-# no branch has yet. Vanilla happens to escape it.
-OPENVINO_SQUARE_GEMM = pytest.mark.xfail(
-    strict=False, reason="OpenVINO CPU transposes a square weight shared by Gemm and MatMul"
-)
-
-
 @pytest.mark.parametrize("runtime", runtimes.others())
 @pytest.mark.parametrize("method", METHODS)
-def test_runtimes_agree(
-    net: Subject, method: str, runtime: str, request: pytest.FixtureRequest
-) -> None:
-    if (net.name, runtime) == ("square_fc", "openvino-cpu") and method != "vanilla":
-        request.applymarker(OPENVINO_SQUARE_GEMM)
+def test_runtimes_agree(net: Subject, method: str, runtime: str) -> None:
     check_runtime(net, method, runtime)
 
 

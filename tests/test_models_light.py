@@ -67,22 +67,9 @@ def test_method_matches_float64_oracle(light: Subject, method: str) -> None:
     check_oracle(light, method)
 
 
-# TEMPORARY, for the lead to remove: OpenVINO 2026.4.1 CPU computes MatMul(dY, W) as
-# dY @ W.T when the square W (AlexNet's fc7, 4096x4096) also feeds the forward
-# Gemm(transB=1); it needs a workaround in the Gemm rule, which no branch has yet.
-# test_conformance.py's square_fc net pins it in seconds.
-OPENVINO_SQUARE_GEMM = pytest.mark.xfail(
-    strict=False, reason="OpenVINO CPU transposes a square weight shared by Gemm and MatMul"
-)
-
-
 @pytest.mark.parametrize("runtime", runtimes.others())
 @pytest.mark.parametrize("method", METHODS)
-def test_runtimes_agree(
-    light: Subject, method: str, runtime: str, request: pytest.FixtureRequest
-) -> None:
-    if (light.name, runtime) == ("bvlc_alexnet", "openvino-cpu") and method != "vanilla":
-        request.applymarker(OPENVINO_SQUARE_GEMM)
+def test_runtimes_agree(light: Subject, method: str, runtime: str) -> None:
     check_runtime(light, method, runtime)
 
 

@@ -139,3 +139,27 @@ def test_strided_conv_of_many_channels_is_anchored_in_blocked_layout() -> None:
     assert anchor.op_type == "AveragePool"
     assert list(next(a for a in anchor.attribute if a.name == "kernel_shape").ints) == [1, 1]
     assert_vjp_matches(model, {"x": x}, wrt="x")
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_backward_has_its_own_copy_of_a_square_weight(op) -> None:
+    """OpenVINO computes a wrong Conv or ConvTranspose when one square weight feeds both
+    (rel. error ~1.4 against onnxruntime); the backward reads its own copy."""
+    ov = pytest.importorskip("openvino")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 2, 2)).astype(np.float32)
+    model = single_op_model(op, {"x": x}, {"strides": [2, 2]}, {"w": w})
+    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    users = [n.op_type for n in explain.graph.node if "w" in n.input]
+    assert users == [op]
+    dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
+    feeds = {"x": x, "output_grad": dy}
+    ours = session(explain).run(["saliency"], feeds)[0]
+    compiled = ov.Core().compile_model(
+        ov.Core().read_model(explain.SerializeToString(), b""),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32"},
+    )
+    theirs = compiled(feeds)[compiled.output("saliency")]
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5 * np.abs(ours).max())

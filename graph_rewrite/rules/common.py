@@ -127,3 +127,21 @@ def reduction_axes(g: Builder, node: Node, axes_input: int = 1) -> list[int] | N
     if value is None:
         raise RewriteError(f"{node.op_type} {node.name!r}: computed axes are not supported")
     return value
+
+
+def unshared_weight(g: Builder, w: str) -> str:
+    """A constant weight as the backward's own initializer, not the forward node's.
+
+    OpenVINO 2026.4 CPU computes a wrong result when one weight initializer feeds a forward
+    op and a backward op that reads it the other way round: a Conv and a ConvTranspose
+    (relative error 1.36 on a 24x24x2x2 weight, 1.41 on 256x256x3x3), or a Gemm and the
+    Gemm of its backward (0.32 on VGG-19's guided map through its 4096x4096 classifier).
+    Each is exact once each node has its own copy. So on the portable target the backward
+    of a strided Conv, a ConvTranspose and a Gemm reads a copy (the weight is stored
+    twice: VGG-19's explain model grows by its classifier, about 480 MB). onnxruntime
+    computes both right from one initializer: its target shares the weight.
+    """
+    if g.target == "onnxruntime":
+        return w
+    weight = g.info.constant(w)
+    return w if weight is None else g.const(weight, hint="w_backward")

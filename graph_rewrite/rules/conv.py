@@ -21,7 +21,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
-from .common import upstream
+from .common import unshared_weight, upstream
 from .conv_polyphase import FEW_CHANNELS, polyphase_input_grad
 
 
@@ -232,7 +232,8 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
     if geo.same_at_run_time:
         begin, _ = same_pads_at_run_time(g, geo, x)
         size = spatial_size(g, x, len(geo.kernel))
-        return blocked_layout_anchor(g, transposed_conv_cropped(g, dy, w, geo, begin, size), x)
+        cropped = transposed_conv_cropped(g, dy, unshared_weight(g, w), geo, begin, size)
+        return blocked_layout_anchor(g, cropped, x)
     weight = g.info.constant(w)
     pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
     pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
@@ -246,7 +247,7 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
         )
     dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
     if dx is None:
-        dx = transposed_conv_to_size(g, dy, w, geo, x, y)
+        dx = transposed_conv_to_size(g, dy, unshared_weight(g, w), geo, x, y)
     return blocked_layout_anchor(g, dx, like=x)
 
 
@@ -360,7 +361,8 @@ def conv_transpose(
             zeros = g.ints([0, 0])
             full = g.Pad(dy, g.Concat(zeros, pads[0], zeros, pads[1], axis=0))
             pads = [0] * (2 * nd)
-        dx = g.Conv(full, w, strides=strides, dilations=dilations, pads=pads, group=group)
+        weight = unshared_weight(g, w)
+        dx = g.Conv(full, weight, strides=strides, dilations=dilations, pads=pads, group=group)
     db: Grad = None
     if b and len(wants) > 2 and wants[2]:
         db = g.ReduceSum(dy, g.ints([0, *range(2, 2 + nd)]), keepdims=0)

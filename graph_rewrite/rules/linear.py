@@ -1,9 +1,11 @@
 """Gemm and MatMul: the gradient of a product is a product with the other operand transposed.
 
-Gemm's backward is one Gemm whose transA/transB flags do the transposing, reading the forward
-weight itself: no Transpose node on the hot path and no second copy of the weight (VGG-19's
-first fully connected layer alone is 411 MB). MatMul has no such flags, so a constant
-operand's transpose is folded into a new constant there (N-D MatMuls carry small weights).
+Gemm's backward is one Gemm whose transA/transB flags do the transposing: no Transpose node
+on the hot path. On the onnxruntime target it reads the forward weight itself, with no second
+copy (VGG-19's first fully connected layer alone is 411 MB); the portable target gives it a
+copy, as OpenVINO computes a Gemm wrong that shares its weight with the forward one. MatMul
+has no such flags, so a constant operand's transpose is folded into a new constant there
+(N-D MatMuls carry small weights).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..builder import Builder, Node
 from . import Grad, register
-from .common import known_rank, sum_to, unbroadcast, upstream
+from .common import known_rank, sum_to, unbroadcast, unshared_weight, upstream
 
 
 @register("Gemm")
@@ -24,20 +26,23 @@ def gemm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> 
     a, b, c = node.input(0), node.input(1), node.input(2)
     alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
     trans_a, trans_b = int(node.attr("transA", 0)), int(node.attr("transB", 0))
+    # The backward's own copy of a constant weight on the portable target (OpenVINO).
+    b_back = unshared_weight(g, b) if wants[0] else b
+    a_back = unshared_weight(g, a) if wants[1] else a
     da: Grad = None
     if wants[0]:
         # dA' = alpha·dY·B'ᵀ, and dA = dA'ᵀ = alpha·B'·dYᵀ when A is transposed.
         if trans_a:
-            da = _product(g, alpha, (b, trans_b), (dy, 1))
+            da = _product(g, alpha, (b_back, trans_b), (dy, 1))
         else:
-            da = _product(g, alpha, (dy, 0), (b, 1 - trans_b))
+            da = _product(g, alpha, (dy, 0), (b_back, 1 - trans_b))
     db: Grad = None
     if wants[1]:
         # dB' = alpha·A'ᵀ·dY, and dB = dB'ᵀ = alpha·dYᵀ·A' when B is transposed.
         if trans_b:
-            db = _product(g, alpha, (dy, 1), (a, trans_a))
+            db = _product(g, alpha, (dy, 1), (a_back, trans_a))
         else:
-            db = _product(g, alpha, (a, 1 - trans_a), (dy, 0))
+            db = _product(g, alpha, (a_back, 1 - trans_a), (dy, 0))
     dc: Grad = None
     if c and len(wants) > 2 and wants[2]:
         scaled = dy if beta == 1.0 else g.Mul(dy, g.scalar_like(beta, dy))
