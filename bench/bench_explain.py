@@ -311,7 +311,7 @@ def main() -> None:
         "--repeats", type=int, default=0, help="most pairs per measure (default: per model)"
     )
     parser.add_argument(
-        "--budget", type=float, default=10.0, help="seconds per measure before it stops early"
+        "--budget", type=float, default=8.0, help="seconds per measure before it stops early"
     )
     parser.add_argument("--least", type=int, default=5, help="pairs timed whatever the budget")
     parser.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
