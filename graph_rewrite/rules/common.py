@@ -35,17 +35,17 @@ def float_mask(g: Builder, condition: str, like: str) -> str:
     return g.Cast(condition, to=onnx_type(g, like))
 
 
-# The onnxruntime target's float32 mask [x > 0] is one HardSigmoid: clip(2^127·x - 2^-30, 0, 1).
+# The float32 mask [x > 0] is one HardSigmoid: clip(2^127·x - 2^-30, 0, 1).
 # - x <= 0 gives a negative argument, so 0; x >= 2^-127 gives at least 1 - 2^-30, which
 #   rounds to 1 in float32 and bfloat16 (and clips to 1 in any wider type). Only positive
 #   subnormals below 2^-127 get a fraction.
 # - 2^127 rather than FLT_MAX: it stays finite when a runtime rounds the attribute to
 #   bfloat16, where FLT_MAX rounds to infinity and infinity·0 is NaN. No slope is exact in
-#   float16 (the smallest positive float16 needs 2^24, past float16's largest 65504).
+#   float16 (the smallest positive float16 needs 2^24, past float16's largest 65504): an
+#   engine that lowers a float32 graph to float16 (TensorRT's FP16 mode) must not run it.
 # - beta is not 0 on purpose: OpenVINO 2026.4.1 reads a HardSigmoid alpha or beta that is
 #   exactly 0.0 as absent and takes the default (beta 0.5), which turned every dead unit's
-#   mask into 0.5. With beta = -2^-30 an onnxruntime-target model still gives the right
-#   map elsewhere, only slower.
+#   mask into 0.5.
 _MASK_SLOPE = 2.0**127
 _MASK_OFFSET = -(2.0**-30)
 
@@ -53,16 +53,16 @@ _MASK_OFFSET = -(2.0**-30)
 def positive_mask(g: Builder, x: str) -> str:
     """[x > 0] as 0/1 in the float type of `x`.
 
-    Portable: Cast(Greater(x, 0)), exact in every float type (float16 too) and fused by
-    OpenVINO into its elementwise kernels. The onnxruntime target, float32: one
-    HardSigmoid, which onnxruntime CPU keeps, with the Mul that applies the mask, in its
-    blocked NCHWc layout next to the convolutions, where a comparison forces reorders out
-    of that layout and back for every mask (PyTorch ResNet-50, guided: 20 reorders against
-    154, explain/forward about 3-4% lower). On OpenVINO it is the other way round:
-    HardSigmoid runs on a reference kernel and brings 100 reorders of its own (ResNet-50
-    guided explain about 15% slower than with the comparison).
+    float32, on every target: one HardSigmoid. onnxruntime CPU keeps it, with the Mul that
+    applies the mask, in its blocked NCHWc layout next to the convolutions, where a
+    comparison forces reorders out of that layout and back for every mask (PyTorch
+    ResNet-50, guided: 20 reorders against 154 for Cast(Greater), Min/Clip(Mul) or Sign;
+    explain/forward about 4% lower). OpenVINO computes it right (beta is not 0) but on a
+    reference kernel: its ResNet-50 guided explain model is about 10% slower than with the
+    comparison, still near onnxruntime's ratio; the default favours the runtime most
+    models are served on. Other float types: Cast(Greater(x, 0)), exact in each of them.
     """
-    if g.target == "onnxruntime" and g.dtype_of(x) == np.float32:
+    if g.dtype_of(x) == np.float32:
         return g.HardSigmoid(x, alpha=_MASK_SLOPE, beta=_MASK_OFFSET)
     return float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
 
