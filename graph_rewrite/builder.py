@@ -107,6 +107,16 @@ class Builder:
             self._const_cache[key] = name
         return self._const_cache[key]
 
+    def copy_of(self, tensor: onnx.TensorProto, hint: str = "copy") -> str:
+        """A new initializer with the bytes of `tensor`: nothing decoded, nothing hashed
+        (const() would hash the whole value, 411 MB for VGG-19's first Gemm weight)."""
+        name = self.fresh(hint)
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = name
+        self.initializers.append(copy)
+        return name
+
     def ints(self, values: Sequence[int] | int) -> str:
         """An int64 constant, as the shape, axes and index inputs of ONNX ops want."""
         return self.const(np.asarray(values, dtype=np.int64), hint="ints")

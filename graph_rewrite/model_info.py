@@ -218,6 +218,10 @@ class ModelInfo:
             self._constants[name] = numpy_helper.to_array(self._initializers[name])
         return self._constants.get(name)
 
+    def initializer(self, name: str) -> onnx.TensorProto | None:
+        """The initializer named `name` as stored, else None (a Constant node or computed)."""
+        return self._initializers.get(name)
+
     def constant_ints(self, name: str) -> list[int] | None:
         value = self.constant(name)
         return None if value is None else [int(v) for v in value.reshape(-1)]

@@ -143,5 +143,8 @@ def unshared_weight(g: Builder, w: str) -> str:
     """
     if g.target == "onnxruntime":
         return w
-    weight = g.info.constant(w)
+    stored = g.info.initializer(w)
+    if stored is not None:
+        return g.copy_of(stored, hint="w_backward")
+    weight = g.info.constant(w)  # a Constant node's value
     return w if weight is None else g.const(weight, hint="w_backward")
