@@ -57,6 +57,9 @@ class Builder:
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        # Initializers that repeat a stored one under a new name: (new name, stored tensor),
+        # copied once, straight into the explain model (write_initializers).
+        self.copies: list[tuple[str, onnx.TensorProto]] = []
         self._counter = 0
         self._shape_cache: dict[str, str] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
@@ -109,13 +112,19 @@ class Builder:
 
     def copy_of(self, tensor: onnx.TensorProto, hint: str = "copy") -> str:
         """A new initializer with the bytes of `tensor`: nothing decoded, nothing hashed
-        (const() would hash the whole value, 411 MB for VGG-19's first Gemm weight)."""
+        (const() would hash the whole value, 411 MB for VGG-19's first Gemm weight), and
+        copied once, when written (copying here, then into the graph, cost 1.8 s there)."""
         name = self.fresh(hint)
-        copy = onnx.TensorProto()
-        copy.CopyFrom(tensor)
-        copy.name = name
-        self.initializers.append(copy)
+        self.copies.append((name, tensor))
         return name
+
+    def write_initializers(self, graph: onnx.GraphProto) -> None:
+        """Appends the backward pass's initializers, the copies included, to `graph`."""
+        graph.initializer.extend(self.initializers)
+        for name, stored in self.copies:
+            copy = graph.initializer.add()
+            copy.CopyFrom(stored)
+            copy.name = name
 
     def ints(self, values: Sequence[int] | int) -> str:
         """An int64 constant, as the shape, axes and index inputs of ONNX ops want."""

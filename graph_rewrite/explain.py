@@ -243,7 +243,7 @@ def build_explain_model(
     graph.input.append(_value_info(grad_name, out_info.elem_type, out_info.shape))
     graph.node.extend(g.nodes)
     graph.node.append(helper.make_node("Identity", [saliency], [saliency_name], name=saliency_name))
-    graph.initializer.extend(g.initializers)
+    g.write_initializers(graph)
     graph.output.append(_value_info(saliency_name, in_info.elem_type, in_info.shape))
     return info.model
 
