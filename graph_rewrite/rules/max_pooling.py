@@ -22,7 +22,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from . import Grad, register
-from .common import known_rank, onnx_type, upstream
+from .common import known_rank, onnx_type, upstream, zeros_like
 from .conv import ConvGeometry, conv_geometry
 
 
@@ -288,6 +288,6 @@ def global_max_pool(
     x_flat = g.Reshape(x, by_channel)
     first_max = g.ArgMax(x_flat, axis=2, keepdims=1)
     x_shape = g.shape_of(x)
-    zeros = g.Reshape(_zeros_like(g, x, x_shape), by_channel)
+    zeros = g.Reshape(zeros_like(g, x), by_channel)
     dx = g.ScatterElements(zeros, first_max, g.Reshape(dy, by_channel), axis=2)
     return [g.Reshape(dx, x_shape)]

@@ -28,10 +28,8 @@ from .conv import (
 
 
 def _static_spatial(g: Builder, name: str) -> list[int] | None:
-    shape = g.tensor(name).shape
-    if shape is None or not all(isinstance(d, int) for d in shape[2:]):
-        return None
-    return [int(d) for d in shape[2:]]  # type: ignore[arg-type]
+    static = g.tensor(name).static_from(2)
+    return None if static is None else list(static)
 
 
 def _axis_divisors(
