@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from onnxplain.v1 import explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
+from . import metrics
 from .errors import (
     InvalidInput,
     ModelNotFound,
@@ -32,19 +33,53 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
 
+
+class InvalidRequest(Exception):
+    """The request body is not a valid protobuf message of the RPC's request type."""
+
+
 # The one place where the core's errors become status codes.
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode, so the handler can refuse it.
+
+    Left to gRPC, a failed decode is INTERNAL plus a full traceback in the log for every
+    bad body: a log flood anyone who reaches the port can cause, for the client's fault.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    owner = getattr(deserializer, "__self__", None)  # the message class of X.FromString
+    kind = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # any way the bytes fail to decode is the client's fault
+            return _Undecodable(f"the request body is not a valid {kind} message")
+
+    return deserialize
+
+
 class ErrorMapping(grpc.ServerInterceptor):
-    """Turns the core's errors into status codes; anything else is INTERNAL, logged here."""
+    """Turns the core's errors into status codes (one log line each; anything unexpected
+    is INTERNAL with its traceback) and reports every answer to `metrics`."""
+
+    def __init__(self, known_model: Callable[[str], bool] = lambda _: False) -> None:
+        self.known_model = known_model
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -52,24 +87,79 @@ class ErrorMapping(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # health Watch and reflection streams are not ours
+        deserializer = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
+            _guarded(handler.unary_unary, handler_call_details.method, self.known_model),
+            request_deserializer=_tolerant(deserializer) if deserializer else None,
             response_serializer=handler.response_serializer,
         )
 
 
-def _guarded(behaviour: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
+def _status_of(exc: Exception) -> grpc.StatusCode | None:
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return None
+
+
+def _guarded(
+    behaviour: Callable[[Any, Any], Any], method: str, known_model: Callable[[str], bool]
+) -> Callable[[Any, Any], Any]:
+    rpc = method.rsplit("/", 1)[-1]
+
     def call(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code, response = grpc.StatusCode.OK, None
+        metrics.request_started()
         try:
-            return behaviour(request, context)
-        except tuple(STATUS_OF) as exc:
-            context.abort(STATUS_OF[type(exc)], str(exc))
-        except Exception:
-            log.exception("%s failed", method)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+            if isinstance(request, _Undecodable):
+                raise InvalidRequest(request.message)
+            response = behaviour(request, context)
+            return response
+        except Exception as exc:
+            mapped = _status_of(exc)
+            if mapped is None:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                context.abort(code, "internal error; the server log has details")
+            code = mapped
+            # One line per refused request, never a traceback: the fault is the client's.
+            log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
+            context.abort(code, str(exc))
+        finally:
+            metrics.request_finished()
+            if metrics.enabled():
+                model, saliency = _labels(request, response, known_model)
+                seconds = time.perf_counter() - started
+                metrics.observe_request(rpc, model, saliency, code.name, seconds)
 
     return call
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    text = str(exc).replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> tuple[str, str]:
+    """The model and saliency-method labels of one answered RPC, from a bounded set."""
+    if isinstance(request, _Undecodable):
+        return metrics.UNKNOWN, metrics.UNKNOWN
+    name = getattr(request, "model", None) or getattr(request, "name", None)
+    model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
+    if name is None:
+        model = ""  # an RPC about no model in particular (ListModels, health)
+    wire = getattr(response, "method", None)
+    if wire is None:
+        wire = getattr(request, "method", None)
+    if not isinstance(wire, int):
+        return model, ""
+    if wire == explain_pb2.METHOD_UNSPECIFIED:
+        return model, "default"
+    try:
+        return model, explain_pb2.Method.Name(wire).removeprefix("METHOD_").lower()
+    except ValueError:
+        return model, metrics.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -99,7 +189,7 @@ def build_server(
     workers = limits.max_concurrent + 4
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping()],
+        interceptors=[ErrorMapping(lambda name: name in core.repository.names())],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),

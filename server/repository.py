@@ -31,6 +31,7 @@ from onnxplain.graph_rewrite import (
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .reasons import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,12 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
         loaded = load_model(folder, sessions)
     except DeviceUnavailable:
         raise  # the whole server is misconfigured, not this model
-    except (RewriteError, ConfigError) as exc:
-        log.error("model %s is unavailable: %s", folder.name, exc)
-        return FailedModel(folder.name, str(exc))
-    except Exception:
-        log.exception("model %s is unavailable", folder.name)
-        return FailedModel(folder.name, "the model could not be loaded (see the server log)")
+    except Exception as exc:
+        # One line; the traceback only at debug level: the reason is what operators act on.
+        reason = failure_reason(exc)
+        log.error("model %s is unavailable: %s", folder.name, reason)
+        log.debug("model %s failed to load", folder.name, exc_info=True)
+        return FailedModel(folder.name, reason)
     log.info("model %s loaded: explains %s -> %s", folder.name, loaded.input, loaded.output)
     return loaded
 
