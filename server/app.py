@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from onnxplain.v1 import explain_pb2, explain_pb2_grpc
+from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
 from . import metrics
+from .admin import AdminServicer
 from .errors import (
     InvalidInput,
     ModelNotFound,
@@ -27,11 +27,13 @@ from .errors import (
     RequestTooLarge,
 )
 from .explainer import Explainer
+from .reload import Reloader, ReloadPending
 from .servicer import ExplainServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 class InvalidRequest(Exception):
@@ -47,6 +49,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ReloadPending: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -173,18 +176,29 @@ class Service:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    _cut_short: threading.Event = field(default_factory=threading.Event)
 
     def drain(self, delay_s: float, grace_s: float) -> None:
         """NOT_SERVING first (so balancers look elsewhere), then finish in-flight calls."""
         self.health.enter_graceful_shutdown()
-        time.sleep(delay_s)  # new requests are still served while clients notice
+        self._cut_short.wait(delay_s)  # new requests are still served while clients notice
         self.server.stop(grace_s).wait()
+
+    def stop_now(self) -> None:
+        """Cancel in-flight calls and stop, cutting a running `drain` short."""
+        self._cut_short.set()
+        self.server.stop(None)
 
 
 def build_server(
-    core: Explainer, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()
+    core: Explainer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits = Limits(),
+    reloader: Reloader | None = None,
 ) -> Service:
-    """The started server: Explain service, health, reflection, message and RPC limits."""
+    """The started server: Explain service, health, reflection, message and RPC limits;
+    the admin service too when there is a `reloader`."""
     # Health checks and ListModels get threads even while every explanation slot is busy.
     workers = limits.max_concurrent + 4
     server = grpc.server(
@@ -201,11 +215,13 @@ def build_server(
         maximum_concurrent_rpcs=2 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
+    services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if reloader is not None:
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection(services, server)
     try:  # grpcio returns 0 on a failed bind in some versions, raises in others
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:
@@ -216,14 +232,3 @@ def build_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, health_servicer, bound)
-
-
-def serve_until_signal(service: Service, drain_delay_s: float, grace_s: float) -> None:
-    """Block until SIGTERM or SIGINT, then drain and return."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("draining: health NOT_SERVING, finishing in-flight requests")
-    service.drain(drain_delay_s, grace_s)
-    log.info("stopped")
