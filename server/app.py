@@ -40,6 +40,10 @@ class InvalidRequest(Exception):
     """The request body is not a valid protobuf message of the RPC's request type."""
 
 
+class ShuttingDown(Exception):
+    """The server is draining: it finishes the calls it has and takes no new ones."""
+
+
 # The one place where the core's errors become status codes.
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
@@ -50,6 +54,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ReloadPending: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -77,12 +82,51 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+class CallGate:
+    """Counts onnxplain calls in flight, and refuses new ones once closed.
+
+    Why: gRPC's own stop() answers CANCELLED to a call that arrives while it shuts down,
+    a code clients do not retry. Closed first, the gate answers UNAVAILABLE (which they
+    do retry, elsewhere or later) and lets the drain wait for the calls in flight; then
+    stop() has nothing left to race with but the last few milliseconds.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._open = True
+        self._active = 0
+
+    def enter(self) -> None:
+        with self._state:
+            if not self._open:
+                raise ShuttingDown("the server is shutting down; retry, another one will answer")
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._state:
+            self._active -= 1
+            self._state.notify_all()
+
+    def close(self) -> None:
+        with self._state:
+            self._open = False
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no call is in flight; False if `timeout` seconds passed first."""
+        with self._state:
+            return self._state.wait_for(lambda: self._active == 0, timeout)
+
+
 class ErrorMapping(grpc.ServerInterceptor):
     """Turns the core's errors into status codes (one log line each; anything unexpected
-    is INTERNAL with its traceback) and reports every answer to `metrics`."""
+    is INTERNAL with its traceback), reports every answer to `metrics`, and keeps the
+    onnxplain services' calls behind the `gate` (health and reflection are not)."""
 
-    def __init__(self, known_model: Callable[[str], bool] = lambda _: False) -> None:
+    def __init__(
+        self, known_model: Callable[[str], bool] = lambda _: False, gate: CallGate | None = None
+    ) -> None:
         self.known_model = known_model
+        self.gate = gate or CallGate()
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -92,7 +136,12 @@ class ErrorMapping(grpc.ServerInterceptor):
             return handler  # health Watch and reflection streams are not ours
         deserializer = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, handler_call_details.method, self.known_model),
+            _guarded(
+                handler.unary_unary,
+                handler_call_details.method,
+                self.known_model,
+                self.gate if handler_call_details.method.startswith("/onnxplain.") else None,
+            ),
             request_deserializer=_tolerant(deserializer) if deserializer else None,
             response_serializer=handler.response_serializer,
         )
@@ -106,15 +155,22 @@ def _status_of(exc: Exception) -> grpc.StatusCode | None:
 
 
 def _guarded(
-    behaviour: Callable[[Any, Any], Any], method: str, known_model: Callable[[str], bool]
+    behaviour: Callable[[Any, Any], Any],
+    method: str,
+    known_model: Callable[[str], bool],
+    gate: CallGate | None,
 ) -> Callable[[Any, Any], Any]:
     rpc = method.rsplit("/", 1)[-1]
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         code, response = grpc.StatusCode.OK, None
+        entered = False
         metrics.request_started()
         try:
+            if gate is not None:
+                gate.enter()
+                entered = True
             if isinstance(request, _Undecodable):
                 raise InvalidRequest(request.message)
             response = behaviour(request, context)
@@ -126,10 +182,13 @@ def _guarded(
                 log.exception("%s failed", method)
                 context.abort(code, "internal error; the server log has details")
             code = mapped
-            # One line per refused request, never a traceback: the fault is the client's.
-            log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
+            if not isinstance(exc, ShuttingDown):
+                # One line per refused request, never a traceback: the fault is the client's.
+                log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
             context.abort(code, str(exc))
         finally:
+            if entered and gate is not None:
+                gate.leave()
             metrics.request_finished()
             if metrics.enabled():
                 model, saliency = _labels(request, response, known_model)
@@ -176,13 +235,17 @@ class Service:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    gate: CallGate = field(default_factory=CallGate)
     _cut_short: threading.Event = field(default_factory=threading.Event)
 
     def drain(self, delay_s: float, grace_s: float) -> None:
         """NOT_SERVING first (so balancers look elsewhere), then finish in-flight calls."""
         self.health.enter_graceful_shutdown()
         self._cut_short.wait(delay_s)  # new requests are still served while clients notice
-        self.server.stop(grace_s).wait()
+        self.gate.close()  # from now on new calls get UNAVAILABLE, which clients retry
+        started = time.monotonic()
+        self.gate.wait_idle(grace_s)
+        self.server.stop(max(0.0, grace_s - (time.monotonic() - started))).wait()
 
     def stop_now(self) -> None:
         """Cancel in-flight calls and stop, cutting a running `drain` short."""
@@ -201,9 +264,10 @@ def build_server(
     the admin service too when there is a `reloader`."""
     # Health checks and ListModels get threads even while every explanation slot is busy.
     workers = limits.max_concurrent + 4
+    gate = CallGate()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping(lambda name: name in core.repository.names())],
+        interceptors=[ErrorMapping(lambda name: name in core.repository.names(), gate)],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -231,4 +295,4 @@ def build_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Service(server, health_servicer, bound)
+    return Service(server, health_servicer, bound, gate)
