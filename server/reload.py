@@ -52,11 +52,14 @@ class Change:
 
 
 def fingerprint(folder: Path) -> Fingerprint:
-    """What identifies a model folder's current files: any rewrite or rename changes it."""
+    """What identifies a model folder's current files: any rewrite or rename changes it.
+    Dot files and *.tmp files are left out: they are replacements still being written."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
+            if name.startswith(".") or name.endswith(".tmp"):
+                continue  # a replacement being written: its rename is the change
             path = Path(dirpath, name)
             try:
                 st = path.stat()  # follows symlinks: a swapped link target is a change

@@ -199,3 +199,11 @@ def test_admin_service_is_listed_by_reflection(running: Running) -> None:
     (response,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
     names = {s.name for s in response.list_services_response.service}
     assert "onnxplain.v1.AdminService" in names and "onnxplain.v1.ExplainService" in names
+
+
+def test_a_replacement_being_written_is_not_a_change(running: Running, root: Path) -> None:
+    (root / "digits" / "model.onnx.tmp").write_bytes(b"half a model")
+    (root / "digits" / ".model.onnx.swp").write_bytes(b"an editor's")
+    assert running.reload() == {}
+    (root / "digits" / "model.onnx.tmp").replace(root / "digits" / "model.onnx")
+    assert running.reload()["digits"][0] == Outcome.RELOAD_OUTCOME_KEPT_PREVIOUS
