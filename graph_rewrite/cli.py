@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from .batch_cli import BATCH_METHODS, add_batch_args, build_batch_method
 from .errors import RewriteError
 from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check
 from .methods import METHODS, RECTIFIER_CHOICES
@@ -27,8 +28,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("model", type=Path, help="the exported ONNX model")
     convert.add_argument("-o", "--output-file", type=Path, required=True, help="where to write")
-    convert.add_argument("--method", choices=METHODS, default="guided")
+    convert.add_argument("--method", choices=(*METHODS, *BATCH_METHODS), default="guided")
     _add_build_args(convert)
+    add_batch_args(convert)
     convert.set_defaults(func=run_convert)
 
     chk = sub.add_parser(
@@ -104,17 +106,28 @@ def run_convert(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         model = _load(args.model)
-        explain = build_explain_model(
-            model,
-            args.method,
-            input_name=args.input_name,
-            output_name=args.output_name,
-            rectifiers=args.rectifiers,
-            grad_name=args.grad_name,
-            saliency_name=args.saliency_name,
-            target=args.target,
-            input_shapes=_input_shapes(args.input_shapes),
-        )
+        if args.method in BATCH_METHODS:
+            explain = build_batch_method(
+                model,
+                args,
+                input_name=args.input_name,
+                output_name=args.output_name,
+                rectifiers=args.rectifiers,
+                target=args.target,
+                input_shapes=_input_shapes(args.input_shapes),
+            )
+        else:
+            explain = build_explain_model(
+                model,
+                args.method,
+                input_name=args.input_name,
+                output_name=args.output_name,
+                rectifiers=args.rectifiers,
+                grad_name=args.grad_name,
+                saliency_name=args.saliency_name,
+                target=args.target,
+                input_shapes=_input_shapes(args.input_shapes),
+            )
         _save(explain, args.output_file)
     except RewriteError as exc:
         print(f"onnxplain convert: {exc}", file=sys.stderr)

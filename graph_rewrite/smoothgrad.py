@@ -50,22 +50,44 @@ def build_smoothgrad_model(
     rectifiers: Rectifiers = "all",
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
+    seed: int | None = None,
+    samples: int = DEFAULT_SAMPLES,
 ) -> onnx.ModelProto:
     """The explain model of SmoothGrad over `method`: inputs as the model's, plus
-    `output_grad` and `smoothgrad_noise`; outputs as the model's, plus `saliency`."""
+    `output_grad` and `smoothgrad_noise`; outputs as the model's, plus `saliency`.
+
+    With a `seed`, the noise is stored in the model instead ([samples, 1, ...], the same
+    for every sample of a batch), so it needs no noise input: this needs the input's
+    per-sample shape fixed.
+    """
     if not np.isfinite(sigma) or sigma < 0:
         raise RewriteError(f"SmoothGrad's sigma must be a finite number >= 0, not {sigma}")
+    if samples < 1:
+        raise RewriteError(f"SmoothGrad needs at least 1 sample, not {samples}")
 
     def prelude(g: Builder, x: str) -> Batch:
         info = g.tensor(x)
-        shape = None if info.shape is None else [None, *info.shape]
-        noise = helper.make_tensor_value_info(NOISE_INPUT, info.elem_type, shape)
+        inputs = []
+        if seed is None:
+            shape = None if info.shape is None else [None, *info.shape]
+            inputs.append(helper.make_tensor_value_info(NOISE_INPUT, info.elem_type, shape))
+            noise = NOISE_INPUT
+        else:
+            per_sample_shape = info.static_from(1)
+            if per_sample_shape is None:
+                raise RewriteError(
+                    f"SmoothGrad with a stored noise (a seed) needs the shape of {x!r} "
+                    f"fixed but for the batch, not {info.shape}; fix it with --input-shape "
+                    "or feed the noise as an input (no seed)"
+                )
+            drawn = smoothgrad_noise((1, *per_sample_shape), samples, seed)
+            noise = g.const(drawn.astype(g.dtype_of(x)), hint="noise")
         flat = g.Flatten(x, axis=1)
         spread = g.Sub(reduce(g, "ReduceMax", flat, [1]), reduce(g, "ReduceMin", flat, [1]))
         scale = per_sample(g, x, g.Mul(spread, g.scalar_like(sigma, x)))
-        noisy = g.Add(g.Unsqueeze(x, g.ints([0])), g.Mul(NOISE_INPUT, scale))
-        copies = g.Slice(g.Shape(NOISE_INPUT), g.ints([0]), g.ints([1]))
-        return Batch(flatten_copies(g, noisy, x), copies, [noise])
+        noisy = g.Add(g.Unsqueeze(x, g.ints([0])), g.Mul(noise, scale))
+        copies = g.Slice(g.Shape(noise), g.ints([0]), g.ints([1]))
+        return Batch(flatten_copies(g, noisy, x), copies, inputs)
 
     def epilogue(g: Builder, c: Context) -> dict[str, str]:
         total = reduce(g, "ReduceSum", c.grads, [0], keepdims=0)
