@@ -27,12 +27,14 @@ from onnx import helper, shape_inference
 
 from .builder import Builder
 from .errors import RewriteError
-from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, resolve_endpoints
 from .fold import fold_affines
-from .methods import Method, Rectifiers, rules_for
 from .model_info import ModelInfo, normalise
+from .rules.rectifiers import Rectifiers
 from .shapes import InputShapes
 from .targets import Target, check_target
+
+GRAD_INPUT = "output_grad"  # as explain.GRAD_INPUT, which imports the methods, so this
+SALIENCY_OUTPUT = "saliency"  # module (imported by them) cannot import it
 
 # The backward pass's own seed and map, at the batch's size, before prelude and epilogue.
 _BATCH_GRAD = "onnxplain_batch/output_grad"
@@ -69,7 +71,7 @@ Epilogue = Callable[[Builder, Context], dict[str, str]]
 
 def build_batched_model(
     model: onnx.ModelProto,
-    method: Method,
+    method: str,
     label: str,
     prelude: Prelude,
     epilogue: Epilogue,
@@ -79,8 +81,11 @@ def build_batched_model(
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
 ) -> onnx.ModelProto:
-    """The explain model of a batch method (`label` names it in errors)."""
-    rules_for(method, rectifiers)
+    """The explain model of a batch method over gradient `method` (`label` names it in
+    errors)."""
+    # explain imports the method registry, which imports this module: import it late.
+    from .explain import build_explain_model, resolve_endpoints
+
     target = check_target(target)
     ends = resolve_endpoints(model, input_name, output_name)
     x, y = ends.input, ends.output

@@ -18,12 +18,12 @@ import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 from onnxplain.graph_rewrite import RewriteError
-from onnxplain.graph_rewrite.integrated_gradients import (
+from onnxplain.graph_rewrite.methods.integrated_gradients import (
     Baseline,
     build_integrated_gradients_model,
     gaussian_kernel,
 )
-from onnxplain.graph_rewrite.smoothgrad import build_smoothgrad_model, smoothgrad_noise
+from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, smoothgrad_noise
 from scipy import ndimage
 from torch import nn
 

@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnxplain.graph_rewrite.integrated_gradients import Baseline, build_integrated_gradients_model
-from onnxplain.graph_rewrite.smoothgrad import build_smoothgrad_model, smoothgrad_noise
+from onnxplain.graph_rewrite.methods.integrated_gradients import (
+    Baseline,
+    build_integrated_gradients_model,
+)
+from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, smoothgrad_noise
 from test_cli_rewrite import run_cli
 
 from fd import session
@@ -28,7 +31,7 @@ def model_file(tmp_path: Path) -> Path:
 def test_smoothgrad_with_a_seed_stores_that_noise(model_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "sg.onnx"
     result = run_cli(
-        "convert", model_file, "-o", out, "--method", "smoothgrad", "--of", "guided",
+        "convert", model_file, "-o", out, "--method", "smoothgrad", "--gradient", "guided",
         "--sigma", "0.3", "--seed", "7", "--samples", "3",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

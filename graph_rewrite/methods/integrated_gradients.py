@@ -18,14 +18,15 @@ gradient): a large gap says the integral is not converged, or the path crosses k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from .batched import (
+from ..batched import (
     Batch,
     Context,
     along_copies,
@@ -34,11 +35,13 @@ from .batched import (
     reduce,
     seeded_score,
 )
-from .builder import Builder
-from .errors import RewriteError
-from .methods import Method, Rectifiers
-from .shapes import InputShapes
-from .targets import Target
+from ..builder import Builder
+from ..errors import RewriteError
+from ..rules.rectifiers import Rectifiers
+from ..shapes import InputShapes
+from ..targets import Target
+from .base import MethodSpec, Param
+from .smoothgrad import GRADIENT
 
 Integration = Literal[
     "gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"
@@ -114,7 +117,7 @@ def build_integrated_gradients_model(
     steps: int = DEFAULT_STEPS,
     integration: Integration = "gausslegendre",
     baseline: Baseline = Baseline(),
-    method: Method = "vanilla",
+    method: str = "vanilla",
     input_name: str | None = None,
     output_name: str | None = None,
     rectifiers: Rectifiers = "all",
@@ -201,3 +204,43 @@ def gaussian_blur(g: Builder, x: str, sigma: float) -> str:
         out = g.Pad(out, g.ints(pads), mode="edge")
         out = g.Conv(out, g.const(kernel.reshape(shape), hint="blur"))
     return g.Reshape(out, g.Shape(x))
+
+
+def _whole_model(
+    model: onnx.ModelProto, params: Mapping[str, Any], **options: Any
+) -> onnx.ModelProto:
+    return build_integrated_gradients_model(
+        model,
+        params["steps"],
+        params["integration"],
+        Baseline.parse(params["baseline"]),
+        params["gradient"],
+        **options,
+    )
+
+
+METHOD = MethodSpec(
+    name="integrated_gradients",
+    summary="Integrated Gradients: the gradient integrated from a baseline to the input, "
+    "with the completeness gap",
+    build=lambda ctx: "",  # unused: whole_model builds the model
+    params=(
+        GRADIENT,
+        Param("steps", int, DEFAULT_STEPS, "points on the path from the baseline"),
+        Param(
+            "integration",
+            str,
+            "gausslegendre",
+            "the quadrature, as Captum's `method`",
+            choices=INTEGRATIONS,
+        ),
+        Param(
+            "baseline",
+            str,
+            "zeros",
+            "zeros, constant:VALUE, blur[:SIGMA] (a Gaussian blur of the input, sigma in "
+            f"pixels, default {DEFAULT_BLUR_SIGMA:g}) or input (fed as {BASELINE_INPUT!r})",
+        ),
+    ),
+    whole_model=_whole_model,
+)

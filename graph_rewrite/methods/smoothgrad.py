@@ -11,16 +11,20 @@ from a seed with numpy; S is read from its shape, so one model serves any sample
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import helper
 
-from .batched import Batch, Context, build_batched_model, flatten_copies, per_sample, reduce
-from .builder import Builder
-from .errors import RewriteError
-from .methods import Method, Rectifiers
-from .shapes import InputShapes
-from .targets import Target
+from ..batched import Batch, Context, build_batched_model, flatten_copies, per_sample, reduce
+from ..builder import Builder
+from ..errors import RewriteError
+from ..rules.rectifiers import Rectifiers
+from ..shapes import InputShapes
+from ..targets import Target
+from .base import MethodSpec, Param
 
 NOISE_INPUT = "smoothgrad_noise"
 DEFAULT_SIGMA = 0.15  # the paper's 10-20% of the value range
@@ -43,7 +47,7 @@ def smoothgrad_noise(
 
 def build_smoothgrad_model(
     model: onnx.ModelProto,
-    method: Method = "vanilla",
+    method: str = "vanilla",
     sigma: float = DEFAULT_SIGMA,
     input_name: str | None = None,
     output_name: str | None = None,
@@ -109,3 +113,43 @@ def build_smoothgrad_model(
         target=target,
         input_shapes=input_shapes,
     )
+
+
+# The gradient methods a batch method can average or integrate.
+GRADIENTS = ("vanilla", "deconvnet", "guided")
+GRADIENT = Param(
+    "gradient", str, "vanilla", "the gradient method averaged or integrated", choices=GRADIENTS
+)
+
+
+def _whole_model(
+    model: onnx.ModelProto, params: Mapping[str, Any], **options: Any
+) -> onnx.ModelProto:
+    return build_smoothgrad_model(
+        model,
+        params["gradient"],
+        params["sigma"],
+        seed=params["seed"],
+        samples=params["samples"],
+        **options,
+    )
+
+
+METHOD = MethodSpec(
+    name="smoothgrad",
+    summary="SmoothGrad: a gradient method's map averaged over noisy copies of the input",
+    build=lambda ctx: "",  # unused: whole_model builds the model
+    params=(
+        GRADIENT,
+        Param("sigma", float, DEFAULT_SIGMA, "noise sd as a fraction of each sample's max - min"),
+        Param(
+            "seed",
+            int,
+            None,
+            "store noise drawn from this seed in the model (default: the model takes the "
+            f"noise as the input {NOISE_INPUT!r}, [S, N, ...])",
+        ),
+        Param("samples", int, DEFAULT_SAMPLES, "noisy copies, with a seed (else: the noise's S)"),
+    ),
+    whole_model=_whole_model,
+)
