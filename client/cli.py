@@ -65,5 +65,6 @@ def run_models(args: argparse.Namespace) -> int:
         print(
             f"{m.name}\tinput {list(m.input_shape)} ({kind})\toutput {list(m.output_shape)}"
             f"\t{len(m.labels)} labels\tdefault {m.default_method}"
+            + (f"\tnewer files failed to load: {m.reload_error}" if m.reload_error else "")
         )
     return 0

@@ -53,6 +53,8 @@ class ModelSummary:
     labels: tuple[str, ...]
     default_method: str
     takes_images: bool
+    # Set when newer files for the model failed to load: the version described still serves.
+    reload_error: str = ""
 
 
 class Client:
@@ -176,4 +178,5 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         labels=tuple(info.labels),
         default_method=_METHOD_NAMES.get(info.default_method, ""),
         takes_images=info.HasField("preprocessing"),
+        reload_error=info.reload_error,
     )
