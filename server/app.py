@@ -207,10 +207,12 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
     """The model and saliency-method labels of one answered RPC, from a bounded set."""
     if isinstance(request, _Undecodable):
         return metrics.UNKNOWN, metrics.UNKNOWN
-    name = getattr(request, "model", None) or getattr(request, "name", None)
-    model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
-    if name is None:
+    field = next((f for f in ("model", "name") if hasattr(request, f)), None)
+    if field is None:
         model = ""  # an RPC about no model in particular (ListModels, health)
+    else:
+        name = getattr(request, field)
+        model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
     wire = getattr(response, "method", None)
     if wire is None:
         wire = getattr(request, "method", None)
