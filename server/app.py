@@ -27,6 +27,7 @@ from .errors import (
     RequestTooLarge,
 )
 from .explainer import Explainer
+from .refusals import RefusalLog
 from .reload import Reloader, ReloadPending
 from .servicer import ExplainServicer
 
@@ -123,10 +124,14 @@ class ErrorMapping(grpc.ServerInterceptor):
     onnxplain services' calls behind the `gate` (health and reflection are not)."""
 
     def __init__(
-        self, known_model: Callable[[str], bool] = lambda _: False, gate: CallGate | None = None
+        self,
+        known_model: Callable[[str], bool] = lambda _: False,
+        gate: CallGate | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.known_model = known_model
         self.gate = gate or CallGate()
+        self.refusals = refusals or RefusalLog(log)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -141,6 +146,7 @@ class ErrorMapping(grpc.ServerInterceptor):
                 handler_call_details.method,
                 self.known_model,
                 self.gate if handler_call_details.method.startswith("/onnxplain.") else None,
+                self.refusals,
             ),
             request_deserializer=_tolerant(deserializer) if deserializer else None,
             response_serializer=handler.response_serializer,
@@ -159,6 +165,7 @@ def _guarded(
     method: str,
     known_model: Callable[[str], bool],
     gate: CallGate | None,
+    refusals: RefusalLog,
 ) -> Callable[[Any, Any], Any]:
     rpc = method.rsplit("/", 1)[-1]
 
@@ -183,8 +190,11 @@ def _guarded(
                 context.abort(code, "internal error; the server log has details")
             code = mapped
             if not isinstance(exc, ShuttingDown):
-                # One line per refused request, never a traceback: the fault is the client's.
-                log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
+                # One line per refused request (rate-limited), never a traceback: the fault
+                # is the client's.
+                refusals.refused(
+                    "%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc)
+                )
             context.abort(code, str(exc))
         finally:
             if entered and gate is not None:
@@ -238,6 +248,7 @@ class Service:
     health: health.HealthServicer
     port: int
     gate: CallGate = field(default_factory=CallGate)
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log))
     _cut_short: threading.Event = field(default_factory=threading.Event)
 
     def drain(self, delay_s: float, grace_s: float) -> None:
@@ -248,6 +259,7 @@ class Service:
         started = time.monotonic()
         self.gate.wait_idle(grace_s)
         self.server.stop(max(0.0, grace_s - (time.monotonic() - started))).wait()
+        self.refusals.flush()
 
     def stop_now(self) -> None:
         """Cancel in-flight calls and stop, cutting a running `drain` short."""
@@ -266,10 +278,10 @@ def build_server(
     the admin service too when there is a `reloader`."""
     # Health checks and ListModels get threads even while every explanation slot is busy.
     workers = limits.max_concurrent + 4
-    gate = CallGate()
+    gate, refusals = CallGate(), RefusalLog(log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping(lambda name: name in core.repository.names(), gate)],
+        interceptors=[ErrorMapping(lambda name: name in core.repository.names(), gate, refusals)],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -297,4 +309,4 @@ def build_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Service(server, health_servicer, bound, gate)
+    return Service(server, health_servicer, bound, gate, refusals)

@@ -4,6 +4,8 @@ line, never INTERNAL and never a traceback in the log."""
 
 from __future__ import annotations
 
+import logging
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from onnxplain.server.refusals import RefusalLog
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1.tensors import TensorError, to_array, to_tensor
@@ -105,11 +108,13 @@ def test_fuzzed_bodies_are_client_faults_with_one_log_line_each(tmp_path: Path) 
     # Most bodies do not decode at all; every one of those is INVALID_ARGUMENT.
     assert codes[grpc.StatusCode.INVALID_ARGUMENT] > len(bodies) // 2, codes
     assert "Traceback" not in log and "Exception deserializing" not in log
-    refused = [line for line in log.splitlines() if " from ipv" in line]
-    assert len(refused) == len(bodies) - codes.get(grpc.StatusCode.OK, 0)
-    # One short line each: the log grows by a bounded amount per bad body.
-    assert len(log.encode()) < 450 * len(bodies) + 4000, len(log.encode())
+    # One short line per refused body, up to the burst; the rest counted in one line.
+    refused = len(bodies) - codes.get(grpc.StatusCode.OK, 0)
+    lines = [line for line in log.splitlines() if " from ipv" in line]
+    counted = sum(int(n) for n in re.findall(r"(\d+) more refused requests not logged", log))
+    assert len(lines) == min(refused, 50) and len(lines) + counted == refused
     assert all(len(line) < 500 for line in log.splitlines())
+    assert len(log.encode()) < 500 * 50 + 4000, len(log.encode())
 
 
 @pytest.mark.parametrize("rank", [33, 65])
@@ -117,3 +122,29 @@ def test_too_many_dimensions_say_so(rank: int) -> None:
     tensor = pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[1] * rank, data=b"\0" * 4)
     with pytest.raises(TensorError, match=f"{rank} dimensions; at most 32"):
         to_array(tensor)
+
+
+def test_refusal_log_keeps_a_burst_per_window_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    refusals = RefusalLog(logging.getLogger("refusals-test"), 3, 10.0, lambda: now[0])
+    with caplog.at_level(logging.INFO, "refusals-test"):
+        for i in range(5):
+            refusals.refused("refused %d", i)
+        now[0] = 10.5  # the next window: the count of the first, then a fresh burst
+        refusals.refused("refused %d", 5)
+        for i in range(6, 9):
+            refusals.refused("refused %d", i)
+        refusals.flush()
+        refusals.flush()  # nothing more to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0",
+        "refused 1",
+        "refused 2",
+        "2 more refused requests not logged (over 3 lines in 10 s)",
+        "refused 5",
+        "refused 6",
+        "refused 7",
+        "1 more refused requests not logged (over 3 lines in 10 s)",
+    ]
