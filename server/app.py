@@ -26,6 +26,7 @@ from .errors import (
     RequestTooLarge,
 )
 from .explainer import Explainer
+from .security import Security
 from .servicer import ExplainServicer
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,19 @@ class Service:
 
 
 def build_server(
-    core: Explainer, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()
+    core: Explainer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits = Limits(),
+    security: Security | None = None,
 ) -> Service:
-    """The started server: Explain service, health, reflection, message and RPC limits."""
+    """The started server: Explain service, health, reflection, limits, credentials."""
+    security = security or Security()  # plaintext, no token check
     # Health checks and ListModels get threads even while every explanation slot is busy.
     workers = limits.max_concurrent + 4
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping()],
+        interceptors=[*security.interceptors(), ErrorMapping()],  # the token check first
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -116,8 +122,12 @@ def build_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    credentials = security.credentials()
     try:  # grpcio returns 0 on a failed bind in some versions, raises in others
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
