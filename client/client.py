@@ -63,7 +63,9 @@ class Client:
     is the PEM CA that signed the server's certificate (default: the system's roots);
     `client_cert` and `client_key` answer a server that demands mutual TLS. `token` is sent
     with every call as `authorization: Bearer <token>`. `retry` says how long a call keeps
-    trying while the server is UNAVAILABLE (restarting, or a replica gone).
+    trying while the server is UNAVAILABLE (restarting, or a replica gone). `channel_options`
+    go to gRPC as they are, e.g. `[("grpc.lb_policy_name", "round_robin")]` to spread calls
+    over every address of a `dns:///` target (a Kubernetes headless Service).
     """
 
     def __init__(
@@ -78,11 +80,13 @@ class Client:
         client_key: bytes | str | Path | None = None,
         token: str | None = None,
         retry: Retry | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ):
         size = max_message_mb * 1024 * 1024
         options = [
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
+            *channel_options,
         ]
         if (client_cert is None) != (client_key is None):
             raise ValueError("client_cert and client_key go together: give both or neither")
