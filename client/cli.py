@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .client import Client, ServiceError
+from .client import Client, Retry, ServiceError
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -21,11 +21,48 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", type=int, default=None, help="class to explain (default: top)")
     p.add_argument("input", type=Path, help="a PNG/JPEG image or a preprocessed .npy tensor")
     p.add_argument("-o", "--output", type=Path, required=True, help=".npy saliency or .png heatmap")
+    _add_connection_args(p)
     p.set_defaults(func=run_explain)
 
     p = sub.add_parser("models", help="list the models a server offers")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
+    _add_connection_args(p)
     p.set_defaults(func=run_models)
+
+
+def _add_connection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (default: plaintext, no token)")
+    g.add_argument("--tls", action="store_true", help="speak TLS, trusting the system's CAs")
+    g.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate (implies TLS)")
+    g.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    g.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    g.add_argument("--token-file", type=Path, help="file whose first line is the bearer token")
+    g.add_argument(
+        "--retry-for",
+        type=float,
+        default=Retry.total_s,
+        metavar="SECONDS",
+        help=f"keep retrying while the server is unavailable (default {Retry.total_s:g})",
+    )
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    """The client the connection flags describe; OSError or ValueError on a bad file."""
+    token = None
+    if args.token_file is not None:
+        lines = args.token_file.read_text().split()
+        if not lines:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+        token = lines[0]
+    return Client(
+        args.server,
+        tls=args.tls,
+        root_ca=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+        token=token,
+        retry=Retry(total_s=max(0.0, args.retry_for)),
+    )
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -34,7 +71,7 @@ def run_explain(args: argparse.Namespace) -> int:
         print("onnxplain explain: -o must end in .npy or .png", file=sys.stderr)
         return 2
     try:
-        with Client(args.server) as client:
+        with _connect(args) as client:
             result = client.explain(
                 args.model, args.input, method=args.method, targets=args.target, heatmap=as_png
             )
@@ -52,9 +89,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     try:
-        with Client(args.server) as client:
+        with _connect(args) as client:
             models = client.models()
-    except ServiceError as exc:
+    except (ServiceError, OSError, ValueError) as exc:
         print(f"onnxplain models: {exc}", file=sys.stderr)
         return 1
     for m in models:

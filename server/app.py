@@ -29,6 +29,7 @@ from .errors import (
 from .explainer import Explainer
 from .refusals import RefusalLog
 from .reload import Reloader, ReloadPending
+from .security import Security
 from .servicer import ExplainServicer
 
 log = logging.getLogger(__name__)
@@ -273,15 +274,21 @@ def build_server(
     port: int = 0,
     limits: Limits = Limits(),
     reloader: Reloader | None = None,
+    security: Security | None = None,
 ) -> Service:
-    """The started server: Explain service, health, reflection, message and RPC limits;
-    the admin service too when there is a `reloader`."""
+    """The started server: Explain service, health, reflection, limits, credentials; the
+    admin service too when there is a `reloader`."""
+    security = security or Security()  # plaintext, no token check
     # Health checks and ListModels get threads even while every explanation slot is busy.
     workers = limits.max_concurrent + 4
     gate, refusals = CallGate(), RefusalLog(log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping(lambda name: name in core.repository.names(), gate, refusals)],
+        # The token check first: an unauthenticated call never reaches the error mapping.
+        interceptors=[
+            *security.interceptors(),
+            ErrorMapping(lambda name: name in core.repository.names(), gate, refusals),
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -300,8 +307,12 @@ def build_server(
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)
+    credentials = security.credentials()
     try:  # grpcio returns 0 on a failed bind in some versions, raises in others
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
