@@ -40,7 +40,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST is --host)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics endpoint binds (default: --host)",
     )
     _add_security_args(p)
     p.set_defaults(func=run_serve)
@@ -81,12 +86,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, signals: Signals) -> int:
     if args.metrics_port is not None:
+        host = args.metrics_host or args.host
         try:
-            _, port = metrics.serve(args.host, args.metrics_port)
+            _, port = metrics.serve(host, args.metrics_port)
         except OSError as exc:
             print(f"onnxplain serve: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             return 2
-        log.info("metrics on http://%s:%d/metrics", args.host, port)
+        log.info("metrics on http://%s:%d/metrics", host, port)
     try:
         security = Security.from_files(
             args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file

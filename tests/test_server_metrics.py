@@ -161,7 +161,8 @@ def test_queue_depth_and_batch_size_hooks(running: Running) -> None:
 
 def test_metrics_port_flag_serves_them(tmp_path: Path) -> None:
     shutil.copytree(DEMO, tmp_path / "models" / "digits")
-    with ServeProcess(tmp_path / "models", "--metrics-port", "0", "--drain-delay", "0") as server:
+    flags = ("--metrics-port", "0", "--metrics-host", "127.0.0.1", "--drain-delay", "0")
+    with ServeProcess(tmp_path / "models", *flags) as server:
         found: list[int] = []
 
         def port_logged() -> bool:
