@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -45,6 +46,16 @@ def as_image(image: Image.Image | np.ndarray) -> Image.Image:
     if array.dtype != np.uint8:
         array = np.round(np.clip(array.astype(np.float64), 0.0, 1.0) * 255).astype(np.uint8)
     return Image.fromarray(array)
+
+
+def tensor_image(
+    sample: np.ndarray, mean: Sequence[float], std: Sequence[float], layout: str = "NCHW"
+) -> Image.Image:
+    """A preprocessed sample ([C, H, W] or [H, W, C], C 1 or 3) back as the image it was
+    made from: pixels = value * std + mean, in [0, 1]."""
+    hwc = sample.transpose(1, 2, 0) if layout == "NCHW" else sample
+    pixels = hwc.astype(np.float64) * np.asarray(std) + np.asarray(mean)
+    return as_image(np.clip(pixels, 0.0, 1.0))
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

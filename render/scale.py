@@ -35,6 +35,14 @@ def to_2d(saliency: np.ndarray, layout: str = "NCHW") -> np.ndarray:
     return saliency.astype(np.float64).sum(axis=0 if layout == "NCHW" else 2)
 
 
+def guess_layout(shape: tuple[int, ...]) -> str:
+    """A batch's layout when nobody said: NHWC when the last axis looks like channels
+    (1 or 3) and the second does not, else NCHW."""
+    if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+        return "NHWC"
+    return "NCHW"
+
+
 def scale_map(map2d: np.ndarray, sign: Sign, percentile: float | None = None) -> ScaledMap:
     """Keep the sign's part of the map and divide by its clipping scale.
 
