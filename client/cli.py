@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, ServiceError
 
-DEFAULT_SERVER = "127.0.0.1:50051"
+# $ONNXPLAIN_SERVER, when set, spares every command its --server.
+DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
 # A plain heatmap (--no-colorbar) of a small image is enlarged to at least this many pixels
 # on its longer side, by a whole factor: an 8x8 map is otherwise a dot on screen.
 MIN_SIDE = 256
