@@ -23,12 +23,17 @@ class ScaledMap:
 
 
 def to_2d(saliency: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """One sample's saliency, [C, H, W] (NCHW) or [H, W, C] (NHWC) or [H, W], as [H, W]."""
+    """One sample's saliency, [C, H, W] (NCHW) or [H, W, C] (NHWC) or [H, W], as [H, W].
+
+    A flat feature vector [F] is drawn as one row of pixels rather than refused.
+    """
+    if saliency.ndim == 1:
+        return saliency.astype(np.float64).reshape(1, -1)
     if saliency.ndim == 2:
         return saliency.astype(np.float64)
     if saliency.ndim != 3:
         raise ValueError(
-            f"a sample's saliency must be [C, H, W], [H, W, C] or [H, W]; got {saliency.shape}"
+            f"a sample's saliency must be [C, H, W], [H, W, C], [H, W] or [F]; got {saliency.shape}"
         )
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be NCHW or NHWC, not {layout!r}")

@@ -75,16 +75,11 @@ def heatmap_pngs(
         if base is None and pre is not None and options.overlay:
             base = tensor_image(x[sample], pre.mean, pre.std, pre.layout)
         try:
-            map2d = to_2d(_as_image_map(saliency[row]), layout)
+            map2d = to_2d(saliency[row], layout)
         except ValueError as exc:
             raise InvalidInput(f"no heatmap for this model: {exc}") from None
         pngs.append(png_bytes(render_heatmap(map2d, options, base)))
     return pngs
-
-
-def _as_image_map(sample: np.ndarray) -> np.ndarray:
-    # A flat feature vector is drawn as one row of pixels rather than refused.
-    return sample.reshape(1, -1) if sample.ndim == 1 else sample
 
 
 def heatmap(saliency: np.ndarray, layout: str = "NCHW", scale: int = 1) -> Image.Image:

@@ -9,12 +9,14 @@ expected pixels of each heatmap.
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterator
 
 import grpc
+import matplotlib
 import numpy as np
 import pytest
-from onnxplain.client import Client
+from onnxplain.client import Client, ServiceError
 from onnxplain.render import HeatmapOptions, render_heatmap, tensor_image, to_2d
 from onnxplain.server.config import load_config
 from onnxplain.server.imaging import preprocess
@@ -31,6 +33,9 @@ from test_server_support import DEMO, SAMPLES, direct_explain, make_repository, 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = make_repository(tmp_path_factory.mktemp("models"))
+    # The demo model without its config.toml: tensors only, no preprocessing, no labels.
+    (root / "plain").mkdir()
+    shutil.copy(DEMO / "model.onnx", root / "plain" / "model.onnx")
     with running_server(root, max_batch=8) as (service, _):
         yield f"127.0.0.1:{service.port}"
 
@@ -163,3 +168,19 @@ def test_client_side_heatmap_overlays_the_image_that_was_sent(client: Client) ->
     got = client.explain("digits", data, heatmap=True)
     assert got.heatmap(0).size == (64, 40)
     np.testing.assert_allclose(png(got.heatmap_png or b""), np.asarray(got.heatmap(0)), atol=2)
+
+
+def test_a_model_without_preprocessing_gets_the_map_alone_at_the_tensor_size(
+    client: Client,
+) -> None:
+    x = np.load(SAMPLES / "digit7.npy")
+    got = client.explain("plain", x, "deconvnet", heatmap=HeatmapOptions(sign="absolute"))
+    heat = png(got.heatmap_png or b"")
+    assert heat.shape == (8, 8, 3)
+    magnitude = np.abs(direct_explain("deconvnet", x)[0][0, 0]).astype(np.float64)
+    cmap = matplotlib.colormaps["viridis"]
+    expected = np.asarray(cmap(magnitude / magnitude.max()))[..., :3] * 255
+    assert np.abs(heat - expected).max() <= 3  # colours straight from matplotlib, no image
+    assert got.labels == [] and "(" not in got.describe(0)  # no label to show
+    with pytest.raises(ServiceError, match="has no labels"):
+        client.explain("plain", x, targets=["7"])
