@@ -72,12 +72,12 @@ class Explanation:
     def describe(self, row: int) -> str:
         """`sample 0  class 7 (seven)  score 12.31  p 0.982`, for people."""
         name = f" ({self.labels[row]})" if self.labels else ""
+        text = f"sample {int(self.samples[row])}  class {int(self.targets[row])}{name}"
+        if row >= len(self.target_scores):  # a server from before scores were sent
+            return text
         p = float(self.probabilities[row])
-        return (
-            f"sample {int(self.samples[row])}  class {int(self.targets[row])}{name}  "
-            f"score {float(self.target_scores[row]):.4g}  p {p:.3f}"
-            + (f" ({p:.1e})" if 0 < p < 5e-4 else "")
-        )
+        tiny = f" ({p:.1e})" if 0 < p < 5e-4 else ""
+        return f"{text}  score {float(self.target_scores[row]):.4g}  p {p:.3f}{tiny}"
 
     def heatmap(
         self,
@@ -163,7 +163,8 @@ class Client:
             labels=list(response.target_labels),
             method=_METHOD_NAMES.get(response.method, ""),
             heatmap_png=response.heatmap_png or None,
-            samples=np.asarray(response.samples, dtype=np.int64),
+            # A server from before top-k sends no samples: then row i is sample i.
+            samples=np.asarray(response.samples or range(len(response.targets)), dtype=np.int64),
             target_scores=np.asarray(response.target_scores, dtype=np.float64),
             probabilities=np.asarray(response.target_probabilities, dtype=np.float64),
             heatmaps_png=list(response.heatmaps_png),

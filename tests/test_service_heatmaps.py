@@ -131,6 +131,7 @@ def test_targets_by_class_name(client: Client) -> None:
         ({"opacity": 2.0}, grpc.StatusCode.INVALID_ARGUMENT, "opacity"),
         ({"colormap": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "colormap"),
         ({"percentile": 0.0}, grpc.StatusCode.INVALID_ARGUMENT, "percentile"),
+        ({"sign": 9}, grpc.StatusCode.INVALID_ARGUMENT, "heatmap_sign 9"),
     ],
 )
 def test_bad_target_and_heatmap_requests_are_refused_with_the_reason(
@@ -147,7 +148,7 @@ def test_bad_target_and_heatmap_requests_are_refused_with_the_reason(
     elif "targets" in kwargs:
         request.targets.append(kwargs["targets"])
     request.top_k = kwargs.get("top_k", 0)
-    for field in ("opacity", "colormap", "percentile"):
+    for field in ("opacity", "colormap", "percentile", "sign"):
         if field in kwargs:
             setattr(request, f"heatmap_{field}", kwargs[field])
     with pytest.raises(grpc.RpcError) as caught:
