@@ -12,6 +12,7 @@ _COMMAND_MODULES = (
     "onnxplain.graph_rewrite.cli",  # convert, check
     "onnxplain.server.cli",  # serve
     "onnxplain.client.cli",  # explain, models
+    "onnxplain.sanity.cli",  # sanity
 )
 
 

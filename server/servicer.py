@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.sanity import SanityReport
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
@@ -94,7 +95,18 @@ def encode_model(entry: LoadedModel | FailedModel) -> pb.ModelInfo:
                 color_mode=pre.color_mode,
             )
         )
+    if entry.sanity is not None:
+        encode_sanity(info, entry.sanity)
     return info
+
+
+def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
+    info.sanity_metric = report.metric
+    info.sanity_max_similarity = report.max_similarity
+    for result in report.methods:
+        wire = _METHOD_TO_WIRE.get(result.method)  # type: ignore[call-overload]
+        if wire is not None:  # a method this server does not serve has nothing to warn of
+            info.sanity.add(method=wire, passed=result.passed, **result.final)
 
 
 def encode_spec(spec: Spec) -> pb.TensorSpec:
