@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnxplain.graph_rewrite import METHODS, Method, RewriteError
+from onnxplain.graph_rewrite import ALL_METHODS, METHODS, Method, RewriteError
 
 from .report import METRICS, table
 
@@ -38,7 +38,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, help="a model folder (model.onnx, config.toml) or .onnx")
-    p.add_argument("--method", action="append", choices=METHODS, help="repeatable (default: all)")
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=ALL_METHODS,
+        help=f"repeatable (default: {', '.join(METHODS)})",
+    )
     p.add_argument(
         "--input",
         action="append",

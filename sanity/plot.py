@@ -8,6 +8,7 @@ method at each step, so a reader sees what a similarity of 0.9 or 0.1 looks like
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -40,7 +41,8 @@ def plot_report(
     steps = ["original"] + [s.layer for s in report.methods[0].steps]
     rows = len(report.methods) if maps else 0
     fig = plt.figure(figsize=(max(10.0, 1.1 * len(steps)), 3.4 + 1.1 * rows), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3.4, 0.01 + 1.1 * rows])
+    halves = fig.subfigures(2, 1, height_ratios=[3.4, 0.01 + 1.1 * rows])
+    top, bottom = cast("np.ndarray", halves)  # two rows: an array of SubFigures
     for k, (metric, ax) in enumerate(zip(METRICS, top.subplots(1, len(METRICS)))):
         for result in report.methods:
             values = [1.0] + [s.similarity[metric] for s in result.steps]

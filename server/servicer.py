@@ -137,7 +137,7 @@ def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
     info.sanity_metric = report.metric
     info.sanity_max_similarity = report.max_similarity
     for result in report.methods:
-        wire = _METHOD_TO_WIRE.get(result.method)  # type: ignore[call-overload]
+        wire = _METHOD_TO_WIRE.get(result.method)
         if wire is not None:  # a method this server does not serve has nothing to warn of
             info.sanity.add(method=wire, passed=result.passed, **result.final)
 
