@@ -9,15 +9,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .cascade import Draw, Layer, cascade, gaussian_draw, parameter_layers
+from .cascade import Draw, Layer, cascade, parameter_layers, reinit_draw
 from .report import (
     METRICS,
     REPORT_FILE,
+    SCORES,
     MethodResult,
     SanityReport,
     Step,
     from_json,
     read_report,
+    summarise,
     table,
 )
 
@@ -42,6 +44,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "METRICS",
     "REPORT_FILE",
+    "SCORES",
     "Draw",
     "Layer",
     "MethodResult",
@@ -50,11 +53,12 @@ __all__ = [
     "absolute_map",
     "cascade",
     "from_json",
-    "gaussian_draw",
     "parameter_layers",
     "read_report",
+    "reinit_draw",
     "run_sanity",
     "signed_map",
     "similarities",
+    "summarise",
     "table",
 ]

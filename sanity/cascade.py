@@ -29,8 +29,9 @@ _PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "PRelu": (1,),
 }
 
-# Re-draws one initializer: (name, original value) -> new value of the same shape and dtype.
-Draw = Callable[[str, np.ndarray], np.ndarray]
+# Re-draws one initializer: (name, original value, the layer's fan-in) -> a new value of
+# the same shape and dtype.
+Draw = Callable[[str, np.ndarray, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Layer:
     name: str  # the node's name, or op type and position when it has none
     op_type: str
     initializers: tuple[str, ...]  # the float initializers it owns, in input order
+    fan_in: int  # inputs that feed one output unit, as PyTorch's initialisers count them
 
 
 def parameter_layers(model: onnx.ModelProto) -> list[Layer]:
@@ -48,6 +50,7 @@ def parameter_layers(model: onnx.ModelProto) -> list[Layer]:
     """
     float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
     floats = {t.name for t in model.graph.initializer if t.data_type in float_types}
+    shapes = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
     seen: set[str] = set()
     layers: list[Layer] = []
     nodes = list(model.graph.node)
@@ -61,24 +64,38 @@ def parameter_layers(model: onnx.ModelProto) -> list[Layer]:
         )
         if owned:
             seen.update(owned)
-            layers.append(Layer(node.name or f"{node.op_type}_{position}", node.op_type, owned))
+            name = node.name or f"{node.op_type}_{position}"
+            layers.append(Layer(name, node.op_type, owned, _fan_in(node, shapes)))
     return layers
 
 
-def gaussian_draw(seed: int) -> Draw:
-    """Each tensor re-drawn from a normal with its own mean and standard deviation.
+def _fan_in(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
+    weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if node.op_type in ("Conv", "ConvTranspose") and weight and len(weight) > 1:
+        # PyTorch counts dim 1 times the kernel for both (for ConvTranspose: out/groups).
+        return max(1, int(np.prod(weight[1:])))
+    if node.op_type == "Gemm" and weight and len(weight) == 2:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return weight[1] if trans_b else weight[0]
+    if node.op_type == "MatMul" and weight and len(weight) >= 2:
+        return weight[-2]
+    # Normalisation scale/bias and PRelu slopes: one value per channel.
+    channels = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    return max(1, int(np.prod(channels))) if channels else 1
 
-    Keeping each tensor's scale keeps the randomised net's activations in the original's
-    range, so a map changes because the weights lost their structure, not because the
-    signal vanished or blew up.
+
+def reinit_draw(seed: int) -> Draw:
+    """Every tensor re-drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases alike.
+
+    This is what PyTorch's `reset_parameters` does for Conv and Linear layers, and so what
+    Quantus's MPRT does to a torch model: the layer is returned to an untrained state.
     """
     rng = np.random.default_rng(seed)
 
-    def draw(name: str, value: np.ndarray) -> np.ndarray:
+    def draw(name: str, value: np.ndarray, fan_in: int) -> np.ndarray:
         del name
-        std = float(value.std()) if value.size > 1 else abs(float(value.mean()))
-        new = rng.normal(float(value.mean()), std, size=value.shape)
-        return new.astype(value.dtype)
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=value.shape).astype(value.dtype)
 
     return draw
 
@@ -94,7 +111,7 @@ def cascade(
         for name in layer.initializers:
             tensor = by_name[name]
             value = numpy_helper.to_array(tensor)
-            new = np.asarray(draw(name, value), dtype=value.dtype)
+            new = np.asarray(draw(name, value, layer.fan_in), dtype=value.dtype)
             if new.shape != value.shape:
                 raise ValueError(f"draw for {name} gave shape {new.shape}, expected {value.shape}")
             tensor.CopyFrom(numpy_helper.from_array(new, name))

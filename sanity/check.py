@@ -22,8 +22,8 @@ from onnxplain.graph_rewrite import (
     default_output,
 )
 
-from .cascade import Draw, cascade, gaussian_draw, parameter_layers
-from .report import MethodResult, SanityReport, Step
+from .cascade import Draw, cascade, parameter_layers, reinit_draw
+from .report import SCORES, MethodResult, SanityReport, Step, summarise
 from .similarity import METRICS, similarities
 
 
@@ -61,6 +61,7 @@ def run_sanity(
     draw: Draw | None = None,
     metric: str = "spearman_abs",
     max_similarity: float = 0.5,
+    score: str = "mean",
     name: str = "",
     input_name: str | None = None,
     output_name: str | None = None,
@@ -68,12 +69,16 @@ def run_sanity(
 ) -> SanityReport:
     """Cascading randomisation of `model`'s weights; each method's maps compared at each step.
 
-    A method passes when its `metric` on the fully randomised model is at most
-    `max_similarity`: its maps then depend on the weights, as an explanation must.
-    `draw` re-draws one initializer (default: gaussian_draw(0)); `on_maps` sees every map.
+    A method passes when its `score` of `metric` is at most `max_similarity`: its maps
+    then depend on the weights, as an explanation must.
+    `score` "mean" averages each measure over the cascade's steps (Quantus's
+    return_average_correlation), "last" takes the fully randomised model's.
+    `draw` re-draws one initializer (default: reinit_draw(0)); `on_maps` sees every map.
     """
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    if score not in SCORES:
+        raise ValueError(f"score {score!r} is not one of {SCORES}")
     ends = (input_name or default_input(model), output_name or default_output(model))
     x = np.ascontiguousarray(x, dtype=np.float32)
     scores = np.asarray(_session(model).run([ends[1]], {ends[0]: x})[0])
@@ -91,7 +96,7 @@ def run_sanity(
             on_maps(method, 0, original)
     steps: dict[str, list[Step]] = {m: [] for m in methods}
     layers = parameter_layers(model)
-    for depth, (layer, randomised) in enumerate(cascade(model, draw or gaussian_draw(0), layers)):
+    for depth, (layer, randomised) in enumerate(cascade(model, draw or reinit_draw(0), layers)):
         for method in methods:
             maps = _saliency(randomised, method, ends, x, seed)
             if on_maps is not None:
@@ -99,7 +104,8 @@ def run_sanity(
             sims = _mean_similarities(originals[method], maps)
             steps[method].append(Step(layer.name, depth + 1, sims))
     results = [
-        MethodResult(m, steps[m], passed=steps[m][-1].similarity[metric] <= max_similarity)
+        MethodResult(m, steps[m], summarise(steps[m], score)[metric] <= max_similarity)
         for m in methods
     ]
-    return SanityReport(name, metric, max_similarity, len(x), [int(t) for t in chosen], results)
+    targets_list = [int(t) for t in chosen]
+    return SanityReport(name, metric, max_similarity, score, len(x), targets_list, results)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnxplain.graph_rewrite import ALL_METHODS, METHODS, Method, RewriteError
 
-from .report import METRICS, table
+from .report import METRICS, SCORES, table
 
 if TYPE_CHECKING:
     from onnxplain.server.config import ModelConfig
@@ -56,8 +56,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--max-similarity",
         type=float,
         default=0.5,
-        help="a method fails when its maps on the fully randomised model are more similar "
-        "than this to the original's (default 0.5)",
+        help="a method fails when its maps stay more similar than this to the original's "
+        "(its --score of --metric; default 0.5)",
+    )
+    p.add_argument(
+        "--score",
+        choices=SCORES,
+        default="mean",
+        help="mean: each measure averaged over the cascade's steps (Quantus's average "
+        "correlation); last: on the fully randomised model (default mean)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--plot", type=Path, help="write the figure here (PNG or SVG)")
@@ -82,7 +89,7 @@ def run_sanity_command(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that `onnxplain --help` works without the [sanity] and [serve] extras.
-    from .cascade import gaussian_draw
+    from .cascade import reinit_draw
     from .check import run_sanity
 
     folder, model_path = _locate(args.model)
@@ -102,9 +109,10 @@ def _run(args: argparse.Namespace) -> int:
             x,
             methods,
             targets=args.target,
-            draw=gaussian_draw(args.seed),
+            draw=reinit_draw(args.seed),
             metric=args.metric,
             max_similarity=args.max_similarity,
+            score=args.score,
             name=folder.name if folder else model_path.stem,
             input_name=config.input if config else None,
             output_name=config.output if config else None,

@@ -69,8 +69,9 @@ def plot_report(
                     ax.set_title(steps[depth], fontsize=6)
     verdicts = ", ".join(f"{m.method} {'pass' if m.passed else 'FAIL'}" for m in report.methods)
     fig.suptitle(
-        f"Cascading randomisation of {report.model or 'the model'} ({report.inputs} inputs): "
-        f"{verdicts} at {report.metric} ≤ {report.max_similarity:g}",
+        f"Cascading randomisation of {report.model or 'the model'}'s weights, from the logits "
+        f"down ({report.inputs} inputs)\nverdict on the {report.score} {report.metric} ≤ "
+        f"{report.max_similarity:g}: {verdicts}",
         fontsize=10,
     )
     fig.savefig(path, dpi=110)

@@ -13,6 +13,9 @@ from typing import Any
 REPORT_FILE = "sanity.json"
 # The similarity measures, in the order tables show them (computed in similarity.py).
 METRICS = ("spearman_abs", "spearman", "ssim", "hog")
+# How a method's steps become one number per measure: their mean over the cascade, or the
+# value once every layer is random.
+SCORES = ("mean", "last")
 
 
 @dataclass(frozen=True)
@@ -26,18 +29,15 @@ class Step:
 class MethodResult:
     method: str
     steps: list[Step]
-    passed: bool  # the map changed enough once every layer was randomised
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.steps[-1].similarity if self.steps else {}
+    passed: bool  # the map changed enough as the layers were randomised
 
 
 @dataclass(frozen=True)
 class SanityReport:
     model: str
     metric: str  # the metric the verdict uses
-    max_similarity: float  # a method fails when its final `metric` is above this
+    max_similarity: float  # a method fails when its `score` of `metric` is above this
+    score: str  # "mean" or "last" (SCORES)
     inputs: int
     targets: list[int]
     methods: list[MethodResult] = field(default_factory=list)
@@ -55,6 +55,15 @@ class SanityReport:
         return path
 
 
+def summarise(steps: list[Step], score: str) -> dict[str, float]:
+    """One number per measure for a method's steps: see SCORES."""
+    if not steps:
+        return dict.fromkeys(METRICS, 1.0)
+    if score == "last":
+        return dict(steps[-1].similarity)
+    return {k: sum(s.similarity[k] for s in steps) / len(steps) for k in METRICS}
+
+
 def from_json(text: str) -> SanityReport:
     raw: dict[str, Any] = json.loads(text)
     methods = [
@@ -69,6 +78,7 @@ def from_json(text: str) -> SanityReport:
         raw["model"],
         raw["metric"],
         float(raw["max_similarity"]),
+        str(raw["score"]),
         int(raw["inputs"]),
         [int(t) for t in raw["targets"]],
         methods,
@@ -82,13 +92,18 @@ def read_report(folder: Path) -> SanityReport | None:
 
 
 def table(report: SanityReport) -> str:
-    """A Markdown table: each method's similarities once every layer is randomised."""
+    """A Markdown table: each method's score of every measure, and its verdict."""
     lines = [
+        f"Similarity to the original maps ({report.score} over the cascade of "
+        f"{len(report.methods[0].steps) if report.methods else 0} layers, "
+        f"{report.inputs} inputs; 1 = unchanged):",
+        "",
         "| method | " + " | ".join(METRICS) + " | verdict |",
         "|---|" + "---|" * (len(METRICS) + 1),
     ]
     for m in report.methods:
-        cells = " | ".join(f"{m.final[k]:.2f}" for k in METRICS)
+        scores = summarise(m.steps, report.score)
+        cells = " | ".join(f"{scores[k]:.2f}" for k in METRICS)
         verdict = "pass" if m.passed else f"FAIL ({report.metric} > {report.max_similarity:g})"
         lines.append(f"| {m.method} | {cells} | {verdict} |")
     return "\n".join(lines)

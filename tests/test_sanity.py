@@ -14,7 +14,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from onnxplain.sanity import cascade, parameter_layers, read_report, similarities
+from onnxplain.sanity import cascade, parameter_layers, read_report, run_sanity, similarities
+from onnxplain.server.config import load_config
+from onnxplain.server.imaging import preprocess
 from scipy.stats import spearmanr
 
 from onnxplain.cli import main
@@ -40,7 +42,7 @@ def test_layers_run_from_the_logits_down_and_each_step_adds_one() -> None:
     # The digits All-CNN: five convs, exported as /0, /2, /4, /6, /8 (ReLUs in between).
     assert [layer.name for layer in layers] == [f"/{i}/Conv" for i in (8, 6, 4, 2, 0)]
     original = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for depth, (_, randomised) in enumerate(cascade(model, lambda n, v: v + 1.0), start=1):
+    for depth, (_, randomised) in enumerate(cascade(model, lambda n, v, f: v + 1.0), start=1):
         now = {t.name: numpy_helper.to_array(t) for t in randomised.graph.initializer}
         changed = {name for name in original if not np.array_equal(now[name], original[name])}
         assert changed == {i for layer in layers[:depth] for i in layer.initializers}
@@ -97,7 +99,10 @@ def test_written_report_reaches_model_info(tmp_path: Path) -> None:
     assert set(by_method) == {"METHOD_VANILLA", "METHOD_DECONVNET", "METHOD_GUIDED"}
     guided = next(m for m in report.methods if m.method == "guided")
     assert by_method["METHOD_GUIDED"].passed == guided.passed
-    assert by_method["METHOD_GUIDED"].ssim == pytest.approx(guided.final["ssim"])
+    assert by_method["METHOD_GUIDED"].ssim == pytest.approx(
+        np.mean([s.similarity["ssim"] for s in guided.steps])
+    )
+    assert info.sanity_score == "mean"
 
 
 def test_damaged_report_leaves_the_model_serving(tmp_path: Path) -> None:
@@ -105,3 +110,21 @@ def test_damaged_report_leaves_the_model_serving(tmp_path: Path) -> None:
     (tmp_path / "digits" / "sanity.json").write_text("{not json")
     info = served_model_info(tmp_path, "digits")
     assert info.available and len(info.sanity) == 0
+
+
+def test_demo_model_reproduces_the_papers_finding() -> None:
+    """Adebayo et al.: guided backprop's maps stay close to the original's while the layers
+    are randomised from the top; the gradient's do not. On the trained shapes demo."""
+    folder = DEMO.parent / "shapes"
+    pre = load_config(folder).preprocessing
+    assert pre is not None
+    x = np.concatenate(
+        [preprocess(p.read_bytes(), pre) for p in sorted(folder.glob("samples/*.png"))]
+    )
+    report = run_sanity(onnx.load(folder / "model.onnx"), x, ["vanilla", "guided"])
+    vanilla, guided = report.methods
+    top_half = len(guided.steps) // 2
+    for step in guided.steps[:top_half]:
+        assert step.similarity["spearman_abs"] > 0.55, step
+    assert vanilla.steps[1].similarity["spearman_abs"] < 0.4
+    assert guided.passed is False and vanilla.passed is True

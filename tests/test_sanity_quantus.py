@@ -17,7 +17,7 @@ import onnx
 import pytest
 import quantus  # the test extra pins 0.6.0; missing, the module fails to import: no skip
 import torch
-from onnxplain.sanity import run_sanity
+from onnxplain.sanity import parameter_layers, run_sanity
 from torch import nn
 
 SEED = 42  # Quantus's seed for the layer re-initialisation
@@ -116,7 +116,8 @@ def test_spearman_abs_matches_quantus_mprt(method: str) -> None:
         x,
         [method],
         targets=list(y),
-        draw=lambda name, value: random_state[name],
+        draw=lambda name, value, fan_in: random_state[name],
+        score="last",
     )
     steps = ours.methods[0].steps
     # Same layers, same order: Quantus names torch modules, the exporter names nodes after them.
@@ -126,3 +127,13 @@ def test_spearman_abs_matches_quantus_mprt(method: str) -> None:
     np.testing.assert_allclose(got, want, atol=0.01)
     # The check must have something to find: randomising the top changes the map.
     assert min(want) < 0.9
+
+
+def test_reinit_bounds_are_pytorchs() -> None:
+    """reinit_draw's U(±1/sqrt(fan_in)) is reset_parameters' bound: the fan-ins agree."""
+    net = tiny_all_cnn()
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)][::-1]
+    layers = parameter_layers(to_onnx(net, x))
+    fan_ins = [nn.init._calculate_fan_in_and_fan_out(c.weight)[0] for c in convs]
+    assert [layer.fan_in for layer in layers] == fan_ins

@@ -99,7 +99,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "sanity", "sanity_metric", "sanity_max_similarity")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class ModelInfo(_message.Message):
     SANITY_FIELD_NUMBER: _ClassVar[int]
     SANITY_METRIC_FIELD_NUMBER: _ClassVar[int]
     SANITY_MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SANITY_SCORE_FIELD_NUMBER: _ClassVar[int]
     name: str
     available: bool
     error: str
@@ -124,7 +125,8 @@ class ModelInfo(_message.Message):
     sanity: _containers.RepeatedCompositeFieldContainer[SanityResult]
     sanity_metric: str
     sanity_max_similarity: float
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ...) -> None: ...
+    sanity_score: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
 
 class SanityResult(_message.Message):
     __slots__ = ("method", "passed", "spearman_abs", "spearman", "ssim", "hog")
