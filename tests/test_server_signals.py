@@ -193,3 +193,48 @@ def test_poll_must_be_positive(repo: Path, value: str, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as info:
         main(["serve", "--models", str(repo), "--poll", value])
     assert info.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
+
+
+def test_a_second_stop_signal_cuts_the_drain_short(repo: Path) -> None:
+    with ServeProcess(repo, "--drain-delay", "60", "--grace", "60") as server:
+        server.signal(signal.SIGTERM)
+        wait_for(lambda: health(server.address) == NOT_SERVING, 15, "NOT_SERVING")
+        server.signal(signal.SIGINT)
+        assert server.wait(15) == 0  # not the 60 s drain delay
+        assert "second stop signal" in server.log()
+
+
+def _catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (bit 0 of /proc's SigCgt mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_a_stop_signal_during_start_up_is_kept_until_serving(repo: Path) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    for i in range(3):  # several models, so that the signal lands while they load
+        shutil.copytree(DEMO, repo / f"more{i}")
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onnxplain", "serve", "--models", str(repo), "--port", "0",
+             "--threads", "1", "--drain-delay", "0"],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: _catches_sighup(proc.pid), 30, "the signal handlers")
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        log.seek(0)
+        text = log.read().decode()
+    # Not killed half-built (-15): it finished starting, then drained and exited cleanly.
+    assert proc.returncode == 0, text
+    assert "listening on" in out and "SIGTERM received" in text and "stopped" in text
