@@ -10,6 +10,7 @@ from pathlib import Path
 from .app import Limits, build_server, serve_until_signal
 from .explainer import Explainer
 from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
+from .web import start_web_page
 
 log = logging.getLogger("onnxplain.server")
 
@@ -26,6 +27,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=8, help="explanations run at once")
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     p.set_defaults(func=run_serve)
 
 
@@ -48,5 +50,16 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     # Tests and scripts read this line to learn the port when --port 0 is given.
     print(f"onnxplain serve: listening on {args.host}:{service.port}", flush=True)
+    web = None
+    if args.http is not None:
+        try:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes)
+        except OSError as exc:
+            service.server.stop(None)
+            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            return 2
+        print(f"onnxplain serve: web page at http://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, args.drain_delay, args.grace)
+    if web is not None:
+        web.stop()
     return 0
