@@ -242,9 +242,20 @@ def _missing(what: str) -> NoReturn:
     pytest.skip(what)
 
 
+def test_a_missing_browser_fails_under_ci_and_skips_only_locally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="failure, not a skip"):
+        _missing("no Chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _missing("no Chromium")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
+    if not Path(CHROMIUM).is_file():
         _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
