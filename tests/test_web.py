@@ -163,6 +163,11 @@ def test_a_post_without_length_and_unknown_paths_are_refused(web: WebPage) -> No
         sock.sendall(b"POST /api/explain?model=digits HTTP/1.1\r\nHost: x\r\n\r\n")
         head = sock.recv(4096).decode()
     assert head.startswith("HTTP/1.0 411") and "Content-Length" in head
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/explain?model=digits HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.0 400") and "ended after 3 of 100 bytes" in answer
     for path in ("/nothing", "/../server/cli.py", "/static/../../README.md"):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(_url(web, path), timeout=10)

@@ -115,7 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
                 f"the upload is {size} bytes; this server takes at most {self.server.max_upload}",
             )
             return None
-        return self.rfile.read(size)
+        body = self.rfile.read(size)
+        if len(body) < size:  # the client closed early; a truncated image must not be decoded
+            self.close_connection = True
+            self._error(
+                HTTPStatus.BAD_REQUEST, f"the upload ended after {len(body)} of {size} bytes"
+            )
+            return None
+        return body
 
     def _json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
