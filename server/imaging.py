@@ -1,10 +1,11 @@
-"""Images in (decode + preprocess) and heatmaps out, with Pillow and numpy only."""
+"""Images in (decode + preprocess) and heatmaps out (drawn by onnxplain.render)."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+from onnxplain.render import HeatmapOptions, enlarge, png_bytes, render_heatmap, to_2d
 from PIL import Image, UnidentifiedImageError
 
 from .config import Preprocessing
@@ -15,10 +16,11 @@ _FORMATS = ("PNG", "JPEG")
 _MAX_PIXELS = 64_000_000
 
 
-def preprocess(data: bytes, pre: Preprocessing) -> np.ndarray:
-    """A PNG or JPEG as the model's input tensor: shape [1, C, H, W] or [1, H, W, C], float32."""
+def preprocess(data: bytes | Image.Image, pre: Preprocessing) -> np.ndarray:
+    """A PNG or JPEG (bytes, or decoded by `decode`) as the model's input tensor:
+    shape [1, C, H, W] or [1, H, W, C], float32."""
     image = (
-        _decode(data)
+        (decode(data) if isinstance(data, bytes) else data)
         .convert(pre.color_mode)
         .resize((pre.width, pre.height), Image.Resampling.BILINEAR)
     )
@@ -29,7 +31,7 @@ def preprocess(data: bytes, pre: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
-def _decode(data: bytes) -> Image.Image:
+def decode(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         if image.format not in _FORMATS:
@@ -44,35 +46,57 @@ def _decode(data: bytes) -> Image.Image:
     return image
 
 
-def saliency_magnitude(saliency: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """One sample's saliency [C,H,W] (or [H,W,C]) as an [H,W] map in [0, 1].
+def heatmap_pngs(
+    saliency: np.ndarray,
+    samples: np.ndarray,
+    x: np.ndarray,
+    image: Image.Image | None,
+    pre: Preprocessing | None,
+    options: HeatmapOptions,
+) -> list[bytes]:
+    """One PNG per explained row: the row's map over the image it explains.
 
-    Springenberg et al. show the gradient image itself; a single-channel magnitude (max of
-    |gradient| over channels, as Simonyan et al. do) reads the same for gray and colour inputs.
+    That image is the one the user sent, at its own size, for an image request; the
+    tensor de-normalised with the model's preprocessing for a tensor request; none (the
+    map alone, at the tensor's size) for a model without preprocessing.
     """
-    if saliency.ndim == 3:
-        axis = 0 if layout == "NCHW" else 2
-        saliency = np.abs(saliency).max(axis=axis)
-    magnitude = np.abs(saliency.astype(np.float64))
-    peak = magnitude.max() if magnitude.size else 0.0
-    return magnitude / peak if peak > 0 else magnitude
+    layout = pre.layout if pre is not None else guess_layout(saliency)
+    pngs = []
+    for row, sample in enumerate(samples):
+        base = image
+        if base is None and pre is not None and options.overlay:
+            base = tensor_image(x[sample], pre)
+        try:
+            map2d = to_2d(_as_image_map(saliency[row]), layout)
+        except ValueError as exc:
+            raise InvalidInput(f"no heatmap for this model: {exc}") from None
+        pngs.append(png_bytes(render_heatmap(map2d, options, base)))
+    return pngs
+
+
+def guess_layout(saliency: np.ndarray) -> str:
+    """NHWC when the last axis looks like channels (1 or 3) and the second does not."""
+    if saliency.ndim == 4 and saliency.shape[-1] in (1, 3) and saliency.shape[1] not in (1, 3):
+        return "NHWC"
+    return "NCHW"
+
+
+def _as_image_map(sample: np.ndarray) -> np.ndarray:
+    # A flat feature vector is drawn as one row of pixels rather than refused.
+    return sample.reshape(1, -1) if sample.ndim == 1 else sample
+
+
+def tensor_image(sample: np.ndarray, pre: Preprocessing) -> Image.Image:
+    """A preprocessed sample ([C, H, W] or [H, W, C]) back as the image it was made from."""
+    hwc = sample.transpose(1, 2, 0) if pre.layout == "NCHW" else sample
+    pixels = hwc.astype(np.float64) * np.asarray(pre.std) + np.asarray(pre.mean)
+    array = np.round(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
 def heatmap(saliency: np.ndarray, layout: str = "NCHW", scale: int = 1) -> Image.Image:
-    """A colour heatmap of one sample's saliency: black → red → yellow → white."""
-    m = saliency_magnitude(saliency, layout)
-    rgb = np.stack([np.clip(3 * m, 0, 1), np.clip(3 * m - 1, 0, 1), np.clip(3 * m - 2, 0, 1)], -1)
-    image = Image.fromarray(np.round(rgb * 255).astype(np.uint8), mode="RGB")
-    return _upscale(image, scale)
-
-
-def _upscale(image: Image.Image, scale: int) -> Image.Image:
-    if scale == 1:
-        return image
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    """|saliency| of one sample, scale x its size: kept for scripts/figure.py until it draws
+    with onnxplain.render's figures directly."""
+    map2d = np.abs(to_2d(saliency, layout))
+    image = render_heatmap(map2d, HeatmapOptions(sign="absolute", colormap="hot"))
+    return enlarge(image, image.width * scale)
