@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import matplotlib
 import numpy as np
 import pytest
 from onnxplain.server import Explainer, Repository, SessionFactory
@@ -40,12 +41,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MAX_UPLOAD = 64 * 1024
+DIGIT3 = (SAMPLES / "digit3.png").read_bytes()
 
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPage]:
     root = make_repository(tmp_path_factory.mktemp("models"))
-    core = Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=4)
+    core = Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
     page = start_web_page(core, "127.0.0.1", 0, max_upload=MAX_UPLOAD)
     yield page
     page.stop()
@@ -87,48 +89,74 @@ def _digit_tensor(name: str) -> np.ndarray:
 
 def test_models_lists_loaded_and_failed_models(web: WebPage) -> None:
     with urllib.request.urlopen(_url(web, "/api/models"), timeout=10) as response:
-        models = {m["name"]: m for m in json.loads(response.read())["models"]}
+        listing = json.loads(response.read())
+    models = {m["name"]: m for m in listing["models"]}
     assert models["digits"]["available"] and models["digits"]["takes_images"]
     assert models["digits"]["labels"] == [str(d) for d in range(10)]
     assert models["digits"]["default_method"] == "guided"
     assert not models["garbage"]["available"] and models["garbage"]["error"]
     assert not models["norule"]["available"] and "Sin" in models["norule"]["error"]
+    assert listing["signs"] == ["all", "positive", "negative", "absolute"]
+
+
+def _blend(image: Path, map2d: np.ndarray, cmap: str, opacity: float) -> np.ndarray:
+    """The documented overlay, written out with matplotlib's colormap: the map scaled by its
+    largest |value| to [-1, 1], placed on the colormap (0 in the middle), blended over the
+    gray image with `opacity`."""
+    gray = np.asarray(Image.open(image).convert("L"), np.float64)[..., None] / 255.0
+    position = (map2d / np.abs(map2d).max() + 1.0) / 2.0
+    colours = matplotlib.colormaps[cmap](position)[..., :3]
+    return (1.0 - opacity) * gray + opacity * colours
 
 
 @pytest.mark.parametrize("method", ["vanilla", "deconvnet", "guided"])
-def test_explain_gives_the_models_own_scores_and_map(web: WebPage, method: str) -> None:
-    status, result = _post(
-        web, f"model=digits&method={method}&top=10", (SAMPLES / "digit3.png").read_bytes()
-    )
+def test_top_classes_each_get_their_map_scores_and_probabilities(web: WebPage, method: str) -> None:
+    status, result = _post(web, f"model=digits&method={method}&top=3&opacity=0.7", DIGIT3)
     assert status == 200, result
     x = _digit_tensor("digit3.png")
-    saliency, scores, targets = direct_explain(method, x)
-    assert result["method"] == method
-    assert result["target"]["index"] == int(targets[0]) == 3
+    _, scores, _ = direct_explain(method, x)
+    best = np.argsort(-scores[0])[:3]
     probabilities = softmax(scores[0].astype(np.float64))
-    listed = result["top"]
-    assert [c["index"] for c in listed] == list(np.argsort(-scores[0]))
-    for c in listed:
-        assert c["label"] == str(c["index"])
-        assert c["score"] == pytest.approx(float(scores[0, c["index"]]), rel=1e-5)
-        assert c["probability"] == pytest.approx(probabilities[c["index"]], rel=1e-4, abs=1e-12)
-    overlay = _decode_data_url(result["overlay_png"])
-    assert overlay.size == (8, 8)
-    # Brightest map pixel is where the oracle's saliency is largest.
-    red = np.asarray(overlay.convert("RGB"), dtype=np.int32).sum(axis=2)
-    peak = np.unravel_index(np.abs(saliency[0, 0]).argmax(), (8, 8))
-    assert red[peak] == red.max()
+    assert result["method"] == method
+    for listed in (result["top"], result["explained"]):  # top mode explains what it lists
+        assert [c["index"] for c in listed] == list(best)
+        for c in listed:
+            assert c["label"] == str(c["index"])
+            assert c["score"] == pytest.approx(float(scores[0, c["index"]]), rel=1e-5)
+            assert c["probability"] == pytest.approx(probabilities[c["index"]], rel=1e-4, abs=1e-12)
+    for row in result["explained"]:
+        saliency, _, _ = direct_explain(method, x, np.array([row["index"]]))
+        map2d = saliency[0, 0].astype(np.float64)
+        overlay = np.asarray(_decode_data_url(row["overlay_png"]).convert("RGB"), np.float64)
+        assert overlay.shape == (8, 8, 3)  # the sent image's size
+        expected = _blend(SAMPLES / "digit3.png", map2d, "RdBu_r", 0.7) * 255
+        assert np.abs(overlay - expected).max() <= 1.0  # uint8 rounding
+        peak = float(np.abs(map2d).max())
+        assert row["range"] == pytest.approx([-peak, peak], rel=1e-5)
 
 
-def test_a_chosen_target_is_explained_and_still_listed_among_the_top(web: WebPage) -> None:
-    status, result = _post(
-        web, "model=digits&target=8&top=2", (SAMPLES / "digit3.png").read_bytes()
-    )
+def test_heatmap_controls_reach_the_map_and_its_colour_bar(web: WebPage) -> None:
+    query = "model=digits&method=vanilla&target=3&sign=positive&colormap=gray&opacity=1"
+    status, result = _post(web, query, DIGIT3)
+    assert status == 200, result
+    saliency, _, _ = direct_explain("vanilla", _digit_tensor("digit3.png"), np.array([3]))
+    positive = np.maximum(saliency[0, 0].astype(np.float64), 0.0)
+    (row,) = result["explained"]
+    shown = np.asarray(_decode_data_url(row["overlay_png"]).convert("L"), np.float64)
+    np.testing.assert_allclose(shown, positive / positive.max() * 255, atol=1.0)
+    assert row["range"] == pytest.approx([0.0, positive.max()], rel=1e-5)
+    bar = np.asarray(_decode_data_url(result["colour_bar_png"]).convert("L"), np.int32)[0]
+    assert bar[0] <= 1 and bar[-1] >= 254 and (np.diff(bar) >= 0).all()  # black to white
+
+
+def test_a_chosen_target_is_explained_beside_the_top_classes(web: WebPage) -> None:
+    status, result = _post(web, "model=digits&target=8&top=2", DIGIT3)
     assert status == 200, result
     _, scores, _ = direct_explain("guided", _digit_tensor("digit3.png"), np.array([8]))
-    assert result["target"]["index"] == 8
-    assert result["target"]["score"] == pytest.approx(float(scores[0, 8]), rel=1e-5)
-    assert len(result["top"]) == 2 and result["top"][0]["index"] == 3
+    (row,) = result["explained"]
+    assert row["index"] == 8
+    assert row["score"] == pytest.approx(float(scores[0, 8]), rel=1e-5)
+    assert [c["index"] for c in result["top"]] == list(np.argsort(-scores[0])[:2])
 
 
 GIF = _png(Image.new("L", (4, 4))).replace(b"\x89PNG", b"GIF8", 1)
@@ -141,12 +169,18 @@ GIF = _png(Image.new("L", (4, 4))).replace(b"\x89PNG", b"GIF8", 1)
         ("model=digits", b"", 400, "the upload is empty"),
         ("model=digits", b"\x00" * (MAX_UPLOAD + 1), 413, "at most 65536"),
         ("model=nope", b"x", 404, "no model named 'nope'"),
-        ("model=garbage", (SAMPLES / "digit3.png").read_bytes(), 409, "failed to load"),
-        ("", (SAMPLES / "digit3.png").read_bytes(), 400, "no model given"),
-        ("model=digits&method=magic", (SAMPLES / "digit3.png").read_bytes(), 400, "unknown method"),
-        ("model=digits&target=ten", (SAMPLES / "digit3.png").read_bytes(), 400, "whole number"),
-        ("model=digits&target=10", (SAMPLES / "digit3.png").read_bytes(), 400, "out of range"),
-        ("model=digits&top=0", (SAMPLES / "digit3.png").read_bytes(), 400, "top must be"),
+        ("model=garbage", DIGIT3, 409, "failed to load"),
+        ("", DIGIT3, 400, "no model given"),
+        ("model=digits&method=magic", DIGIT3, 400, "unknown method"),
+        ("model=digits&target=ten", DIGIT3, 400, "whole number"),
+        ("model=digits&target=10", DIGIT3, 400, "out of range"),
+        ("model=digits&top=0", DIGIT3, 400, "top must be"),
+        ("model=digits&top=11", DIGIT3, 400, "top_k is 11; it must be between 1 and 10"),
+        ("model=digits&sign=loud", DIGIT3, 400, "unknown sign 'loud'"),
+        ("model=digits&opacity=2", DIGIT3, 400, "opacity 2.0 is outside [0, 1]"),
+        ("model=digits&opacity=nan", DIGIT3, 400, "opacity must be a finite number"),
+        ("model=digits&percentile=high", DIGIT3, 400, "percentile must be a number"),
+        ("model=digits&colormap=rainbowz", DIGIT3, 400, "unknown colormap 'rainbowz'"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(
@@ -158,15 +192,18 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(
     assert _post(web, "model=digits", (SAMPLES / "digit0.png").read_bytes())[0] == 200
 
 
-def test_a_post_without_length_and_unknown_paths_are_refused(web: WebPage) -> None:
+def _raw(web: WebPage, request: bytes) -> str:
+    """Send bytes as they are, stop sending, and read the answer until the server closes."""
     with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
-        sock.sendall(b"POST /api/explain?model=digits HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = sock.recv(4096).decode()
-    assert head.startswith("HTTP/1.0 411") and "Content-Length" in head
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
-        sock.sendall(b"POST /api/explain?model=digits HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
-        answer = sock.recv(4096).decode()
+        return b"".join(iter(lambda: sock.recv(4096), b"")).decode()
+
+
+def test_a_post_without_length_and_unknown_paths_are_refused(web: WebPage) -> None:
+    answer = _raw(web, b"POST /api/explain?model=digits HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith("HTTP/1.0 411") and "send the image with a Content-Length" in answer
+    answer = _raw(web, b"POST /api/explain?model=digits HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
     assert answer.startswith("HTTP/1.0 400") and "ended after 3 of 100 bytes" in answer
     for path in ("/nothing", "/../server/cli.py", "/static/../../README.md"):
         with pytest.raises(urllib.error.HTTPError) as caught:
@@ -274,55 +311,68 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def test_the_page_shows_the_map_and_the_classes_in_chromium(
+# The page's Content-Security-Policy forbids eval, so waits run as Playwright's own
+# locator checks or as functions (never strings that Playwright would have to eval).
+_DECODED_WIDTH = "img => img.decode().then(() => img.naturalWidth)"
+_PIXELS_OF = """img => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
+}"""
+
+
+def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     web: WebPage, browser: Any, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import expect  # importable: the browser fixture checked
+
     # An image larger than the model's input, as a user would upload it.
     upload = tmp_path / "seven.png"
     Image.open(SAMPLES / "digit7.png").resize((64, 64), Image.Resampling.NEAREST).save(upload)
-    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(_url(web, "/"))
-    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    expect(page.locator("#model option")).to_have_count(3)
     assert page.locator("#model").input_value() == "digits"  # the first one that loaded
     assert "unavailable" in page.locator("#model option[value=garbage]").inner_text()
     page.set_input_files("#image", str(upload))
     page.select_option("#method", "vanilla")
     page.click("#explain")
     page.wait_for_selector("#result", state="visible", timeout=30_000)
-    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+    maps = page.locator("figure.map")
+    expect(maps).to_have_count(3)
 
-    status, expected = _post(web, "model=digits&method=vanilla&top=5", upload.read_bytes())
-    assert status == 200
-    assert page.locator("#overlay-caption").inner_text() == (
-        f"vanilla, class {expected['target']['label']}"
+    status, expected = _post(
+        web, "model=digits&method=vanilla&top=3&sign=all&opacity=0.5", upload.read_bytes()
     )
+    assert status == 200
+    assert maps.count() == 3
+    for i, row in enumerate(expected["explained"]):
+        caption = maps.nth(i).locator("figcaption").inner_text()
+        assert caption.startswith(f"vanilla, class {row['label']} ("), caption
+        # The browser decoded the map the server rendered, pixel for pixel, at the upload's size.
+        image = maps.nth(i).locator("img.overlay")
+        assert image.evaluate(_DECODED_WIDTH) == 64
+        want = np.asarray(_decode_data_url(row["overlay_png"]).convert("RGBA")).reshape(-1)
+        np.testing.assert_array_equal(np.asarray(image.evaluate(_PIXELS_OF), np.uint8), want)
     rows = page.locator("#classes tbody tr")
-    assert rows.count() == 5
-    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(5)] == [
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())] == [
         c["label"] for c in expected["top"]
     ]
-    assert page.locator("#classes tr.explained td").nth(0).inner_text() == str(
-        expected["target"]["index"]
-    )
-    # The browser decoded the map the server rendered, pixel for pixel.
-    shown = page.evaluate(
-        """() => {
-            const img = document.getElementById('overlay');
-            const canvas = document.createElement('canvas');
-            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-            const context = canvas.getContext('2d');
-            context.drawImage(img, 0, 0);
-            const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
-            return {width: canvas.width, height: canvas.height, rgba: Array.from(data)};
-        }"""
-    )
-    want = _decode_data_url(expected["overlay_png"]).convert("RGBA")
-    assert (shown["width"], shown["height"]) == want.size
-    np.testing.assert_array_equal(np.asarray(shown["rgba"], np.uint8), np.asarray(want).reshape(-1))
-    assert page.locator("#original").evaluate("img => img.naturalWidth") == 64
-    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert page.locator("#classes tr.explained").count() == 3
+    page.screenshot(path=str(tmp_path / "top3.png"), full_page=True)
+
+    # One chosen class, positive evidence only: one map, its row highlighted.
+    page.select_option("#target", "1")
+    page.select_option("#sign", "positive")
+    page.click("#explain")
+    expect(maps).to_have_count(1)
+    assert maps.first.locator("figcaption").inner_text().startswith("vanilla, class 1 (")
+    assert page.locator("#classes tr.explained").count() == 0  # 1 is not among the top 3
+    page.screenshot(path=str(tmp_path / "class1.png"), full_page=True)
 
     # A bad upload: the page says why, and the next good one works.
     bad = tmp_path / "notes.png"
