@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,11 +129,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def _error(self, status: HTTPStatus, message: str) -> None:
-        self._json(status, {"error": message})
+        # Overloaded is brief (one explanation finishing frees a slot): say when to retry.
+        extra = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else {}
+        self._send(status, json.dumps({"error": message}).encode(), "application/json", extra)
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, extra: Mapping[str, str] = {}
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         for name, value in _SECURITY_HEADERS.items():
             self.send_header(name, value)
