@@ -149,6 +149,16 @@ def test_heatmap_controls_reach_the_map_and_its_colour_bar(web: WebPage) -> None
     assert bar[0] <= 1 and bar[-1] >= 254 and (np.diff(bar) >= 0).all()  # black to white
 
 
+def test_a_jpeg_of_another_size_and_mode_gets_its_map_at_its_own_size(web: WebPage) -> None:
+    photo = Image.open(SAMPLES / "digit5.png").convert("RGB").resize((30, 20))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=95)
+    status, result = _post(web, "model=digits&top=1", buffer.getvalue())
+    assert status == 200, result
+    overlay = _decode_data_url(result["explained"][0]["overlay_png"])
+    assert overlay.size == (30, 20)
+
+
 def test_a_chosen_target_is_explained_beside_the_top_classes(web: WebPage) -> None:
     status, result = _post(web, "model=digits&target=8&top=2", DIGIT3)
     assert status == 200, result
@@ -250,9 +260,12 @@ def test_serve_http_flag_serves_the_page_and_is_off_by_default(tmp_path: Path) -
         assert "listening on 127.0.0.1:" in grpc_line
         grpc_port = int(grpc_line.rsplit(":", 1)[1])
         assert _listening_ports(plain.pid) == {grpc_port}  # no page unless asked
-        assert "listening on 127.0.0.1:" in with_page.stdout.readline()
-        page_line = with_page.stdout.readline().strip()
-        assert page_line.startswith("onnxplain serve: web page at http://127.0.0.1:"), page_line
+        # Other start-up lines may come first (other flags print theirs); the page's is one.
+        lines = [with_page.stdout.readline().strip() for _ in range(2)]
+        while not lines[-1].startswith("onnxplain serve: web page at") and lines[-1]:
+            lines.append(with_page.stdout.readline().strip())
+        page_line = lines[-1]
+        assert page_line.startswith("onnxplain serve: web page at http://127.0.0.1:"), lines
         url = page_line.rsplit(" ", 1)[1]
         with urllib.request.urlopen(url, timeout=10) as response:
             assert b"<title>onnxplain</title>" in response.read()
