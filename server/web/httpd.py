@@ -95,7 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._json(HTTPStatus.OK, api.explain(self.server.core, params, body))
         except tuple(STATUS_OF) as exc:
-            self._error(STATUS_OF[type(exc)], str(exc))
+            # The nearest class in the table, so that a subclass the core adds maps too.
+            status = next(STATUS_OF[c] for c in type(exc).__mro__ if c in STATUS_OF)
+            self._error(status, str(exc))
         except Exception:
             log.exception("web page: explain failed")
             self._error(
