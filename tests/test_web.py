@@ -353,6 +353,7 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     assert "unavailable" in page.locator("#model option[value=garbage]").inner_text()
     page.set_input_files("#image", str(upload))
     page.select_option("#method", "vanilla")
+    page.fill("#percentile", "")  # the page clips at 99 by default; the API at the maximum
     page.click("#explain")
     page.wait_for_selector("#result", state="visible", timeout=30_000)
     maps = page.locator("figure.map")
@@ -365,7 +366,7 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     assert maps.count() == 3
     for i, row in enumerate(expected["explained"]):
         caption = maps.nth(i).locator("figcaption").inner_text()
-        assert caption.startswith(f"vanilla, class {row['label']} ("), caption
+        assert caption.startswith(f"vanilla for {row['label']} ("), caption
         # The browser decoded the map the server rendered, pixel for pixel, at the upload's size.
         image = maps.nth(i).locator("img.overlay")
         assert image.evaluate(_DECODED_WIDTH) == 64
@@ -383,7 +384,7 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     page.select_option("#sign", "positive")
     page.click("#explain")
     expect(maps).to_have_count(1)
-    assert maps.first.locator("figcaption").inner_text().startswith("vanilla, class 1 (")
+    assert maps.first.locator("figcaption").inner_text().startswith("vanilla for 1 (")
     assert page.locator("#classes tr.explained").count() == 0  # 1 is not among the top 3
     page.screenshot(path=str(tmp_path / "class1.png"), full_page=True)
 

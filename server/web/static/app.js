@@ -54,9 +54,6 @@ async function loadModels() {
   modelChosen();
 }
 
-// "class 7" where the labels are the class numbers themselves, else the label ("tabby").
-const className = (c) => (c.label === String(c.index) ? `class ${c.index}` : c.label);
-
 function mapFigure(row, method, barPng) {
   const bar = element("div", { className: "bar" },
     element("img", { src: barPng, alt: "colour scale" }),
@@ -64,7 +61,7 @@ function mapFigure(row, method, barPng) {
       element("span", { textContent: number(row.range[1]) })));
   return element("figure", { className: "map" },
     element("img", { className: "overlay", src: row.overlay_png, alt: `${method} saliency of ${row.label}` }),
-    element("figcaption", { textContent: `${method}, ${className(row)} (${percent(row.probability)})` }),
+    element("figcaption", { textContent: `${method} for ${row.label} (${percent(row.probability)})` }),
     bar);
 }
 
