@@ -44,6 +44,13 @@ def _read(path: Path, flag: str) -> bytes:
     return data
 
 
+def _read_pem(path: Path, flag: str, kind: str) -> bytes:
+    data = _read(path, flag)
+    if b"-----BEGIN " not in data or f"{kind}-----".encode() not in data:
+        raise SecurityConfigError(f"{flag} {path}: not a PEM file with a {kind}")
+    return data
+
+
 def read_tokens(path: Path) -> tuple[bytes, ...]:
     """The accepted tokens: one per non-empty line, surrounding whitespace ignored."""
     lines = _read(path, "--token-file").decode("utf-8", errors="strict").splitlines()
@@ -76,12 +83,40 @@ class Security:
             raise SecurityConfigError(
                 "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first"
             )
-        return cls(
-            cert_chain=_read(tls_cert, "--tls-cert") if tls_cert else None,
-            private_key=_read(tls_key, "--tls-key") if tls_key else None,
-            client_ca=_read(tls_client_ca, "--tls-client-ca") if tls_client_ca else None,
+        security = cls(
+            cert_chain=_read_pem(tls_cert, "--tls-cert", "CERTIFICATE") if tls_cert else None,
+            private_key=_read_pem(tls_key, "--tls-key", "PRIVATE KEY") if tls_key else None,
+            client_ca=(
+                _read_pem(tls_client_ca, "--tls-client-ca", "CERTIFICATE")
+                if tls_client_ca
+                else None
+            ),
             tokens=read_tokens(token_file) if token_file else (),
         )
+        security.check_credentials()
+        return security
+
+    def check_credentials(self) -> None:
+        """Fail now, naming the flags, if gRPC cannot serve TLS with these files.
+
+        Otherwise the failure surfaces as a failed bind, which reads like a busy port. The
+        test is gRPC's own: a throwaway server binds a free loopback port with them.
+        """
+        credentials = self.credentials()
+        if credentials is None:
+            return
+        probe = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        try:
+            bound = probe.add_secure_port("127.0.0.1:0", credentials)
+        except RuntimeError:
+            bound = 0
+        finally:
+            probe.stop(None)
+        if bound == 0:
+            raise SecurityConfigError(
+                "--tls-cert and --tls-key are not a certificate chain and its private key "
+                "that gRPC can serve (is the key the certificate's? are both PEM?)"
+            )
 
     @property
     def tls(self) -> bool:

@@ -211,8 +211,14 @@ def test_token_file_lines_and_bad_settings(tmp_path: Path, pki: dict[str, Pair])
     assert Security.from_files(token_file=tokens).tokens == (b"alpha", b"beta")
     (tmp_path / "empty").write_text("\n \n")
     cert, key = pki["server"].write(tmp_path, "server")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    _, other_key = pki["client"].write(tmp_path, "client")
     cases = {
         "--tls-cert and --tls-key go together": {"tls_cert": cert},
+        "not a PEM file with a CERTIFICATE": {"tls_cert": garbage, "tls_key": key},
+        "not a PEM file with a PRIVATE KEY": {"tls_cert": cert, "tls_key": cert},
+        "is the key the certificate's": {"tls_cert": cert, "tls_key": other_key},
         "mutual TLS is TLS first": {"tls_client_ca": cert},
         "--token-file": {"token_file": tmp_path / "missing"},
         "is empty": {"token_file": tmp_path / "empty"},
