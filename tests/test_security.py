@@ -52,7 +52,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
 
 @contextmanager
 def serving(core: Explainer, security: Security) -> Iterator[str]:
-    service = build_server(core, "127.0.0.1", 0, Limits(1 << 20, 2), security)
+    service = build_server(core, "127.0.0.1", 0, Limits(1 << 20, 2), security=security)
     try:
         yield f"127.0.0.1:{service.port}"
     finally:
