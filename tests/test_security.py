@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from onnxplain.client import Client, ServiceError
 from onnxplain.client.client import Retry
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
+from onnxplain.server import security as security_module
 from onnxplain.server.security import Security, SecurityConfigError
 
 from certs import Pair, make_ca, make_leaf
@@ -285,3 +286,51 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- rotation without a restart ---------------------------------------------------------------
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write beside, then rename over: how files should be replaced (and how Kubernetes does)."""
+    fresh = path.with_suffix(".new")
+    fresh.write_bytes(data)
+    fresh.replace(path)
+
+
+@pytest.fixture
+def recheck_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security_module, "RECHECK_S", 0.0)
+
+
+@pytest.mark.usefixtures("recheck_now")
+def test_a_new_token_file_is_used_without_a_restart(core: Explainer, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    with serving(core, Security.from_files(token_file=tokens)) as address:
+        assert _models(address, token="old-token") == ["digits"]
+        _replace(tokens, b"new-token\n")
+        assert _models(address, token="new-token") == ["digits"]
+        assert _refused(address, token="old-token").code == grpc.StatusCode.UNAUTHENTICATED
+        # A broken replacement (empty) is logged and ignored: the last good list stays.
+        _replace(tokens, b"\n")
+        assert _models(address, token="new-token") == ["digits"]
+
+
+@pytest.mark.usefixtures("recheck_now")
+def test_a_renewed_certificate_is_used_without_a_restart(
+    core: Explainer, tmp_path: Path, pki: dict[str, Pair]
+) -> None:
+    cert, key = pki["server"].write(tmp_path, "server")
+    with serving(core, Security.from_files(cert, key)) as address:
+        assert _models(address, root_ca=pki["ca"].cert_pem) == ["digits"]
+        # Renewed by another CA, so that which certificate a handshake got is plain to see.
+        renewed = make_leaf(pki["other_ca"], "onnxplain server, renewed", server=True)
+        _replace(key, renewed.key_pem)
+        _replace(cert, renewed.cert_pem)
+        assert _models(address, root_ca=pki["other_ca"].cert_pem) == ["digits"]
+        assert _refused(address, root_ca=pki["ca"].cert_pem).code == grpc.StatusCode.UNAVAILABLE
+        # Half a renewal (a key that is not the certificate's) is refused; the last good pair
+        # keeps serving.
+        _replace(key, pki["client"].key_pem)
+        assert _models(address, root_ca=pki["other_ca"].cert_pem) == ["digits"]
