@@ -22,7 +22,7 @@ from onnxplain.client import Client, ServiceError
 from onnxplain.client.client import Retry
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
 from onnxplain.server import security as security_module
-from onnxplain.server.security import Security, SecurityConfigError
+from onnxplain.server.security import Security, SecurityConfigError, health_server
 
 from certs import Pair, make_ca, make_leaf
 from test_server_support import DEMO, SAMPLES
@@ -334,3 +334,27 @@ def test_a_renewed_certificate_is_used_without_a_restart(
         # keeps serving.
         _replace(key, pki["client"].key_pem)
         assert _models(address, root_ca=pki["other_ca"].cert_pem) == ["digits"]
+
+
+def test_the_plaintext_health_port_follows_the_drain(core: Explainer, pki: dict[str, Pair]) -> None:
+    """Probes read the main server's statuses: a draining pod leaves the Service at once."""
+    security = Security(cert_chain=pki["server"].cert_pem, private_key=pki["server"].key_pem)
+    service = build_server(core, "127.0.0.1", 0, Limits(1 << 20, 2), security)
+    port = _free_port()
+    probe_server = health_server(service.health, "127.0.0.1", port)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest()
+            assert stub.Check(check, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            service.health.enter_graceful_shutdown()
+            status = stub.Check(check, timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # It serves health alone: the Explain service is not reachable through it.
+            list_models = channel.unary_unary("/onnxplain.v1.ExplainService/ListModels")
+            with pytest.raises(grpc.RpcError) as raised:
+                list_models(b"", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        probe_server.stop(None)
+        service.server.stop(None).wait()
