@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+from onnxplain.render import (
+    DEFAULT_OPTIONS,
+    HeatmapOptions,
+    as_image,
+    guess_layout,
+    render_heatmap,
+    to_2d,
+)
+from PIL import Image
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
@@ -23,6 +33,12 @@ _METHODS = {
     "guided": pb.METHOD_GUIDED,
 }
 _METHOD_NAMES = {wire: name for name, wire in _METHODS.items() if name}
+_SIGNS = {
+    "all": pb.HEATMAP_SIGN_ALL,
+    "positive": pb.HEATMAP_SIGN_POSITIVE,
+    "negative": pb.HEATMAP_SIGN_NEGATIVE,
+    "absolute": pb.HEATMAP_SIGN_ABSOLUTE,
+}
 
 
 class ServiceError(Exception):
@@ -36,12 +52,46 @@ class ServiceError(Exception):
 
 @dataclass(frozen=True)
 class Explanation:
-    saliency: np.ndarray  # shaped like the model input
-    scores: np.ndarray  # the explained output, e.g. logits
-    targets: np.ndarray  # the class explained per sample
+    """One row per explained (sample, class): one per sample, or top_k per sample."""
+
+    saliency: np.ndarray  # [rows, *input shape without the batch]
+    scores: np.ndarray  # the explained output, e.g. logits, one per sample
+    targets: np.ndarray  # the class each row explains
     labels: list[str]  # the targets' labels, empty when the model has none
     method: str
-    heatmap_png: bytes | None = None
+    heatmap_png: bytes | None = None  # the first row's heatmap from the server
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    target_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # softmax
+    heatmaps_png: list[bytes] = field(default_factory=list)  # every row's, from the server
+    image: bytes | None = None  # the encoded image that was sent, if one was
+    tensor: np.ndarray | None = None  # the tensor that was sent, if one was
+
+    def label(self, row: int) -> str:
+        return self.labels[row] if self.labels else str(int(self.targets[row]))
+
+    def describe(self, row: int) -> str:
+        """`sample 0  class 7 (seven)  score 12.31  p 0.982`, for people."""
+        name = f" ({self.labels[row]})" if self.labels else ""
+        text = f"sample {int(self.samples[row])}  class {int(self.targets[row])}{name}"
+        if row >= len(self.target_scores):  # a server from before scores were sent
+            return text
+        p = float(self.probabilities[row])
+        tiny = f" ({p:.1e})" if 0 < p < 5e-4 else ""
+        return f"{text}  score {float(self.target_scores[row]):.4g}  p {p:.3f}{tiny}"
+
+    def heatmap(
+        self,
+        row: int = 0,
+        options: HeatmapOptions = DEFAULT_OPTIONS,
+        image: Image.Image | np.ndarray | None = None,
+        layout: str | None = None,
+    ) -> Image.Image:
+        """Row `row`'s map drawn here (onnxplain.render), over `image` or the image sent."""
+        if image is None and self.image is not None:
+            image = Image.open(io.BytesIO(self.image))
+        map2d = to_2d(self.saliency[row], layout or guess_layout(self.saliency.shape))
+        return render_heatmap(map2d, options, None if image is None else as_image(image))
 
 
 @dataclass(frozen=True)
@@ -54,6 +104,9 @@ class ModelSummary:
     labels: tuple[str, ...]
     default_method: str
     takes_images: bool
+    layout: str = "NCHW"  # of the input, from the preprocessing config; NCHW when unknown
+    mean: tuple[float, ...] = (0.0,)  # the preprocessing's normalisation, to undo it
+    std: tuple[float, ...] = (1.0,)
 
 
 class Client:
@@ -111,20 +164,32 @@ class Client:
         model: str,
         data: np.ndarray | str | Path | bytes,
         method: str | None = None,
-        targets: int | Sequence[int] | None = None,
-        heatmap: bool = False,
+        targets: int | str | Sequence[int | str] | None = None,
+        heatmap: bool | HeatmapOptions = False,
+        top_k: int | None = None,
     ) -> Explanation:
         """Saliency of `targets` (default: each sample's top class) for an array or image.
 
         `data` is a preprocessed input array, a path to an .npy file or to a PNG/JPEG image,
         or the bytes of an encoded image; `method` is vanilla, deconvnet or guided (None:
-        the model's default).
+        the model's default). `targets` are class indices or class names (the model's
+        labels), one per sample or one for all; `top_k` explains each sample's k best
+        classes instead, in one call. `heatmap` (True, or the options) asks the server for
+        one heatmap PNG per row.
         """
         if method not in _METHODS:
             raise ValueError(f"unknown method {method!r}; use vanilla, deconvnet or guided")
+        indices, names = _targets(targets)
         request = pb.ExplainRequest(
-            model=model, method=_METHODS[method], targets=_targets(targets), heatmap=heatmap
+            model=model,
+            method=_METHODS[method],
+            targets=indices,
+            target_names=names,
+            heatmap=bool(heatmap),
+            top_k=top_k or 0,
         )
+        if isinstance(heatmap, HeatmapOptions):
+            _set_heatmap_options(request, heatmap)
         _set_input(request, data)
         response = self._call(self._stub.Explain, request)
         return Explanation(
@@ -134,6 +199,13 @@ class Client:
             labels=list(response.target_labels),
             method=_METHOD_NAMES.get(response.method, ""),
             heatmap_png=response.heatmap_png or None,
+            # A server from before top-k sends no samples: then row i is sample i.
+            samples=np.asarray(response.samples or range(len(response.targets)), dtype=np.int64),
+            target_scores=np.asarray(response.target_scores, dtype=np.float64),
+            probabilities=np.asarray(response.target_probabilities, dtype=np.float64),
+            heatmaps_png=list(response.heatmaps_png),
+            image=request.image if request.WhichOneof("input") == "image" else None,
+            tensor=to_array(request.tensor) if request.WhichOneof("input") == "tensor" else None,
         )
 
     def models(self) -> list[ModelSummary]:
@@ -219,12 +291,27 @@ def _pem(value: bytes | str | Path | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
-def _targets(targets: int | Sequence[int] | None) -> list[int]:
+def _targets(targets: int | str | Sequence[int | str] | None) -> tuple[list[int], list[str]]:
+    """(indices, names): class indices, or class names that the server looks up."""
     if targets is None:
-        return []
-    if isinstance(targets, int | np.integer):
-        return [int(targets)]
-    return [int(t) for t in targets]
+        return [], []
+    given: list[int | str] = (
+        [targets] if isinstance(targets, int | np.integer | str) else list(targets)
+    )
+    if all(isinstance(t, int | np.integer) for t in given):
+        return [int(t) for t in given], []
+    if all(isinstance(t, str) for t in given):
+        return [], [str(t) for t in given]
+    raise ValueError("give targets as class indices or as class names, not both")
+
+
+def _set_heatmap_options(request: pb.ExplainRequest, options: HeatmapOptions) -> None:
+    request.heatmap_sign = _SIGNS[options.sign]
+    request.heatmap_opacity = options.opacity
+    request.heatmap_colormap = options.colormap or ""
+    if options.percentile is not None:
+        request.heatmap_percentile = options.percentile
+    request.heatmap_overlay = options.overlay
 
 
 def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes) -> None:
@@ -248,4 +335,7 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         labels=tuple(info.labels),
         default_method=_METHOD_NAMES.get(info.default_method, ""),
         takes_images=info.HasField("preprocessing"),
+        layout=info.preprocessing.layout or "NCHW",
+        mean=tuple(info.preprocessing.mean) or (0.0,),
+        std=tuple(info.preprocessing.std) or (1.0,),
     )

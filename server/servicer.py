@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.render import HeatmapOptions, Sign
+from onnxplain.sanity import SanityReport, summarise
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
 
+from .errors import InvalidInput
 from .explainer import ExplainCall, Explainer, Explanation
 from .repository import FailedModel, LoadedModel, Spec
 
@@ -22,6 +25,13 @@ _METHOD_TO_WIRE: dict[Method, pb.Method] = {
     "guided": pb.METHOD_GUIDED,
 }
 _METHOD_FROM_WIRE = {wire: name for name, wire in _METHOD_TO_WIRE.items()}
+_SIGN_FROM_WIRE: dict[int, Sign] = {
+    pb.HEATMAP_SIGN_UNSPECIFIED: "all",
+    pb.HEATMAP_SIGN_ALL: "all",
+    pb.HEATMAP_SIGN_POSITIVE: "positive",
+    pb.HEATMAP_SIGN_NEGATIVE: "negative",
+    pb.HEATMAP_SIGN_ABSOLUTE: "absolute",
+}
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
@@ -52,7 +62,27 @@ def decode_call(request: pb.ExplainRequest) -> ExplainCall:
         method=decode_method(request.method),
         targets=list(request.targets),
         heatmap=request.heatmap,
+        heatmap_options=decode_heatmap_options(request),
+        top_k=request.top_k,
+        target_names=list(request.target_names),
     )
+
+
+def decode_heatmap_options(request: pb.ExplainRequest) -> HeatmapOptions:
+    if request.heatmap_sign not in _SIGN_FROM_WIRE:
+        raise InvalidInput(f"unknown heatmap_sign {request.heatmap_sign}")
+    try:
+        return HeatmapOptions(
+            sign=_SIGN_FROM_WIRE[request.heatmap_sign],
+            opacity=request.heatmap_opacity if request.HasField("heatmap_opacity") else 0.5,
+            colormap=request.heatmap_colormap or None,
+            percentile=(
+                request.heatmap_percentile if request.HasField("heatmap_percentile") else None
+            ),
+            overlay=request.heatmap_overlay if request.HasField("heatmap_overlay") else True,
+        )
+    except ValueError as exc:  # the options' own check, worded for the user
+        raise InvalidInput(f"heatmap: {exc}") from None
 
 
 def decode_method(wire: pb.Method) -> str | None:
@@ -70,6 +100,10 @@ def encode_explanation(result: Explanation) -> pb.ExplainResponse:
         heatmap_png=result.heatmap_png or b"",
         target_labels=result.labels,
         method=_METHOD_TO_WIRE[result.method],
+        heatmaps_png=result.heatmaps_png,
+        samples=result.samples.tolist(),
+        target_scores=result.target_scores.tolist(),
+        target_probabilities=result.probabilities.tolist(),
     )
 
 
@@ -100,7 +134,20 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
                 color_mode=pre.color_mode,
             )
         )
+    if entry.sanity is not None:
+        encode_sanity(info, entry.sanity)
     return info
+
+
+def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
+    info.sanity_metric = report.metric
+    info.sanity_max_similarity = report.max_similarity
+    info.sanity_score = report.score
+    for result in report.methods:
+        wire = _METHOD_TO_WIRE.get(result.method)
+        if wire is not None:  # a method this server does not serve has nothing to warn of
+            scores = summarise(result.steps, report.score)
+            info.sanity.add(method=wire, passed=result.passed, **scores)
 
 
 def encode_spec(spec: Spec) -> pb.TensorSpec:
