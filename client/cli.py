@@ -25,7 +25,7 @@ from onnxplain.render import (
 )
 from PIL import Image
 
-from .client import Client, Explanation, ModelSummary, ServiceError
+from .client import Client, Explanation, ModelSummary, Retry, ServiceError
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -70,10 +70,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     look.add_argument(
         "--no-colorbar", action="store_true", help="the overlay alone, without the figure frame"
     )
+    _add_connection_args(p)
     p.set_defaults(func=run_explain)
 
     p = sub.add_parser("models", help="list the models a server offers")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
+    _add_connection_args(p)
     p.set_defaults(func=run_models)
 
 
@@ -88,6 +90,41 @@ def parse_targets(text: str) -> list[int] | list[str]:
         return parts
 
 
+def _add_connection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (default: plaintext, no token)")
+    g.add_argument("--tls", action="store_true", help="speak TLS, trusting the system's CAs")
+    g.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate (implies TLS)")
+    g.add_argument("--tls-cert", type=Path, help="PEM client certificate, for mutual TLS")
+    g.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    g.add_argument("--token-file", type=Path, help="file whose first line is the bearer token")
+    g.add_argument(
+        "--retry-for",
+        type=float,
+        default=Retry.total_s,
+        metavar="SECONDS",
+        help=f"keep retrying while the server is unavailable (default {Retry.total_s:g})",
+    )
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    """The client the connection flags describe; OSError or ValueError on a bad file."""
+    token = None
+    if args.token_file is not None:
+        lines = args.token_file.read_text().split()
+        if not lines:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+        token = lines[0]
+    return Client(
+        args.server,
+        tls=args.tls,
+        root_ca=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+        token=token,
+        retry=Retry(total_s=max(0.0, args.retry_for)),
+    )
+
+
 def run_explain(args: argparse.Namespace) -> int:
     as_png = args.output.suffix.lower() == ".png"
     if not as_png and args.output.suffix.lower() != ".npy":
@@ -97,7 +134,7 @@ def run_explain(args: argparse.Namespace) -> int:
         options = HeatmapOptions(
             args.sign, args.opacity, args.colormap, args.percentile, not args.no_overlay
         )
-        with Client(args.server) as client:
+        with _connect(args) as client:
             result = client.explain(
                 args.model, args.input, args.method, targets=args.target, top_k=args.top_k
             )
@@ -146,9 +183,9 @@ def draw_row(
 
 def run_models(args: argparse.Namespace) -> int:
     try:
-        with Client(args.server) as client:
+        with _connect(args) as client:
             models = client.models()
-    except ServiceError as exc:
+    except (ServiceError, OSError, ValueError) as exc:
         print(f"onnxplain models: {exc}", file=sys.stderr)
         return 1
     for m in models:
