@@ -79,17 +79,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_models)
 
 
-def parse_targets(text: str) -> list[int] | list[str]:
-    """`3,7` as class indices; anything else (`cat,dog`) as class names."""
-    parts = [p.strip() for p in text.split(",")]
-    if not all(parts):
-        raise argparse.ArgumentTypeError(f"empty class in {text!r}")
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        return parts
-
-
 def _add_connection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection (default: plaintext, no token)")
     g.add_argument("--tls", action="store_true", help="speak TLS, trusting the system's CAs")
@@ -123,6 +112,17 @@ def _connect(args: argparse.Namespace) -> Client:
         token=token,
         retry=Retry(total_s=max(0.0, args.retry_for)),
     )
+
+
+def parse_targets(text: str) -> list[int] | list[str]:
+    """`3,7` as class indices; anything else (`cat,dog`) as class names."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"empty class in {text!r}")
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        return parts
 
 
 def run_explain(args: argparse.Namespace) -> int:
