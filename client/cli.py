@@ -12,10 +12,7 @@ import numpy as np
 from onnxplain.render import (
     SIGNS,
     HeatmapOptions,
-    Panel,
     as_image,
-    figure,
-    figure_png,
     guess_layout,
     png_bytes,
     render_heatmap,
@@ -177,6 +174,8 @@ def draw_row(
     map2d = to_2d(result.saliency[row], layout)
     if plain:
         return png_bytes(render_heatmap(map2d, options, image, min_side=MIN_SIDE))
+    from onnxplain.render import Panel, figure, figure_png  # matplotlib's axes: only here
+
     title = f"{result.method}: {result.describe(row).split('  ', 1)[1]}"
     return figure_png(figure([[Panel(title, map2d, image)]], options))
 
