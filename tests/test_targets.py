@@ -17,9 +17,7 @@ def test_top_k_rows_are_sample_major_best_first_ties_to_the_lower_class() -> Non
     np.testing.assert_array_equal(targets, [1, 2, 0, 0, 3, 2])
 
 
-def test_probabilities_are_the_softmax_of_logits_or_the_scores_when_already_a_distribution() -> (
-    None
-):
+def test_probabilities_softmax_logits_but_keep_a_distribution() -> None:
     logits = np.random.default_rng(0).normal(size=(3, 5)) * 4
     rows = np.array([0, 1, 2, 2]), np.array([4, 0, 1, 3])
     scores, p = row_stats(logits, *rows)
