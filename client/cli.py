@@ -176,7 +176,9 @@ def draw_row(
         return png_bytes(render_heatmap(map2d, options, image, min_side=MIN_SIDE))
     from onnxplain.render import Panel, figure, figure_png  # matplotlib's axes: only here
 
-    title = f"{result.method}: {result.describe(row).split('  ', 1)[1]}"
+    # "sample 0  class 3 (star)  score 8.87  p 1.000" as two lines that fit one panel.
+    what, _, numbers = result.describe(row).partition("  score ")
+    title = f"{result.method}: {what.split('  ', 1)[1]}" + (f"\nscore {numbers}" if numbers else "")
     return figure_png(figure([[Panel(title, map2d, image)]], options))
 
 
