@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxplain.client import Client
 from onnxplain.sanity import cascade, parameter_layers, read_report, run_sanity, similarities
 from onnxplain.server.config import load_config
 from onnxplain.server.imaging import preprocess
@@ -106,6 +107,9 @@ def test_written_report_reaches_model_info(tmp_path: Path) -> None:
         np.mean([s.similarity["ssim"] for s in guided.steps])
     )
     assert info.sanity_score == "mean"
+    with running_server(tmp_path) as (service, _), Client(f"127.0.0.1:{service.port}") as client:
+        summary = next(m for m in client.models() if m.name == "digits")
+    assert dict(summary.sanity) == {m.method: m.passed for m in report.methods}
 
 
 def test_damaged_report_leaves_the_model_serving(tmp_path: Path) -> None:
