@@ -14,6 +14,7 @@ from .lifecycle import Signals, serve_until_signal
 from .reload import Reloader, snapshot
 from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
 from .security import Security, SecurityConfigError, health_server
+from .web import start_web_page
 
 log = logging.getLogger("onnxplain.server")
 
@@ -30,6 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=8, help="explanations run at once")
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     p.add_argument(
         "--poll",
         type=_positive,
@@ -94,6 +96,14 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     except SecurityConfigError as exc:
         print(f"onnxplain serve: {exc}", file=sys.stderr)
         return 2
+    if args.http is not None and (args.token_file or args.tls_client_ca):
+        # The web page has no login: it would be a way round the token or certificate check.
+        print(
+            "onnxplain serve: --http serves without authentication; it cannot be combined "
+            "with --token-file or --tls-client-ca",
+            file=sys.stderr,
+        )
+        return 2
     try:
         sessions = SessionFactory(args.device, args.threads)
         loaded = snapshot(args.models) if args.models.is_dir() else {}
@@ -122,7 +132,18 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     log.info("security: %s", security.describe())
     if health_only is not None:
         log.info("health alone, plaintext, on %s:%d", args.host, args.health_port)
+    web = None
+    if args.http is not None:
+        try:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes)
+        except OSError as exc:
+            service.server.stop(None)
+            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            return 2
+        print(f"onnxplain serve: web page at http://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
     if health_only is not None:
         health_only.stop(None)
+    if web is not None:
+        web.stop()
     return 0
