@@ -197,6 +197,14 @@ def run_models(args: argparse.Namespace) -> int:
         print(
             f"{m.name}\tinput {list(m.input_shape)} ({kind})\toutput {list(m.output_shape)}"
             f"\t{len(m.labels)} labels\tdefault {m.default_method}"
+            + _sanity_column(m.sanity)
             + (f"\tnewer files failed to load: {m.reload_error}" if m.reload_error else "")
         )
     return 0
+
+
+def _sanity_column(results: tuple[tuple[str, bool], ...]) -> str:
+    # An operator reads which methods failed the model's sanity check before trusting them.
+    if not results:
+        return ""
+    return "\tsanity: " + ", ".join(f"{m} {'pass' if ok else 'FAIL'}" for m, ok in results)

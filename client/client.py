@@ -109,6 +109,8 @@ class ModelSummary:
     std: tuple[float, ...] = (1.0,)
     # Set when newer files for the model failed to load: the version described still serves.
     reload_error: str = ""
+    # The server's stored sanity check (`onnxplain sanity --write`): (method, passed) pairs.
+    sanity: tuple[tuple[str, bool], ...] = ()
 
 
 class Client:
@@ -341,4 +343,5 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         mean=tuple(info.preprocessing.mean) or (0.0,),
         std=tuple(info.preprocessing.std) or (1.0,),
         reload_error=info.reload_error,
+        sanity=tuple((_METHOD_NAMES.get(r.method, str(r.method)), r.passed) for r in info.sanity),
     )
