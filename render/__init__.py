@@ -12,8 +12,16 @@ Needs numpy, Pillow and matplotlib only (the `render` extra; `serve` includes it
 from .figure import Panel, comparison_figure, figure, figure_png
 from .files import row_paths
 from .options import DEFAULT_COLORMAPS, DEFAULT_OPTIONS, SIGNS, HeatmapOptions, Sign
-from .overlay import MAX_SIDE, as_image, enlarge, fit_size, png_bytes, render_heatmap
-from .scale import ScaledMap, colour_range, scale_map, to_2d
+from .overlay import (
+    MAX_SIDE,
+    as_image,
+    enlarge,
+    fit_size,
+    png_bytes,
+    render_heatmap,
+    tensor_image,
+)
+from .scale import ScaledMap, colour_range, guess_layout, scale_map, to_2d
 
 __all__ = [
     "DEFAULT_COLORMAPS",
@@ -31,9 +39,11 @@ __all__ = [
     "figure",
     "figure_png",
     "fit_size",
+    "guess_layout",
     "png_bytes",
     "render_heatmap",
     "row_paths",
     "scale_map",
+    "tensor_image",
     "to_2d",
 ]

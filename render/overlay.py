@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -47,19 +48,29 @@ def as_image(image: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
+def tensor_image(
+    sample: np.ndarray, mean: Sequence[float], std: Sequence[float], layout: str = "NCHW"
+) -> Image.Image:
+    """A preprocessed sample ([C, H, W] or [H, W, C], C 1 or 3) back as the image it was
+    made from: pixels = value * std + mean, in [0, 1]."""
+    hwc = sample.transpose(1, 2, 0) if layout == "NCHW" else sample
+    pixels = hwc.astype(np.float64) * np.asarray(std) + np.asarray(mean)
+    return as_image(np.clip(pixels, 0.0, 1.0))
+
+
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An [H, W] float map resampled (bilinear, Pillow) to (width, height)."""
     height, width = values.shape
     if (width, height) == size:
         return values
     image = Image.fromarray(values.astype(np.float32), mode="F")
-    return np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float64)
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def colourize(scaled: ScaledMap, options: HeatmapOptions, size: tuple[int, int]) -> np.ndarray:
-    """The map's colours at (width, height): [H, W, 3] floats in [0, 1]."""
+    """The map's colours at (width, height): [H, W, 3] uint8, from the colormap's own table."""
     positions = np.clip(resize_map(colour_positions(scaled), size), 0.0, 1.0)
-    return np.asarray(options.cmap(positions), dtype=np.float64)[..., :3]
+    return np.asarray(options.cmap(positions, bytes=True))[..., :3]
 
 
 def render_heatmap(
@@ -82,9 +93,13 @@ def render_heatmap(
     colours = colourize(scaled, options, size)
     if base is not None and options.overlay:
         gray = base.convert("L").resize(size, Image.Resampling.BILINEAR)
-        under = np.asarray(gray, dtype=np.float64)[..., None] / 255.0
-        colours = (1.0 - options.opacity) * under + options.opacity * colours
-    result = Image.fromarray(np.round(colours * 255).astype(np.uint8), mode="RGB")
+        under = np.asarray(gray, dtype=np.float32)[..., None]
+        # float32 and in place: a 2048-pixel overlay is 3 channels x 3 megapixels.
+        blend = colours.astype(np.float32)
+        blend *= options.opacity
+        blend += (1.0 - options.opacity) * under
+        colours = np.round(blend, out=blend).astype(np.uint8)
+    result = Image.fromarray(colours, mode="RGB")
     return enlarge(result, min_side)
 
 
@@ -98,6 +113,8 @@ def enlarge(image: Image.Image, min_side: int) -> Image.Image:
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    # zlib level 1: on a 2048x1536 overlay of a photo, 1.0 s and 3.7 MB against 4.6 s and
+    # 3.1 MB at Pillow's default 6 (measured here); a server pays this per row.
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

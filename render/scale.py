@@ -23,16 +23,29 @@ class ScaledMap:
 
 
 def to_2d(saliency: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """One sample's saliency, [C, H, W] (NCHW) or [H, W, C] (NHWC) or [H, W], as [H, W]."""
+    """One sample's saliency, [C, H, W] (NCHW) or [H, W, C] (NHWC) or [H, W], as [H, W].
+
+    A flat feature vector [F] is drawn as one row of pixels rather than refused.
+    """
+    if saliency.ndim == 1:
+        return saliency.astype(np.float64).reshape(1, -1)
     if saliency.ndim == 2:
         return saliency.astype(np.float64)
     if saliency.ndim != 3:
         raise ValueError(
-            f"a sample's saliency must be [C, H, W], [H, W, C] or [H, W]; got {saliency.shape}"
+            f"a sample's saliency must be [C, H, W], [H, W, C], [H, W] or [F]; got {saliency.shape}"
         )
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be NCHW or NHWC, not {layout!r}")
     return saliency.astype(np.float64).sum(axis=0 if layout == "NCHW" else 2)
+
+
+def guess_layout(shape: tuple[int, ...]) -> str:
+    """A batch's layout when nobody said: NHWC when the last axis looks like channels
+    (1 or 3) and the second does not, else NCHW."""
+    if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+        return "NHWC"
+    return "NCHW"
 
 
 def scale_map(map2d: np.ndarray, sign: Sign, percentile: float | None = None) -> ScaledMap:

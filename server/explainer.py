@@ -79,7 +79,7 @@ class Explainer:
         model = self.repository.get(call.model)
         method = _method(call.method, model.config.default_method)
         image = self._image(model, call.input)
-        x = self._input(model, call.input if image is None else image)
+        x = self._input(model, image if image is not None else np.asarray(call.input))
         given = list(call.targets)
         if call.target_names:
             given = resolve_names(call.target_names, model.config.labels, model.name)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from onnxplain.render import HeatmapOptions, enlarge, png_bytes, render_heatmap, to_2d
+from onnxplain.render import (
+    HeatmapOptions,
+    enlarge,
+    guess_layout,
+    png_bytes,
+    render_heatmap,
+    tensor_image,
+    to_2d,
+)
 from PIL import Image, UnidentifiedImageError
 
 from .config import Preprocessing
@@ -60,38 +68,18 @@ def heatmap_pngs(
     tensor de-normalised with the model's preprocessing for a tensor request; none (the
     map alone, at the tensor's size) for a model without preprocessing.
     """
-    layout = pre.layout if pre is not None else guess_layout(saliency)
+    layout = pre.layout if pre is not None else guess_layout(saliency.shape)
     pngs = []
     for row, sample in enumerate(samples):
         base = image
         if base is None and pre is not None and options.overlay:
-            base = tensor_image(x[sample], pre)
+            base = tensor_image(x[sample], pre.mean, pre.std, pre.layout)
         try:
-            map2d = to_2d(_as_image_map(saliency[row]), layout)
+            map2d = to_2d(saliency[row], layout)
         except ValueError as exc:
             raise InvalidInput(f"no heatmap for this model: {exc}") from None
         pngs.append(png_bytes(render_heatmap(map2d, options, base)))
     return pngs
-
-
-def guess_layout(saliency: np.ndarray) -> str:
-    """NHWC when the last axis looks like channels (1 or 3) and the second does not."""
-    if saliency.ndim == 4 and saliency.shape[-1] in (1, 3) and saliency.shape[1] not in (1, 3):
-        return "NHWC"
-    return "NCHW"
-
-
-def _as_image_map(sample: np.ndarray) -> np.ndarray:
-    # A flat feature vector is drawn as one row of pixels rather than refused.
-    return sample.reshape(1, -1) if sample.ndim == 1 else sample
-
-
-def tensor_image(sample: np.ndarray, pre: Preprocessing) -> Image.Image:
-    """A preprocessed sample ([C, H, W] or [H, W, C]) back as the image it was made from."""
-    hwc = sample.transpose(1, 2, 0) if pre.layout == "NCHW" else sample
-    pixels = hwc.astype(np.float64) * np.asarray(pre.std) + np.asarray(pre.mean)
-    array = np.round(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
 def heatmap(saliency: np.ndarray, layout: str = "NCHW", scale: int = 1) -> Image.Image:

@@ -1,8 +1,9 @@
 """The heatmap renderer (onnxplain.render): sign handling, clipping, sizes, overlay, figures.
 
 Oracles: Captum's own `_normalize_attr` (the scaling behind `visualize_image_attr`) for the
-sign handling, numpy's percentile for clipping, matplotlib's colormaps for the colours and
-Pillow for the grayscale base and decoding.
+sign handling, pytorch-grad-cam's `show_cam_on_image` (OpenCV's colormap) for the blend,
+numpy's percentile for clipping, matplotlib's colormaps for the colours and Pillow for the
+grayscale base and decoding.
 """
 
 from __future__ import annotations
@@ -136,3 +137,26 @@ def test_batch_rows_get_one_file_each_named_by_sample_and_class() -> None:
         Path("maps/out_1_class7.png"),
     ]
     assert row_paths(out, [0, 0], [7, 1])[1] == Path("maps/out_0_class1.png")
+
+
+def test_blend_matches_pytorch_grad_cams_show_cam_on_image() -> None:
+    import cv2
+
+    from pytorch_grad_cam_import import pytorch_grad_cam
+
+    show_cam_on_image = pytorch_grad_cam().utils.image.show_cam_on_image
+    gray = RNG.uniform(0, 1, size=(12, 10))
+    magnitude = np.abs(SIGNED)
+    opacity = 0.35
+    options = HeatmapOptions(sign="absolute", colormap="viridis", opacity=opacity)
+    ours = np.asarray(render_heatmap(magnitude, options, gray), dtype=np.float64)
+    theirs = show_cam_on_image(
+        np.repeat(np.round(gray * 255)[..., None] / 255, 3, axis=2).astype(np.float32),
+        (magnitude / magnitude.max()).astype(np.float32),
+        use_rgb=True,
+        colormap=cv2.COLORMAP_VIRIDIS,
+        image_weight=1 - opacity,
+    ).astype(np.float64)
+    # show_cam_on_image divides its result by its maximum; so do we, to compare the blends.
+    # The two viridis tables are indexed by floor(255 m) and floor(256 m): a step apart.
+    np.testing.assert_allclose(ours / ours.max() * 255, theirs, atol=3)  # measured 2.2

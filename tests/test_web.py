@@ -130,7 +130,8 @@ def test_top_classes_each_get_their_map_scores_and_probabilities(web: WebPage, m
         overlay = np.asarray(_decode_data_url(row["overlay_png"]).convert("RGB"), np.float64)
         assert overlay.shape == (8, 8, 3)  # the sent image's size
         expected = _blend(SAMPLES / "digit3.png", map2d, "RdBu_r", 0.7) * 255
-        assert np.abs(overlay - expected).max() <= 1.0  # uint8 rounding
+        # One step of the colormap's 256-entry table, and uint8 rounding.
+        assert np.abs(overlay - expected).max() <= 2.0
         peak = float(np.abs(map2d).max())
         assert row["range"] == pytest.approx([-peak, peak], rel=1e-5)
 
@@ -143,7 +144,8 @@ def test_heatmap_controls_reach_the_map_and_its_colour_bar(web: WebPage) -> None
     positive = np.maximum(saliency[0, 0].astype(np.float64), 0.0)
     (row,) = result["explained"]
     shown = np.asarray(_decode_data_url(row["overlay_png"]).convert("L"), np.float64)
-    np.testing.assert_allclose(shown, positive / positive.max() * 255, atol=1.0)
+    expected = matplotlib.colormaps["gray"](positive / positive.max())[..., 0] * 255
+    np.testing.assert_allclose(shown, expected, atol=2.0)  # as above: a table step, rounding
     assert row["range"] == pytest.approx([0.0, positive.max()], rel=1e-5)
     bar = np.asarray(_decode_data_url(result["colour_bar_png"]).convert("L"), np.int32)[0]
     assert bar[0] <= 1 and bar[-1] >= 254 and (np.diff(bar) >= 0).all()  # black to white
