@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -25,10 +26,11 @@ import matplotlib
 import numpy as np
 import pytest
 from onnxplain.server import Explainer, Repository, SessionFactory
-from onnxplain.server.web import WebPage, start_web_page
+from onnxplain.server.web import WebPage, start_web_page, tls_context
 from PIL import Image
 from scipy.special import softmax
 
+from certs import make_ca, make_leaf
 from test_server_support import SAMPLES, direct_explain, make_repository
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,25 +47,39 @@ DIGIT3 = (SAMPLES / "digit3.png").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPage]:
+def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
     root = make_repository(tmp_path_factory.mktemp("models"))
-    core = Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
+    return Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
+
+
+@pytest.fixture(scope="module")
+def web(core: Explainer) -> Iterator[WebPage]:
     page = start_web_page(core, "127.0.0.1", 0, max_upload=MAX_UPLOAD)
     yield page
     page.stop()
 
 
 def _url(web: WebPage, path: str) -> str:
-    return f"http://127.0.0.1:{web.port}{path}"
+    return f"{web.scheme}://127.0.0.1:{web.port}{path}"
 
 
-def _post(web: WebPage, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(_url(web, f"/api/explain?{query}"), data=body, method="POST")
+def _request(
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON answer) of a GET, or of a POST when there is a body."""
+    request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _post(web: WebPage, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    return _request(_url(web, f"/api/explain?{query}"), body)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -253,9 +269,15 @@ def _listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_serve_http_flag_serves_the_page_and_is_off_by_default(tmp_path: Path) -> None:
-    repo = make_repository(tmp_path)
-    plain, with_page = _serve(repo), _serve(repo, "--http", "0")
+def test_serve_http_flag_serves_the_page_with_the_ports_security_and_is_off_by_default(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    repo = make_repository(tmp_path / "models")
+    (tmp_path / "tokens").write_text("the-token\n")
+    cert, key = pki["server"]
+    security = ["--token-file", str(tmp_path / "tokens"), "--tls-cert", str(cert)]
+    plain = _serve(repo)
+    with_page = _serve(repo, "--http", "0", *security, "--tls-key", str(key))
     try:
         assert plain.stdout is not None and with_page.stdout is not None
         grpc_line = plain.stdout.readline()
@@ -267,10 +289,14 @@ def test_serve_http_flag_serves_the_page_and_is_off_by_default(tmp_path: Path) -
         while not lines[-1].startswith("onnxplain serve: web page at") and lines[-1]:
             lines.append(with_page.stdout.readline().strip())
         page_line = lines[-1]
-        assert page_line.startswith("onnxplain serve: web page at http://127.0.0.1:"), lines
+        assert page_line.startswith("onnxplain serve: web page at https://127.0.0.1:"), lines
         url = page_line.rsplit(" ", 1)[1]
-        with urllib.request.urlopen(url, timeout=10) as response:
+        context = _client_context(pki)
+        with urllib.request.urlopen(url, timeout=10, context=context) as response:
             assert b"<title>onnxplain</title>" in response.read()
+        assert _request(url + "api/models", context=context)[0] == 401
+        token = {"Authorization": "Bearer the-token"}
+        assert _request(url + "api/models", None, token, context)[0] == 200
     finally:
         for proc in (plain, with_page):
             proc.terminate()
@@ -287,6 +313,87 @@ def test_serve_http_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "web page at" not in out
     assert err.strip().splitlines()[-1].startswith("onnxplain serve: web page: ")
     assert "Traceback" not in err
+
+
+# --- the gRPC port's tokens and TLS hold for the page too ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(core: Explainer) -> Iterator[WebPage]:
+    page = start_web_page(core, "127.0.0.1", 0, tokens=(b"first-token", b"second-token"))
+    yield page
+    page.stop()
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Basic first-token", "Bearer ", "first-token"]
+)
+def test_without_a_valid_token_the_api_answers_401(guarded: WebPage, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    for body in (None, DIGIT3):
+        path = "/api/models" if body is None else "/api/explain?model=digits"
+        status, payload = _request(_url(guarded, path), body, headers)
+        assert status == 401 and "needs a token" in payload["error"]
+    with urllib.request.urlopen(_url(guarded, "/"), timeout=10) as page:  # the page is open
+        assert b"token-form" in page.read()
+
+
+@pytest.mark.parametrize("token", ["first-token", "second-token"])
+def test_every_listed_token_opens_the_api(guarded: WebPage, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    assert _request(_url(guarded, "/api/models"), None, headers)[0] == 200
+    status, result = _request(_url(guarded, "/api/explain?model=digits&top=1"), DIGIT3, headers)
+    assert status == 200 and result["explained"][0]["index"] == 3
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = make_ca("onnxplain test CA"), make_ca("someone else's CA")
+    server = make_leaf(ca, "onnxplain server", server=True).write(folder, "server")
+    return {
+        "ca": ca,
+        "server": server,
+        "client": make_leaf(ca, "a browser", server=False).write(folder, "client"),
+        "stranger": make_leaf(other, "a stranger", server=False).write(folder, "stranger"),
+    }
+
+
+def _client_context(pki: dict[str, Any], cert: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=pki["ca"].cert_pem.decode())
+    if cert is not None:
+        context.load_cert_chain(*pki[cert])
+    return context
+
+
+def test_tls_serves_https_and_a_silent_client_does_not_stall_others(
+    core: Explainer, pki: dict[str, Any]
+) -> None:
+    page = start_web_page(core, tls=tls_context(*pki["server"]))
+    try:
+        assert page.scheme == "https"
+        with socket.create_connection(("127.0.0.1", page.port)):  # connects, never handshakes
+            status, _ = _request(_url(page, "/api/models"), context=_client_context(pki))
+            assert status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plaintext page
+            urllib.request.urlopen(f"http://127.0.0.1:{page.port}/", timeout=10)
+    finally:
+        page.stop()
+
+
+def test_mutual_tls_wants_a_browser_certificate_from_the_ca(
+    core: Explainer, pki: dict[str, Any]
+) -> None:
+    page = start_web_page(core, tls=tls_context(*pki["server"], pki["ca"].cert_pem))
+    try:
+        url = _url(page, "/api/models")
+        assert _request(url, context=_client_context(pki, "client"))[0] == 200
+        for cert in (None, "stranger"):
+            with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+                _request(url, context=_client_context(pki, cert))
+        assert _request(url, context=_client_context(pki, "client"))[0] == 200
+    finally:
+        page.stop()
 
 
 # --- the page in a real browser -------------------------------------------------------------
@@ -404,5 +511,34 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     page.click("#explain")
     page.wait_for_selector("#result", state="visible")
     assert page.locator("#error").is_hidden()
+    assert errors == []
+    page.close()
+
+
+def test_the_page_asks_for_the_token_when_the_server_wants_one(
+    guarded: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(_url(guarded, "/"))
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#model option")).to_have_count(0)
+    page.fill("#token", "not-the-token")
+    page.click("#use-token")
+    expect(page.locator("#error")).to_have_text(
+        "401: this server needs a token: send 'Authorization: Bearer <token>'"
+    )
+    page.fill("#token", "second-token")
+    page.click("#use-token")
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.locator("#model option")).to_have_count(3)
+    page.set_input_files("#image", str(SAMPLES / "digit3.png"))
+    page.click("#explain")
+    expect(page.locator("figure.map")).to_have_count(3)
+    expect(page.locator("#error")).to_be_hidden()
+    page.screenshot(path=str(tmp_path / "token.png"), full_page=True)
     assert errors == []
     page.close()

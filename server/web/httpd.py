@@ -6,9 +6,12 @@ service, and the machines it runs on are often offline, so no framework and no C
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,12 +60,43 @@ _SECURITY_HEADERS = {
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck browser connection must not block shutdown
 
-    def __init__(self, address: tuple[str, int], core: Explainer, max_upload: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        core: Explainer,
+        max_upload: int,
+        tokens: tuple[bytes, ...],
+        tls: ssl.SSLContext | None,
+    ) -> None:
         if ":" in address[0]:  # an IPv6 address such as "::" or "::1"
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.core = core
         self.max_upload = max_upload
+        self.tokens = tokens
+        if tls is not None:
+            # The handshake runs on the request's own thread (at its first read, under the
+            # handler's timeout), not in the accept loop, where one silent client would stall
+            # every other.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a dropped connection is the client's business: one line,
+        # not socketserver's traceback on stderr.
+        log.info("web page: connection from %s failed: %s", client_address, sys.exc_info()[1])
+
+    def authorized(self, header: str | None) -> bool:
+        """Open without tokens; else `Authorization: Bearer <one of the tokens>`."""
+        if not self.tokens:
+            return True
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        presented = token.strip().encode()
+        # Every token is compared in full, so the time taken says nothing about a match.
+        return any([hmac.compare_digest(presented, known) for known in self.tokens])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,7 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/api/models":
-            self._json(HTTPStatus.OK, api.list_models(self.server.core))
+            if self._authorized():
+                self._json(HTTPStatus.OK, api.list_models(self.server.core))
         elif path in _STATIC:
             name, content_type = _STATIC[path]
             body = resources.files(__package__).joinpath("static", name).read_bytes()
@@ -87,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path != "/api/explain":
             self._error(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}")
+            return
+        if not self._authorized():
             return
         body = self._body()
         if body is None:
@@ -103,6 +140,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
             )
+
+    def _authorized(self) -> bool:
+        """The static page is open (it holds no data); the API needs a token when set."""
+        if self.server.authorized(self.headers.get("Authorization")):
+            return True
+        self.close_connection = True  # an unread body must not be parsed as a request
+        self._error(
+            HTTPStatus.UNAUTHORIZED,
+            "this server needs a token: send 'Authorization: Bearer <token>'",
+        )
+        return False
 
     def _body(self) -> bytes | None:
         """The upload, or None after answering why it was refused (unread, so unbuffered)."""
@@ -133,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, message: str) -> None:
         # Overloaded is brief (one explanation finishing frees a slot): say when to retry.
         extra = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else {}
+        if status == HTTPStatus.UNAUTHORIZED:
+            extra = {"WWW-Authenticate": 'Bearer realm="onnxplain"'}
         self._send(status, json.dumps({"error": message}).encode(), "application/json", extra)
 
     def _send(
@@ -163,6 +213,10 @@ class WebPage:
     def port(self) -> int:
         return int(self.server.server_address[1])
 
+    @property
+    def scheme(self) -> str:
+        return "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -170,10 +224,18 @@ class WebPage:
 
 
 def start_web_page(
-    core: Explainer, host: str = "127.0.0.1", port: int = 0, max_upload: int = 16 << 20
+    core: Explainer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_upload: int = 16 << 20,
+    tokens: tuple[bytes, ...] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> WebPage:
-    """Serve the page on host:port (0 picks one) in a background thread. OSError if busy."""
-    server = _Server((host, port), core, max_upload)
+    """Serve the page on host:port (0 picks one) in a background thread. OSError if busy.
+
+    `tokens` and `tls` are the gRPC port's (security.Security): the page is no way around them.
+    """
+    server = _Server((host, port), core, max_upload, tokens, tls)
     thread = threading.Thread(target=server.serve_forever, name="web-page", daemon=True)
     thread.start()
     return WebPage(server, thread)

@@ -42,9 +42,22 @@ function modelChosen() {
   $("top").value = String(Math.min(Number($("top").value), Number($("top").max)));
 }
 
+// With a token file on the server, the API wants the token on every call. It is kept in
+// this page's memory only: a reload asks again.
+let token = "";
+const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
+
 async function loadModels() {
-  const response = await fetch("/api/models");
+  const response = await fetch("/api/models", { headers: authorization() });
   const listing = await response.json();
+  if (response.status === 401) {
+    $("token-form").hidden = false;
+    showError(token ? `401: ${listing.error}` : "");
+    return;
+  }
+  if (!response.ok) throw new Error(`${response.status}: ${listing.error}`);
+  $("token-form").hidden = true;
+  showError("");
   models = listing.models;
   $("sign").replaceChildren(...listing.signs.map((s) => option(s, s)));
   $("top").dataset.max = String(listing.max_top);
@@ -97,7 +110,7 @@ async function explain(event) {
   $("explain").disabled = true;
   try {
     const response = await fetch(`/api/explain?${query}`, {
-      method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file,
+      method: "POST", headers: { "Content-Type": "application/octet-stream", ...authorization() }, body: file,
     });
     const payload = await response.json();
     if (!response.ok) {
@@ -118,5 +131,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("model").addEventListener("change", modelChosen);
   $("opacity").addEventListener("input", () => { $("opacity-value").textContent = $("opacity").value; });
   $("explain-form").addEventListener("submit", explain);
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = $("token").value.trim();
+    loadModels().catch((err) => showError(`could not list the models: ${err}`));
+  });
   loadModels().catch((err) => showError(`could not list the models: ${err}`));
 });
