@@ -14,6 +14,7 @@ _COMMAND_MODULES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("onnxplain.graph_rewrite.cli", ("convert", "check"), None),
     ("onnxplain.server.cli", ("serve",), "serve"),
     ("onnxplain.client.cli", ("explain", "models"), "serve"),
+    ("onnxplain.sanity.cli", ("sanity",), "sanity"),
 )
 
 

@@ -31,6 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=8, help="explanations run at once")
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     p.add_argument(
         "--poll",
         type=_positive,
@@ -43,7 +44,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST is --host)",
     )
-    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     _add_security_args(p)
     p.set_defaults(func=run_serve)
 
@@ -141,8 +141,8 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
             return 2
         print(f"onnxplain serve: web page at {web.scheme}://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
-    if web is not None:
-        web.stop()
     if health_only is not None:
         health_only.stop(None)
+    if web is not None:
+        web.stop()
     return 0

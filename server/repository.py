@@ -29,6 +29,7 @@ from onnxplain.graph_rewrite import (
     default_input,
     default_output,
 )
+from onnxplain.sanity import SanityReport, read_report
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
@@ -69,6 +70,7 @@ class LoadedModel:
     output: Spec
     forward: ort.InferenceSession  # gives the scores when targets must be picked first
     explain: dict[Method, ort.InferenceSession]
+    sanity: SanityReport | None = None  # `onnxplain sanity --write`'s sanity.json, if any
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,17 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         explain={
             m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
         },
+        sanity=_sanity_report(folder),
     )
+
+
+def _sanity_report(folder: Path) -> SanityReport | None:
+    # A damaged report must not take the model down: it is advice to operators, not config.
+    try:
+        return read_report(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("model %s: ignoring its sanity.json (%s)", folder.name, exc)
+        return None
 
 
 def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
 from onnxplain.render import HeatmapOptions, Sign
+from onnxplain.sanity import SanityReport, summarise
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
@@ -133,7 +134,20 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
                 color_mode=pre.color_mode,
             )
         )
+    if entry.sanity is not None:
+        encode_sanity(info, entry.sanity)
     return info
+
+
+def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
+    info.sanity_metric = report.metric
+    info.sanity_max_similarity = report.max_similarity
+    info.sanity_score = report.score
+    for result in report.methods:
+        wire = _METHOD_TO_WIRE.get(result.method)
+        if wire is not None:  # a method this server does not serve has nothing to warn of
+            scores = summarise(result.steps, report.score)
+            info.sanity.add(method=wire, passed=result.passed, **scores)
 
 
 def encode_spec(spec: Spec) -> pb.TensorSpec:

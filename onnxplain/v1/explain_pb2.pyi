@@ -99,7 +99,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "reload_error")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "reload_error", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,10 @@ class ModelInfo(_message.Message):
     DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SANITY_FIELD_NUMBER: _ClassVar[int]
+    SANITY_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SANITY_MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SANITY_SCORE_FIELD_NUMBER: _ClassVar[int]
     name: str
     available: bool
     error: str
@@ -120,7 +124,27 @@ class ModelInfo(_message.Message):
     default_method: Method
     preprocessing: Preprocessing
     reload_error: str
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., reload_error: _Optional[str] = ...) -> None: ...
+    sanity: _containers.RepeatedCompositeFieldContainer[SanityResult]
+    sanity_metric: str
+    sanity_max_similarity: float
+    sanity_score: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., reload_error: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
+
+class SanityResult(_message.Message):
+    __slots__ = ("method", "passed", "spearman_abs", "spearman", "ssim", "hog")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_ABS_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    SSIM_FIELD_NUMBER: _ClassVar[int]
+    HOG_FIELD_NUMBER: _ClassVar[int]
+    method: Method
+    passed: bool
+    spearman_abs: float
+    spearman: float
+    ssim: float
+    hog: float
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
