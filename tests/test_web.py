@@ -46,9 +46,34 @@ MAX_UPLOAD = 64 * 1024
 DIGIT3 = (SAMPLES / "digit3.png").read_bytes()
 
 
+def _steps(*spearman_abs: float) -> list[dict[str, Any]]:
+    similarity = {"spearman": 0.0, "ssim": 0.5, "hog": 0.5}
+    return [
+        {"layer": f"conv{i}", "depth": i + 1, "similarity": {**similarity, "spearman_abs": v}}
+        for i, v in enumerate(spearman_abs)
+    ]
+
+
+# A stored sanity check for the demo model, as `onnxplain sanity --write` leaves it: vanilla
+# passes (mean 0.4 <= 0.5), guided fails (mean 0.85), deconvnet was not checked.
+SANITY = {
+    "model": "digits",
+    "metric": "spearman_abs",
+    "max_similarity": 0.5,
+    "score": "mean",
+    "inputs": 2,
+    "targets": [3, 7],
+    "methods": [
+        {"method": "vanilla", "steps": _steps(0.6, 0.2), "passed": True},
+        {"method": "guided", "steps": _steps(0.9, 0.8), "passed": False},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
     root = make_repository(tmp_path_factory.mktemp("models"))
+    (root / "digits" / "sanity.json").write_text(json.dumps(SANITY))
     return Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
 
 
@@ -113,6 +138,17 @@ def test_models_lists_loaded_and_failed_models(web: WebPage) -> None:
     assert not models["garbage"]["available"] and models["garbage"]["error"]
     assert not models["norule"]["available"] and "Sin" in models["norule"]["error"]
     assert listing["signs"] == ["all", "positive", "negative", "absolute"]
+    sanity = models["digits"]["sanity"]
+    assert (sanity["metric"], sanity["max_similarity"], sanity["score"]) == (
+        "spearman_abs",
+        0.5,
+        "mean",
+    )
+    assert set(sanity["methods"]) == {"vanilla", "guided"}
+    assert sanity["methods"]["vanilla"]["passed"] is True
+    assert sanity["methods"]["vanilla"]["spearman_abs"] == pytest.approx(0.4)
+    assert sanity["methods"]["guided"]["passed"] is False
+    assert sanity["methods"]["guided"]["spearman_abs"] == pytest.approx(0.85)
 
 
 def _blend(image: Path, map2d: np.ndarray, cmap: str, opacity: float) -> np.ndarray:
@@ -460,6 +496,14 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     expect(page.locator("#model option")).to_have_count(3)
     assert page.locator("#model").input_value() == "digits"  # the first one that loaded
     assert "unavailable" in page.locator("#model option[value=garbage]").inner_text()
+    # The stored sanity check warns before anyone trusts guided backprop on this model.
+    methods = page.locator("#method option")
+    assert methods.all_inner_texts() == [
+        "vanilla (sanity: pass)",
+        "deconvnet",
+        "guided (sanity: FAIL)",
+    ]
+    expect(page.locator("#sanity")).to_contain_text("vanilla passed (0.40), guided failed (0.85)")
     page.set_input_files("#image", str(upload))
     page.select_option("#method", "vanilla")
     page.fill("#percentile", "")  # the page clips at 99 by default; the API at the maximum

@@ -23,6 +23,7 @@ const number = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toPrecision(3) : v.toE
 function modelChosen() {
   const model = models.find((m) => m.name === $("model").value);
   $("method").replaceChildren();
+  $("sanity").textContent = "";
   $("target").replaceChildren(option("", "the top classes"));
   if (!model) return;
   if (!model.available) {
@@ -31,7 +32,8 @@ function modelChosen() {
   }
   $("model-info").textContent = `input ${model.input}, output ${model.output}` +
     (model.takes_images ? "" : " (no image preprocessing configured: this model takes tensors only)");
-  $("method").append(...model.methods.map((m) => option(m, m)));
+  $("method").append(...model.methods.map((m) => option(m, m + sanityNote(model.sanity, m))));
+  $("sanity").textContent = sanityLine(model.sanity);
   $("method").value = model.default_method;
   const count = model.classes || model.labels.length;
   for (let i = 0; i < count; i++) {
@@ -46,6 +48,22 @@ function modelChosen() {
 // this page's memory only: a reload asks again.
 let token = "";
 const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
+
+// The stored sanity check (cascading randomisation of the weights): a method whose maps stay
+// similar while the weights are destroyed does not explain this model.
+function sanityNote(sanity, method) {
+  const result = sanity && sanity.methods[method];
+  if (!result) return "";
+  return result.passed ? " (sanity: pass)" : " (sanity: FAIL)";
+}
+
+function sanityLine(sanity) {
+  if (!sanity) return "";
+  const parts = Object.entries(sanity.methods).map(([method, r]) =>
+    `${method} ${r.passed ? "passed" : "failed"} (${r[sanity.metric].toFixed(2)})`);
+  return `Sanity check, ${sanity.score} ${sanity.metric} similarity to the trained model's maps ` +
+    `as the weights are randomised (pass at most ${sanity.max_similarity}): ${parts.join(", ")}.`;
+}
 
 async function loadModels() {
   const response = await fetch("/api/models", { headers: authorization() });
