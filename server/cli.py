@@ -14,7 +14,7 @@ from .lifecycle import Signals, serve_until_signal
 from .reload import Reloader, snapshot
 from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
 from .security import Security, SecurityConfigError, health_server
-from .web import start_web_page, tls_context
+from .web import start_web_page
 
 log = logging.getLogger("onnxplain.server")
 
@@ -127,17 +127,13 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     web = None
     if args.http is not None:
         try:
-            tls = None
-            if security.tls:  # the same certificate and client CA as the gRPC port
-                tls = tls_context(args.tls_cert, args.tls_key, security.client_ca)
-            web = start_web_page(
-                core, args.host, args.http, limits.max_message_bytes, security.tokens, tls
-            )
-        except OSError as exc:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes, security)
+        except (OSError, SecurityConfigError) as exc:
             service.server.stop(None)
             if health_only is not None:
                 health_only.stop(None)
-            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            why = "" if isinstance(exc, SecurityConfigError) else " (is the port in use?)"
+            print(f"onnxplain serve: web page: {exc}{why}", file=sys.stderr)
             return 2
         print(f"onnxplain serve: web page at {web.scheme}://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ import matplotlib
 import numpy as np
 import pytest
 from onnxplain.server import Explainer, Repository, SessionFactory
-from onnxplain.server.web import WebPage, start_web_page, tls_context
+from onnxplain.server.security import RECHECK_S, Security
+from onnxplain.server.web import WebPage, start_web_page
 from PIL import Image
 from scipy.special import softmax
 
@@ -355,8 +357,10 @@ def test_serve_http_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(core: Explainer) -> Iterator[WebPage]:
-    page = start_web_page(core, "127.0.0.1", 0, tokens=(b"first-token", b"second-token"))
+def guarded(core: Explainer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPage]:
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens"
+    tokens.write_text("first-token\n  second-token \n")
+    page = start_web_page(core, security=Security.from_files(token_file=tokens))
     yield page
     page.stop()
 
@@ -382,12 +386,36 @@ def test_every_listed_token_opens_the_api(guarded: WebPage, token: str) -> None:
     assert status == 200 and result["explained"][0]["index"] == 3
 
 
+def test_a_renewed_token_file_reaches_the_page_without_a_restart(
+    core: Explainer, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    page = start_web_page(core, security=Security.from_files(token_file=tokens))
+    url = _url(page, "/api/models")
+
+    def status(token: str) -> int:
+        return _request(url, None, {"Authorization": f"Bearer {token}"})[0]
+
+    try:
+        assert (status("old-token"), status("new-token")) == (200, 401)
+        time.sleep(RECHECK_S + 0.1)  # the file is looked at no more than once a RECHECK_S
+        tokens.write_text("new-token\n")  # the old one is revoked
+        assert (status("old-token"), status("new-token")) == (401, 200)
+        time.sleep(RECHECK_S + 0.1)
+        tokens.write_text("")  # a broken replacement is ignored: no lock-out
+        assert status("new-token") == 200
+    finally:
+        page.stop()
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("pki")
     ca, other = make_ca("onnxplain test CA"), make_ca("someone else's CA")
     server = make_leaf(ca, "onnxplain server", server=True).write(folder, "server")
     return {
+        "folder": folder,
         "ca": ca,
         "server": server,
         "client": make_leaf(ca, "a browser", server=False).write(folder, "client"),
@@ -405,7 +433,7 @@ def _client_context(pki: dict[str, Any], cert: str | None = None) -> ssl.SSLCont
 def test_tls_serves_https_and_a_silent_client_does_not_stall_others(
     core: Explainer, pki: dict[str, Any]
 ) -> None:
-    page = start_web_page(core, tls=tls_context(*pki["server"]))
+    page = start_web_page(core, security=Security.from_files(*pki["server"]))
     try:
         assert page.scheme == "https"
         with socket.create_connection(("127.0.0.1", page.port)):  # connects, never handshakes
@@ -417,10 +445,33 @@ def test_tls_serves_https_and_a_silent_client_does_not_stall_others(
         page.stop()
 
 
+def test_a_renewed_certificate_reaches_the_page_without_a_restart(
+    core: Explainer, tmp_path: Path
+) -> None:
+    old_ca, new_ca = make_ca("old CA"), make_ca("new CA")
+    cert, key = make_leaf(old_ca, "server", server=True).write(tmp_path, "server")
+    page = start_web_page(core, security=Security.from_files(cert, key))
+    url = _url(page, "/api/models")
+    trusts = {
+        ca: ssl.create_default_context(cadata=ca.cert_pem.decode()) for ca in (old_ca, new_ca)
+    }
+    try:
+        assert _request(url, context=trusts[old_ca])[0] == 200
+        time.sleep(RECHECK_S + 0.1)
+        make_leaf(new_ca, "server", server=True).write(tmp_path, "server")
+        assert _request(url, context=trusts[new_ca])[0] == 200
+        with pytest.raises(urllib.error.URLError):  # the old chain is gone
+            _request(url, context=trusts[old_ca])
+    finally:
+        page.stop()
+
+
 def test_mutual_tls_wants_a_browser_certificate_from_the_ca(
     core: Explainer, pki: dict[str, Any]
 ) -> None:
-    page = start_web_page(core, tls=tls_context(*pki["server"], pki["ca"].cert_pem))
+    ca = pki["folder"] / "ca.crt"
+    ca.write_bytes(pki["ca"].cert_pem)
+    page = start_web_page(core, security=Security.from_files(*pki["server"], ca))
     try:
         url = _url(page, "/api/models")
         assert _request(url, context=_client_context(pki, "client"))[0] == 200

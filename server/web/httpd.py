@@ -10,7 +10,6 @@ import hmac
 import json
 import logging
 import socket
-import ssl
 import sys
 import threading
 from collections.abc import Mapping
@@ -29,7 +28,9 @@ from ..errors import (
     RequestTooLarge,
 )
 from ..explainer import Explainer
+from ..security import Security
 from . import api
+from .tls import current_tls, current_tokens
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +62,27 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck browser connection must not block shutdown
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        core: Explainer,
-        max_upload: int,
-        tokens: tuple[bytes, ...],
-        tls: ssl.SSLContext | None,
+        self, address: tuple[str, int], core: Explainer, max_upload: int, security: Security
     ) -> None:
         if ":" in address[0]:  # an IPv6 address such as "::" or "::1"
             self.address_family = socket.AF_INET6
+        # Both read their files first, so a bad certificate fails here, before the bind.
+        self.tls = current_tls(security)
+        self.tokens = current_tokens(security)
+        self.scheme = "https" if security.tls else "http"
         super().__init__(address, _Handler)
         self.core = core
         self.max_upload = max_upload
-        self.tokens = tokens
-        if tls is not None:
-            # The handshake runs on the request's own thread (at its first read, under the
-            # handler's timeout), not in the accept loop, where one silent client would stall
-            # every other.
-            self.socket = tls.wrap_socket(
-                self.socket, server_side=True, do_handshake_on_connect=False
-            )
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        context = self.tls()
+        if context is None:
+            return connection, address
+        # Wrapping does no I/O: the handshake runs on the request's own thread (at its first
+        # read, under the handler's timeout), so one silent client stalls no one else.
+        wrapped = context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a dropped connection is the client's business: one line,
@@ -89,14 +91,15 @@ class _Server(ThreadingHTTPServer):
 
     def authorized(self, header: str | None) -> bool:
         """Open without tokens; else `Authorization: Bearer <one of the tokens>`."""
-        if not self.tokens:
+        tokens = self.tokens()
+        if not tokens:
             return True
         scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return False
         presented = token.strip().encode()
         # Every token is compared in full, so the time taken says nothing about a match.
-        return any([hmac.compare_digest(presented, known) for known in self.tokens])
+        return any([hmac.compare_digest(presented, known) for known in tokens])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -215,7 +218,7 @@ class WebPage:
 
     @property
     def scheme(self) -> str:
-        return "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
+        return self.server.scheme
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -228,14 +231,15 @@ def start_web_page(
     host: str = "127.0.0.1",
     port: int = 0,
     max_upload: int = 16 << 20,
-    tokens: tuple[bytes, ...] = (),
-    tls: ssl.SSLContext | None = None,
+    security: Security | None = None,
 ) -> WebPage:
-    """Serve the page on host:port (0 picks one) in a background thread. OSError if busy.
+    """Serve the page on host:port (0 picks one) in a background thread. OSError if the port
+    is busy, SecurityConfigError if the TLS files do not work.
 
-    `tokens` and `tls` are the gRPC port's (security.Security): the page is no way around them.
+    `security` is the gRPC port's (`Security.from_files`): its tokens and TLS files guard the
+    page too, and their renewals reach it as they reach the gRPC port.
     """
-    server = _Server((host, port), core, max_upload, tokens, tls)
+    server = _Server((host, port), core, max_upload, security or Security())
     thread = threading.Thread(target=server.serve_forever, name="web-page", daemon=True)
     thread.start()
     return WebPage(server, thread)
