@@ -85,9 +85,13 @@ class _Server(ThreadingHTTPServer):
         return wrapped, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A failed TLS handshake or a dropped connection is the client's business: one line,
-        # not socketserver's traceback on stderr.
-        log.info("web page: connection from %s failed: %s", client_address, sys.exc_info()[1])
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            # A failed TLS handshake or a dropped connection is the client's business: one
+            # line, not socketserver's traceback on stderr.
+            log.info("web page: connection from %s failed: %s", client_address, error)
+        else:
+            log.exception("web page: a request from %s failed", client_address)
 
     def authorized(self, header: str | None) -> bool:
         """Open without tokens; else `Authorization: Bearer <one of the tokens>`."""
