@@ -102,14 +102,6 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     except SecurityConfigError as exc:
         print(f"onnxplain serve: {exc}", file=sys.stderr)
         return 2
-    if args.http is not None and (args.token_file or args.tls_client_ca):
-        # The web page has no login: it would be a way round the token or certificate check.
-        print(
-            "onnxplain serve: --http serves without authentication; it cannot be combined "
-            "with --token-file or --tls-client-ca",
-            file=sys.stderr,
-        )
-        return 2
     try:
         sessions = SessionFactory(args.device, args.threads)
         loaded = snapshot(args.models) if args.models.is_dir() else {}
@@ -141,12 +133,15 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     web = None
     if args.http is not None:
         try:
-            web = start_web_page(core, args.host, args.http, limits.max_message_bytes)
-        except OSError as exc:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes, security)
+        except (OSError, SecurityConfigError) as exc:
             service.server.stop(None)
-            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            if health_only is not None:
+                health_only.stop(None)
+            why = "" if isinstance(exc, SecurityConfigError) else " (is the port in use?)"
+            print(f"onnxplain serve: web page: {exc}{why}", file=sys.stderr)
             return 2
-        print(f"onnxplain serve: web page at http://{args.host}:{web.port}/", flush=True)
+        print(f"onnxplain serve: web page at {web.scheme}://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
     if health_only is not None:
         health_only.stop(None)

@@ -17,6 +17,7 @@ import numpy as np
 from onnxplain.graph_rewrite import METHODS
 from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap, scale_map, to_2d
 from onnxplain.render import png_bytes as render_png
+from onnxplain.sanity import SanityReport, summarise
 
 from ..errors import InvalidInput
 from ..explainer import ExplainCall, Explainer, Explanation
@@ -49,9 +50,24 @@ def list_models(core: Explainer) -> dict[str, Any]:
                 "labels": list(config.labels),
                 "methods": list(METHODS),
                 "default_method": config.default_method,
+                "sanity": None if entry.sanity is None else _sanity(entry.sanity),
             }
         )
     return {"models": models, "signs": list(SIGNS), "max_top": MAX_TOP_K}
+
+
+def _sanity(report: SanityReport) -> dict[str, Any]:
+    """The stored sanity check (Adebayo et al.), one verdict and score per method, so that the
+    page can warn before a user trusts a method whose maps ignore the weights."""
+    return {
+        "metric": report.metric,
+        "max_similarity": report.max_similarity,
+        "score": report.score,
+        "methods": {
+            r.method: {"passed": r.passed, **summarise(r.steps, report.score)}
+            for r in report.methods
+        },
+    }
 
 
 def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[str, Any]:
