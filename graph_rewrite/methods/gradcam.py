@@ -58,8 +58,7 @@ def upsampled_map(ctx: Context) -> str:
     """The layer map at the input's spatial size, in the chosen style: [N, 1, spatial of X]."""
     g, x = ctx.g, ctx.ends.input
     layer_rank = g.tensor(ctx.layer()).rank
-    input_rank = g.tensor(x).rank
-    spatial_axes(input_rank, f"the explained input {x!r}")
+    input_rank = len(spatial_axes(g.tensor(x).rank, f"the explained input {x!r}")) + 2
     if input_rank != layer_rank:
         raise RewriteError(
             f"the Grad-CAM layer {ctx.layer()!r} is {layer_rank}-D but the input {x!r} is "
