@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .client import Client, ServiceError
+from .method_options import METHOD_NAMES, add_method_options, method_options, method_report
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -17,7 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="ask a server for a saliency map")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", required=True, help="model name (see `onnxplain models`)")
-    p.add_argument("--method", choices=("vanilla", "deconvnet", "guided"), default=None)
+    p.add_argument("--method", choices=METHOD_NAMES, default=None)
+    add_method_options(p)
     p.add_argument("--target", type=int, default=None, help="class to explain (default: top)")
     p.add_argument("input", type=Path, help="a PNG/JPEG image or a preprocessed .npy tensor")
     p.add_argument("-o", "--output", type=Path, required=True, help=".npy saliency or .png heatmap")
@@ -36,7 +38,12 @@ def run_explain(args: argparse.Namespace) -> int:
     try:
         with Client(args.server) as client:
             result = client.explain(
-                args.model, args.input, method=args.method, targets=args.target, heatmap=as_png
+                args.model,
+                args.input,
+                method=args.method,
+                targets=args.target,
+                heatmap=as_png,
+                **method_options(args),
             )
     except (ServiceError, OSError, ValueError) as exc:
         print(f"onnxplain explain: {exc}", file=sys.stderr)
@@ -47,6 +54,8 @@ def run_explain(args: argparse.Namespace) -> int:
         np.save(args.output, result.saliency)
     names = result.labels or [str(t) for t in result.targets]
     print(f"{result.method} saliency of class {', '.join(names)} written to {args.output}")
+    for line in method_report(result):
+        print(line)
     return 0
 
 

@@ -7,15 +7,20 @@ core's own (`server.errors`), and the servicer translates both ways.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from onnxplain.graph_rewrite import GRAD_INPUT, METHODS, SALIENCY_OUTPUT, Method
+from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, Method
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
+from onnxplain.graph_rewrite.methods.integrated_gradients import GAP_OUTPUT
+from onnxruntime import InferenceSession
 
-from .errors import InvalidInput, Overloaded, RequestTooLarge
+from .errors import InvalidInput, ModelUnavailable, Overloaded, RequestTooLarge
 from .imaging import heatmap, png_bytes, preprocess
+from .method_params import EAGER, MethodOptions, graph_params, run_extras
+from .method_sessions import LazySessions
 from .repository import LoadedModel, Repository, Spec
 
 
@@ -26,6 +31,7 @@ class ExplainCall:
     method: str | None = None  # vanilla, deconvnet, guided; None: the model's default
     targets: Sequence[int] = ()  # empty: each sample's top class
     heatmap: bool = False
+    options: MethodOptions = field(default_factory=MethodOptions)  # newer methods' parameters
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class Explanation:
     method: Method
     labels: list[str]  # the targets' labels, empty when the model has none
     heatmap_png: bytes | None
+    completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per sample
+    seed: int | None = None  # SmoothGrad's noise seed, when drawn by the server
+    layer: str = ""  # Grad-CAM's layer
 
 
 class ConcurrencyLimit:
@@ -66,10 +75,20 @@ class Explainer:
     def explain(self, call: ExplainCall) -> Explanation:
         model = self.repository.get(call.model)
         method = _method(call.method, model.config.default_method)
+        params = graph_params(method, call.options)
         x = self._input(model, call.input)
+        extras = run_extras(method, params, call.options, x)
+        layer = ""
+        if "layer" in dict(ALL_PARAMS.get(method, ())):
+            layer = str(dict(params).get("layer") or (self._lazy(model).default_layer() or ""))
         with self.limit.slot():
             targets, score_shape = self._targets(model, x, call.targets)
-            scores, saliency = self._run(model, method, x, targets, score_shape)
+            if method in EAGER:
+                session = model.explain[method]
+            else:
+                session = self._lazy(model).get(method, params)
+            outputs = self._run(session, model, x, targets, score_shape, extras.feeds, method)
+        scores, saliency = outputs[0], outputs[1]
         return Explanation(
             saliency=saliency,
             scores=scores,
@@ -77,7 +96,15 @@ class Explainer:
             method=method,
             labels=[model.config.labels[t] for t in targets] if model.config.labels else [],
             heatmap_png=self._heatmap(model, saliency) if call.heatmap else None,
+            completeness_gap=outputs[2] if len(outputs) > 2 else None,
+            seed=extras.seed,
+            layer=layer,
         )
+
+    def _lazy(self, model: LoadedModel) -> LazySessions:
+        if model.lazy is None:
+            raise ModelUnavailable(f"model {model.name!r} serves only {', '.join(EAGER)}")
+        return model.lazy
 
     def _input(self, model: LoadedModel, given: np.ndarray | bytes) -> np.ndarray:
         if isinstance(given, bytes):
@@ -107,19 +134,24 @@ class Explainer:
 
     def _run(
         self,
+        session: InferenceSession,
         model: LoadedModel,
-        method: Method,
         x: np.ndarray,
         targets: np.ndarray,
         score_shape: tuple[int, ...],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One explain run, seeded with the one-hot of each sample's target."""
+        extra_feeds: Mapping[str, np.ndarray],
+        method: Method,
+    ) -> list[np.ndarray]:
+        """One explain run, seeded with the one-hot of each sample's target: the scores,
+        the saliency, and the completeness gap for Integrated Gradients."""
         batch = score_shape[0]
         one_hot = np.zeros((batch, int(np.prod(score_shape[1:]))), dtype=model.output.dtype)
         one_hot[np.arange(batch), targets] = 1
-        feeds = {model.input.name: x, GRAD_INPUT: one_hot.reshape(score_shape)}
-        scores, saliency = model.explain[method].run([model.output.name, SALIENCY_OUTPUT], feeds)
-        return scores, saliency
+        feeds = {model.input.name: x, GRAD_INPUT: one_hot.reshape(score_shape), **extra_feeds}
+        names = [model.output.name, SALIENCY_OUTPUT]
+        if method == "integrated_gradients":
+            names.append(GAP_OUTPUT)
+        return list(session.run(names, feeds))
 
     def _heatmap(self, model: LoadedModel, saliency: np.ndarray) -> bytes:
         pre = model.config.preprocessing
@@ -127,12 +159,16 @@ class Explainer:
 
 
 def _method(given: str | None, default: Method) -> Method:
-    for method in METHODS:
+    for method in ALL_METHODS:
         if given == method:
             return method
     if given is None:
         return default
-    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(METHODS)}")
+    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(ALL_METHODS)}")
+
+
+# Each method's parameters by name, to know which take a layer.
+ALL_PARAMS = {name: tuple((p.name, p) for p in spec.params) for name, spec in REGISTRY.items()}
 
 
 def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:

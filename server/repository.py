@@ -31,6 +31,7 @@ from onnxplain.graph_rewrite import (
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .method_sessions import LazySessions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class LoadedModel:
     output: Spec
     forward: ort.InferenceSession  # gives the scores when targets must be picked first
     explain: dict[Method, ort.InferenceSession]
+    # The newer methods' sessions, built when first asked for (method_sessions.py).
+    lazy: LazySessions | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         explain={
             m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
         },
+        lazy=LazySessions(model, input_name, output_name, sessions.session),
     )
 
 

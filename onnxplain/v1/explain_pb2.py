@@ -24,37 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonnxplain/v1/explain.proto\x12\x0connxplain.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"m\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x12\n\ncolor_mode\x18\x06 \x01(\t\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xa7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05input\x18\x04 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12%\n\x07methods\x18\x07 \x03(\x0e\x32\x14.onnxplain.v1.Method\x12,\n\x0e\x64\x65\x66\x61ult_method\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\"\xa9\x01\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12$\n\x06method\x18\x04 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\x0f\n\x07heatmap\x18\x06 \x01(\x08\x42\x07\n\x05input\"\xc2\x01\n\x0f\x45xplainResponse\x12&\n\x08saliency\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x0f\n\x07targets\x18\x03 \x03(\x03\x12\x13\n\x0bheatmap_png\x18\x04 \x01(\x0c\x12\x15\n\rtarget_labels\x18\x05 \x03(\t\x12$\n\x06method\x18\x06 \x01(\x0e\x32\x14.onnxplain.v1.Method\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.onnxplain.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.onnxplain.v1.ModelInfo*\xc0\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0b\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x0c\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\r\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\x10*]\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x12\n\x0eMETHOD_VANILLA\x10\x01\x12\x14\n\x10METHOD_DECONVNET\x10\x02\x12\x11\n\rMETHOD_GUIDED\x10\x03\x32\xf4\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.onnxplain.v1.GetModelRequest\x1a\x1e.onnxplain.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonnxplain/v1/explain.proto\x12\x0connxplain.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"u\n\x08\x42\x61seline\x12\x0f\n\x05zeros\x18\x01 \x01(\x08H\x00\x12\x12\n\x08\x63onstant\x18\x02 \x01(\x02H\x00\x12\x14\n\nblur_sigma\x18\x03 \x01(\x02H\x00\x12&\n\x06tensor\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x42\x06\n\x04kind\"j\n\x0fMethodParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\"\x84\x01\n\nMethodInfo\x12$\n\x06method\x18\x01 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x31\n\nparameters\x18\x04 \x03(\x0b\x32\x1d.onnxplain.v1.MethodParameter\"m\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x12\n\ncolor_mode\x18\x06 \x01(\t\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xed\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05input\x18\x04 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12%\n\x07methods\x18\x07 \x03(\x0e\x32\x14.onnxplain.v1.Method\x12,\n\x0e\x64\x65\x66\x61ult_method\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\x12-\n\x0bmethod_info\x18\n \x03(\x0b\x32\x18.onnxplain.v1.MethodInfo\x12\x15\n\rdefault_layer\x18\x0b \x01(\t\"\x84\x04\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12$\n\x06method\x18\x04 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\x0f\n\x07heatmap\x18\x06 \x01(\x08\x12\r\n\x05layer\x18\x07 \x01(\t\x12\x12\n\x05steps\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\x0bintegration\x18\t \x01(\x0e\x32\x19.onnxplain.v1.Integration\x12\x14\n\x07samples\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05sigma\x18\x0b \x01(\x02H\x03\x88\x01\x01\x12(\n\x08\x62\x61seline\x18\x0c \x01(\x0b\x32\x16.onnxplain.v1.Baseline\x12\x11\n\x04seed\x18\r \x01(\x04H\x04\x88\x01\x01\x12)\n\tcam_style\x18\x0e \x01(\x0e\x32\x16.onnxplain.v1.CamStyle\x12&\n\x08gradient\x18\x0f \x01(\x0e\x32\x14.onnxplain.v1.Method\x12#\n\x05noise\x18\x10 \x01(\x0b\x32\x14.onnxplain.v1.TensorB\x07\n\x05inputB\x08\n\x06_stepsB\n\n\x08_samplesB\x08\n\x06_sigmaB\x07\n\x05_seed\"\x87\x02\n\x0f\x45xplainResponse\x12&\n\x08saliency\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x0f\n\x07targets\x18\x03 \x03(\x03\x12\x13\n\x0bheatmap_png\x18\x04 \x01(\x0c\x12\x15\n\rtarget_labels\x18\x05 \x03(\t\x12$\n\x06method\x18\x06 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x18\n\x10\x63ompleteness_gap\x18\x07 \x03(\x02\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05layer\x18\t \x01(\tB\x07\n\x05_seed\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.onnxplain.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.onnxplain.v1.ModelInfo*\xc0\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0b\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x0c\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\r\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\x10*\xe1\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x12\n\x0eMETHOD_VANILLA\x10\x01\x12\x14\n\x10METHOD_DECONVNET\x10\x02\x12\x11\n\rMETHOD_GUIDED\x10\x03\x12\x12\n\x0eMETHOD_GRADCAM\x10\x04\x12\x19\n\x15METHOD_GUIDED_GRADCAM\x10\x05\x12\x1b\n\x17METHOD_INPUT_X_GRADIENT\x10\x06\x12\x15\n\x11METHOD_SMOOTHGRAD\x10\x07\x12\x1f\n\x1bMETHOD_INTEGRATED_GRADIENTS\x10\x08*\xca\x01\n\x0bIntegration\x12\x1b\n\x17INTEGRATION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINTEGRATION_GAUSS_LEGENDRE\x10\x01\x12!\n\x1dINTEGRATION_RIEMANN_TRAPEZOID\x10\x02\x12\x1c\n\x18INTEGRATION_RIEMANN_LEFT\x10\x03\x12\x1d\n\x19INTEGRATION_RIEMANN_RIGHT\x10\x04\x12\x1e\n\x1aINTEGRATION_RIEMANN_MIDDLE\x10\x05*[\n\x08\x43\x61mStyle\x12\x19\n\x15\x43\x41M_STYLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41M_STYLE_CAPTUM\x10\x01\x12\x1e\n\x1a\x43\x41M_STYLE_PYTORCH_GRAD_CAM\x10\x02\x32\xf4\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.onnxplain.v1.GetModelRequest\x1a\x1e.onnxplain.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onnxplain.v1.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=1160
-  _globals['_DATATYPE']._serialized_end=1480
-  _globals['_METHOD']._serialized_start=1482
-  _globals['_METHOD']._serialized_end=1575
+  _globals['_DATATYPE']._serialized_start=2008
+  _globals['_DATATYPE']._serialized_end=2328
+  _globals['_METHOD']._serialized_start=2331
+  _globals['_METHOD']._serialized_end=2556
+  _globals['_INTEGRATION']._serialized_start=2559
+  _globals['_INTEGRATION']._serialized_end=2761
+  _globals['_CAMSTYLE']._serialized_start=2763
+  _globals['_CAMSTYLE']._serialized_end=2854
   _globals['_TENSOR']._serialized_start=44
   _globals['_TENSOR']._serialized_end=120
-  _globals['_PREPROCESSING']._serialized_start=122
-  _globals['_PREPROCESSING']._serialized_end=231
-  _globals['_TENSORSPEC']._serialized_start=233
-  _globals['_TENSORSPEC']._serialized_end=313
-  _globals['_MODELINFO']._serialized_start=316
-  _globals['_MODELINFO']._serialized_end=611
-  _globals['_EXPLAINREQUEST']._serialized_start=614
-  _globals['_EXPLAINREQUEST']._serialized_end=783
-  _globals['_EXPLAINRESPONSE']._serialized_start=786
-  _globals['_EXPLAINRESPONSE']._serialized_end=980
-  _globals['_LISTMODELSREQUEST']._serialized_start=982
-  _globals['_LISTMODELSREQUEST']._serialized_end=1001
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1003
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1064
-  _globals['_GETMODELREQUEST']._serialized_start=1066
-  _globals['_GETMODELREQUEST']._serialized_end=1097
-  _globals['_GETMODELRESPONSE']._serialized_start=1099
-  _globals['_GETMODELRESPONSE']._serialized_end=1157
-  _globals['_EXPLAINSERVICE']._serialized_start=1578
-  _globals['_EXPLAINSERVICE']._serialized_end=1822
+  _globals['_BASELINE']._serialized_start=122
+  _globals['_BASELINE']._serialized_end=239
+  _globals['_METHODPARAMETER']._serialized_start=241
+  _globals['_METHODPARAMETER']._serialized_end=347
+  _globals['_METHODINFO']._serialized_start=350
+  _globals['_METHODINFO']._serialized_end=482
+  _globals['_PREPROCESSING']._serialized_start=484
+  _globals['_PREPROCESSING']._serialized_end=593
+  _globals['_TENSORSPEC']._serialized_start=595
+  _globals['_TENSORSPEC']._serialized_end=675
+  _globals['_MODELINFO']._serialized_start=678
+  _globals['_MODELINFO']._serialized_end=1043
+  _globals['_EXPLAINREQUEST']._serialized_start=1046
+  _globals['_EXPLAINREQUEST']._serialized_end=1562
+  _globals['_EXPLAINRESPONSE']._serialized_start=1565
+  _globals['_EXPLAINRESPONSE']._serialized_end=1828
+  _globals['_LISTMODELSREQUEST']._serialized_start=1830
+  _globals['_LISTMODELSREQUEST']._serialized_end=1849
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1851
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1912
+  _globals['_GETMODELREQUEST']._serialized_start=1914
+  _globals['_GETMODELREQUEST']._serialized_end=1945
+  _globals['_GETMODELRESPONSE']._serialized_start=1947
+  _globals['_GETMODELRESPONSE']._serialized_end=2005
+  _globals['_EXPLAINSERVICE']._serialized_start=2857
+  _globals['_EXPLAINSERVICE']._serialized_end=3101
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,26 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METHOD_VANILLA: _ClassVar[Method]
     METHOD_DECONVNET: _ClassVar[Method]
     METHOD_GUIDED: _ClassVar[Method]
+    METHOD_GRADCAM: _ClassVar[Method]
+    METHOD_GUIDED_GRADCAM: _ClassVar[Method]
+    METHOD_INPUT_X_GRADIENT: _ClassVar[Method]
+    METHOD_SMOOTHGRAD: _ClassVar[Method]
+    METHOD_INTEGRATED_GRADIENTS: _ClassVar[Method]
+
+class Integration(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTEGRATION_UNSPECIFIED: _ClassVar[Integration]
+    INTEGRATION_GAUSS_LEGENDRE: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_TRAPEZOID: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_LEFT: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_RIGHT: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_MIDDLE: _ClassVar[Integration]
+
+class CamStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAM_STYLE_UNSPECIFIED: _ClassVar[CamStyle]
+    CAM_STYLE_CAPTUM: _ClassVar[CamStyle]
+    CAM_STYLE_PYTORCH_GRAD_CAM: _ClassVar[CamStyle]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_UINT8: DataType
@@ -48,6 +68,20 @@ METHOD_UNSPECIFIED: Method
 METHOD_VANILLA: Method
 METHOD_DECONVNET: Method
 METHOD_GUIDED: Method
+METHOD_GRADCAM: Method
+METHOD_GUIDED_GRADCAM: Method
+METHOD_INPUT_X_GRADIENT: Method
+METHOD_SMOOTHGRAD: Method
+METHOD_INTEGRATED_GRADIENTS: Method
+INTEGRATION_UNSPECIFIED: Integration
+INTEGRATION_GAUSS_LEGENDRE: Integration
+INTEGRATION_RIEMANN_TRAPEZOID: Integration
+INTEGRATION_RIEMANN_LEFT: Integration
+INTEGRATION_RIEMANN_RIGHT: Integration
+INTEGRATION_RIEMANN_MIDDLE: Integration
+CAM_STYLE_UNSPECIFIED: CamStyle
+CAM_STYLE_CAPTUM: CamStyle
+CAM_STYLE_PYTORCH_GRAD_CAM: CamStyle
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -58,6 +92,44 @@ class Tensor(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Baseline(_message.Message):
+    __slots__ = ("zeros", "constant", "blur_sigma", "tensor")
+    ZEROS_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    zeros: bool
+    constant: float
+    blur_sigma: float
+    tensor: Tensor
+    def __init__(self, zeros: _Optional[bool] = ..., constant: _Optional[float] = ..., blur_sigma: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class MethodParameter(_message.Message):
+    __slots__ = ("name", "type", "default_value", "description", "choices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default_value: str
+    description: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ("method", "name", "summary", "parameters")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    method: Method
+    name: str
+    summary: str
+    parameters: _containers.RepeatedCompositeFieldContainer[MethodParameter]
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[MethodParameter, _Mapping]]] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("height", "width", "mean", "std", "layout", "color_mode")
@@ -86,7 +158,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "method_info", "default_layer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +168,8 @@ class ModelInfo(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    METHOD_INFO_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
     name: str
     available: bool
     error: str
@@ -105,39 +179,67 @@ class ModelInfo(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[Method]
     default_method: Method
     preprocessing: Preprocessing
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
+    method_info: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    default_layer: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., method_info: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap")
+    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SIGMA_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CAM_STYLE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     model: str
     tensor: Tensor
     image: bytes
     method: Method
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap: bool
-    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ...) -> None: ...
+    layer: str
+    steps: int
+    integration: Integration
+    samples: int
+    sigma: float
+    baseline: Baseline
+    seed: int
+    cam_style: CamStyle
+    gradient: Method
+    noise: Tensor
+    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method")
+    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "completeness_gap", "seed", "layer")
     SALIENCY_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_GAP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
     saliency: Tensor
     scores: Tensor
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap_png: bytes
     target_labels: _containers.RepeatedScalarFieldContainer[str]
     method: Method
-    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ...) -> None: ...
+    completeness_gap: _containers.RepeatedScalarFieldContainer[float]
+    seed: int
+    layer: str
+    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
