@@ -198,6 +198,18 @@ def check(
     shared = _prepare(model, input_name, output_name, input_shapes)
     for i, (spec, method_params) in enumerate(resolved):
         try:
+            if spec.whole_model is not None:
+                _batch_names(grad_name, saliency_name)
+                spec.whole_model(
+                    model,
+                    method_params,
+                    input_name=input_name,
+                    output_name=output_name,
+                    rectifiers=rectifiers,
+                    target=target,
+                    input_shapes=input_shapes,
+                )
+                continue
             prepared = shared
             if spec.prelude is not None or method_params.get("layer"):
                 prepared = _prepare(
@@ -238,6 +250,17 @@ def build_explain_model(
     """
     spec, method_params = _spec_and_params(method, rectifiers, params)
     target = check_target(target)
+    if spec.whole_model is not None:
+        _batch_names(grad_name, saliency_name)
+        return spec.whole_model(
+            model,
+            method_params,
+            input_name=input_name,
+            output_name=output_name,
+            rectifiers=rectifiers,
+            target=target,
+            input_shapes=input_shapes,
+        )
     prepared = _prepare(model, input_name, output_name, input_shapes, spec, method_params)
     g, saliency = _differentiate(
         prepared, spec, method_params, rectifiers, grad_name, saliency_name, target
@@ -254,6 +277,14 @@ def build_explain_model(
     shape = spec.saliency_shape(in_info.shape)
     graph.output.append(_value_info(saliency_name, in_info.elem_type, shape))
     return info.model
+
+
+def _batch_names(grad_name: str, saliency_name: str) -> None:
+    if (grad_name, saliency_name) != (GRAD_INPUT, SALIENCY_OUTPUT):
+        raise RewriteError(
+            f"the batch methods name their seed {GRAD_INPUT!r} and their map "
+            f"{SALIENCY_OUTPUT!r}; other names are not supported"
+        )
 
 
 def _value_info(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,10 @@ from onnxplain.graph_rewrite import (
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .reasons import failure_reason
+from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
 
 
 class DeviceUnavailable(RuntimeError):
@@ -115,19 +116,51 @@ def _providers(device: str) -> list[str]:
 
 
 class Repository:
-    """Every model in a folder, each either loaded or failed with a reason."""
+    """Every model in a folder, each either loaded or failed with a reason.
+
+    `replace` swaps one model's entry while requests run (server/reload.py decides what to
+    swap): readers always see a whole dict, since a swap builds a new one and rebinds it.
+    """
 
     def __init__(self, models: dict[str, LoadedModel | FailedModel]) -> None:
         self._models = models
+        self._reload_errors: dict[str, str] = {}
+        self._swap = threading.Lock()
 
     @classmethod
     def load(cls, root: Path, sessions: SessionFactory) -> Repository:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} is not a folder")
-        models: dict[str, LoadedModel | FailedModel] = {}
-        for folder in sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file()):
-            models[folder.name] = _load_or_fail(folder, sessions)
-        return cls(models)
+        for hint in skipped_hints(root):
+            log.warning("%s", hint)
+        folders = model_folders(root)
+        if not folders:
+            log.warning("%s", empty_hint(root))
+        return cls({folder.name: _load_or_fail(folder, sessions) for folder in folders})
+
+    def replace(
+        self,
+        name: str,
+        entry: LoadedModel | FailedModel | None,
+        reload_error: str | None = None,
+    ) -> None:
+        """Serve `entry` as `name` from now on (None: remove it). `reload_error`: why newer
+        files for it failed to load, while this (older) entry keeps serving."""
+        with self._swap:
+            models = dict(self._models)
+            errors = dict(self._reload_errors)
+            errors.pop(name, None)
+            if entry is None:
+                models.pop(name, None)
+            else:
+                models[name] = entry
+                if reload_error is not None:
+                    errors[name] = reload_error
+            self._models, self._reload_errors = dict(sorted(models.items())), errors
+
+    def reload_error(self, name: str) -> str | None:
+        """Why the newest files of `name` failed to load, if the entry is an older version."""
+        return self._reload_errors.get(name)
 
     def names(self) -> list[str]:
         return list(self._models)
@@ -150,12 +183,12 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
         loaded = load_model(folder, sessions)
     except DeviceUnavailable:
         raise  # the whole server is misconfigured, not this model
-    except (RewriteError, ConfigError) as exc:
-        log.error("model %s is unavailable: %s", folder.name, exc)
-        return FailedModel(folder.name, str(exc))
-    except Exception:
-        log.exception("model %s is unavailable", folder.name)
-        return FailedModel(folder.name, "the model could not be loaded (see the server log)")
+    except Exception as exc:
+        # One line; the traceback only at debug level: the reason is what operators act on.
+        reason = failure_reason(exc)
+        log.error("model %s is unavailable: %s", folder.name, reason)
+        log.debug("model %s failed to load", folder.name, exc_info=True)
+        return FailedModel(folder.name, reason)
     log.info("model %s loaded: explains %s -> %s", folder.name, loaded.input, loaded.output)
     return loaded
 

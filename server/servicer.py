@@ -33,10 +33,14 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
 
     def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
         repo = self.core.repository
-        return pb.ListModelsResponse(models=[encode_model(repo.entry(n)) for n in repo.names()])
+        return pb.ListModelsResponse(
+            models=[encode_model(repo.entry(n), repo.reload_error(n)) for n in repo.names()]
+        )
 
     def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
-        return pb.GetModelResponse(model=encode_model(self.core.repository.entry(request.name)))
+        repo = self.core.repository
+        entry = repo.entry(request.name)
+        return pb.GetModelResponse(model=encode_model(entry, repo.reload_error(request.name)))
 
 
 def decode_call(request: pb.ExplainRequest) -> ExplainCall:
@@ -69,13 +73,15 @@ def encode_explanation(result: Explanation) -> pb.ExplainResponse:
     )
 
 
-def encode_model(entry: LoadedModel | FailedModel) -> pb.ModelInfo:
+def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = None) -> pb.ModelInfo:
+    """A model's description; `reload_error`: why its newer files failed to load."""
     if isinstance(entry, FailedModel):
         return pb.ModelInfo(name=entry.name, available=False, error=entry.error)
     config = entry.config
     info = pb.ModelInfo(
         name=entry.name,
         available=True,
+        reload_error=reload_error or "",
         input=encode_spec(entry.input),
         output=encode_spec(entry.output),
         labels=list(config.labels),

@@ -23,7 +23,10 @@ from test_server_support import SAMPLES, direct_explain, make_repository, runnin
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "tests" / "node_client"
-GENERATED = ("explain_pb2.py", "explain_pb2.pyi", "explain_pb2_grpc.py")
+PROTOS = ("explain", "admin")
+GENERATED = tuple(
+    f"{p}{suffix}" for p in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+)
 
 
 def require(tool: str, ready: bool, how: str) -> None:
@@ -69,7 +72,7 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
-            "proto/onnxplain/v1/explain.proto",
+            *(f"proto/onnxplain/v1/{p}.proto" for p in PROTOS),
         ],
         cwd=ROOT,
         check=True,

@@ -8,10 +8,28 @@ from __future__ import annotations
 
 from ..errors import RewriteError
 from ..rules.rectifiers import RECTIFIER_CHOICES, Rectifiers
-from . import deconvnet, gradcam, guided, guided_gradcam, input_x_gradient, vanilla
+from . import (
+    deconvnet,
+    gradcam,
+    guided,
+    guided_gradcam,
+    input_x_gradient,
+    integrated_gradients,
+    smoothgrad,
+    vanilla,
+)
 from .base import Context, MethodSpec, Param
 
-_MODULES = (vanilla, deconvnet, guided, gradcam, guided_gradcam, input_x_gradient)
+_MODULES = (
+    vanilla,
+    deconvnet,
+    guided,
+    gradcam,
+    guided_gradcam,
+    input_x_gradient,
+    smoothgrad,
+    integrated_gradients,
+)
 
 REGISTRY: dict[str, MethodSpec] = {m.METHOD.name: m.METHOD for m in _MODULES}
 

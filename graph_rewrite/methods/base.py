@@ -29,6 +29,11 @@ Shape = tuple[Dim, ...] | None
 Prelude = Callable[
     [onnx.ModelProto, Endpoints, Mapping[str, Any]], tuple[onnx.ModelProto, Endpoints]
 ]
+# A method that builds its whole explain model (the batch methods: another method's walk on
+# a batch of copies, and outputs of their own): (model, resolved params, options) → model,
+# where the options are build_explain_model's input_name, output_name, rectifiers, target
+# and input_shapes.
+WholeModel = Callable[..., onnx.ModelProto]
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class MethodSpec:
     # The saliency's shape from the explained input's (e.g. one channel for Grad-CAM).
     saliency_shape: Callable[[Shape], Shape] = same_shape
     prelude: Prelude | None = None
+    # Set for methods that build the whole explain model themselves; `build` is then unused.
+    whole_model: WholeModel | None = None
 
     def resolve(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """The parameters with defaults filled in; a RewriteError for a wrong one."""
