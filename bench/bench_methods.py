@@ -10,7 +10,8 @@ For each method row (ROWS) prints
             float32 rounding flips the odd ReLU mask of a deep random net, so ~1e-5)
 and a second table, ours only: each explain model against the plain forward pass
 (explain / forward, in alternation). A Grad-CAM walk stops at the layer, so it costs less
-than guided backprop's walk to the input.
+than guided backprop's walk to the input; the last line times the two explain models
+against each other directly (Grad-CAM / guided backprop, in alternation).
 
 A method joins the bench as one more `MethodRow` in ROWS: our method's name and parameters
 and a function that sets up Captum's equivalent.
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import openvino as ov
 import timing
@@ -97,6 +99,7 @@ ROWS: list[MethodRow] = [
 @dataclass
 class Result:
     row: MethodRow
+    explain: onnx.ModelProto
     captum_ms: float = 0.0
     # per runtime: ours against Captum (forward = ours, explain = Captum's, so the
     # Paired ratio is the speed-up), ours against the forward model, max error
@@ -123,7 +126,7 @@ def bench_row(
         warnings.simplefilter("ignore")  # Captum warns on every call that it sets hooks
         theirs_call = row.captum(loaded.net, image)
         theirs = theirs_call().detach().numpy()  # also the warm-up: the first call is slower
-        result = Result(row)
+        result = Result(row, explain)
         for runtime in runtimes:
             ours = load(runtime, explain, feeds, args.threads)
             forward = load(runtime, loaded.model, {loaded.input: loaded.image}, args.threads)
@@ -139,7 +142,30 @@ def bench_row(
     return result
 
 
-def print_tables(results: list[Result], runtimes: list[Runtime], args: argparse.Namespace) -> None:
+def walk_cost(
+    results: list[Result], loaded: Loaded, runtimes: list[Runtime], args: argparse.Namespace
+) -> dict[str, timing.Paired]:
+    """Grad-CAM's explain model against guided backprop's, per runtime, in alternation."""
+    by_key = {r.row.key: r.explain for r in results}
+    if "gradcam" not in by_key or "guided" not in by_key:
+        return {}
+    feeds = {loaded.input: loaded.image, "output_grad": loaded.seed}
+    paired = {}
+    for runtime in runtimes:
+        guided = load(runtime, by_key["guided"], feeds, args.threads)
+        gradcam = load(runtime, by_key["gradcam"], feeds, args.threads)
+        paired[runtime] = timing.in_alternation(
+            guided.run, gradcam.run, args.warmup, args.repeats, args.budget, args.least
+        )
+    return paired
+
+
+def print_tables(
+    results: list[Result],
+    walks: dict[str, timing.Paired],
+    runtimes: list[Runtime],
+    args: argparse.Namespace,
+) -> None:
     print(
         f"ResNet-50, batch 1, 224x224, class {CLASS}; onnxruntime {ort.__version__} CPU, "
         f"OpenVINO {ov.__version__.split('-')[0]} CPU (f32), torch {torch.__version__}, "
@@ -170,6 +196,11 @@ def print_tables(results: list[Result], runtimes: list[Runtime], args: argparse.
             p = r.against_forward[rt]
             cells += [f"{p.forward_ms:.1f}", f"{p.explain_ms:.1f}", p.ratio_text()]
         print("| " + " | ".join(cells) + " |")
+    for rt, p in walks.items():
+        print(
+            f"\nGrad-CAM / guided backprop, {SHORT[rt]}, in alternation: {p.ratio_text()} "
+            f"({p.explain_ms:.1f} ms against {p.forward_ms:.1f} ms)"
+        )
 
 
 def main() -> None:
@@ -194,7 +225,8 @@ def main() -> None:
         if row.key in args.rows:
             print(f"... {row.label}", flush=True)
             results.append(bench_row(row, loaded, args.runtimes, args))
-    print_tables(results, args.runtimes, args)
+    walks = walk_cost(results, loaded, args.runtimes, args)
+    print_tables(results, walks, args.runtimes, args)
 
 
 if __name__ == "__main__":
