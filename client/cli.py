@@ -23,6 +23,7 @@ from onnxplain.render import (
 from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, Retry, ServiceError
+from .method_options import METHOD_NAMES, add_method_options, method_options, method_report
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -35,7 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="ask a server for a saliency map")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", required=True, help="model name (see `onnxplain models`)")
-    p.add_argument("--method", choices=("vanilla", "deconvnet", "guided"), default=None)
+    p.add_argument("--method", choices=METHOD_NAMES, default=None)
+    add_method_options(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--target",
@@ -133,7 +135,12 @@ def run_explain(args: argparse.Namespace) -> int:
         )
         with _connect(args) as client:
             result = client.explain(
-                args.model, args.input, args.method, targets=args.target, top_k=args.top_k
+                args.model,
+                args.input,
+                args.method,
+                targets=args.target,
+                top_k=args.top_k,
+                **method_options(args),
             )
             summary = client.model(args.model) if as_png else None
         paths = row_paths(args.output, result.samples.tolist(), result.targets.tolist())
@@ -152,6 +159,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"  {result.describe(row)}{written}")
     if not as_png:
         print(f"saliency {list(result.saliency.shape)} written to {args.output}")
+    for line in method_report(result):
+        print(line)
     return 0
 
 

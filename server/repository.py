@@ -33,6 +33,7 @@ from onnxplain.sanity import SanityReport, read_report
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .method_sessions import LazySessions
 from .reasons import failure_reason
 from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
 
@@ -70,6 +71,8 @@ class LoadedModel:
     output: Spec
     forward: ort.InferenceSession  # gives the scores when targets must be picked first
     explain: dict[Method, ort.InferenceSession]
+    # The newer methods' sessions, built when first asked for (method_sessions.py).
+    lazy: LazySessions | None = None
     sanity: SanityReport | None = None  # `onnxplain sanity --write`'s sanity.json, if any
 
 
@@ -217,6 +220,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         explain={
             m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
         },
+        lazy=LazySessions(model, input_name, output_name, sessions.session),
         sanity=_sanity_report(folder),
     )
 
