@@ -18,7 +18,10 @@ from grpc_reflection.v1alpha import reflection
 from onnxplain.v1 import explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
+from .batching import QueueLimits
 from .errors import (
+    Cancelled,
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
     ModelUnavailable,
@@ -40,6 +43,8 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 
@@ -75,7 +80,7 @@ def _guarded(behaviour: Callable[[Any, Any], Any], method: str) -> Callable[[Any
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
-    max_concurrent: int = 8  # explanations at once; enforced by the core
+    max_concurrent: int = 1  # runs of one model at once; enforced by the core's queues
 
 
 @dataclass
@@ -95,8 +100,7 @@ def build_server(
     core: Explainer, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()
 ) -> Service:
     """The started server: Explain service, health, reflection, message and RPC limits."""
-    # Health checks and ListModels get threads even while every explanation slot is busy.
-    workers = limits.max_concurrent + 4
+    workers = grpc_workers(core)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
         interceptors=[ErrorMapping()],
@@ -107,8 +111,9 @@ def build_server(
             # "fine" and the kernel splits connections between the two. Fail to bind instead.
             ("grpc.so_reuseport", 0),
         ],
-        # Beyond this many calls in flight or queued, gRPC answers RESOURCE_EXHAUSTED.
-        maximum_concurrent_rpcs=2 * workers,
+        # The core's queues decide what is refused; gRPC's own cap only guards against a
+        # flood far beyond them (calls past `workers` wait for a thread, deadline-aware).
+        maximum_concurrent_rpcs=4 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
     health_servicer = health.HealthServicer()
@@ -126,6 +131,14 @@ def build_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, health_servicer, bound)
+
+
+def grpc_workers(core: Explainer) -> int:
+    """Threads enough for every request the queues would hold or run at once, plus some
+    for health checks and ListModels: each waiting call holds a thread (a sync server)."""
+    limits = getattr(core, "queue_limits", QueueLimits())
+    per_model = limits.max_queue + limits.instances * limits.max_rows
+    return per_model * max(1, len(core.repository.names())) + 8
 
 
 def serve_until_signal(service: Service, drain_delay_s: float, grace_s: float) -> None:

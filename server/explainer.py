@@ -1,20 +1,26 @@
-"""The core: validate a request against its model, pick targets, run, and return arrays.
+"""The core: validate a request against its model, queue it, run it, and return arrays.
 
 Nothing here knows about gRPC: inputs are numpy arrays or image bytes, errors are the
-core's own (`server.errors`), and the servicer translates both ways.
+core's own (`server.errors`), and the servicer translates both ways. Every request runs once
+through its model's queue (`batching.py`), where concurrent requests are merged; the explain
+model picks each sample's top class itself (`graph_rewrite/seeding.py`), so a request
+without targets costs what one with targets does.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from onnxplain.graph_rewrite import GRAD_INPUT, METHODS, SALIENCY_OUTPUT, Method
+import onnxruntime as ort
+from onnxplain.graph_rewrite import METHODS, SALIENCY_OUTPUT, Method
+from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 
-from .errors import InvalidInput, Overloaded, RequestTooLarge
+from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
+from .errors import InvalidInput, RequestTooLarge
 from .imaging import heatmap, png_bytes, preprocess
 from .repository import LoadedModel, Repository, Spec
 
@@ -38,46 +44,73 @@ class Explanation:
     heatmap_png: bytes | None
 
 
-class ConcurrencyLimit:
-    """At most `limit` explanations at once; one more is refused, not queued."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
-            raise Overloaded(
-                f"the server is running its maximum of {self.limit} explanations; retry later"
-            )
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
 class Explainer:
-    def __init__(self, repository: Repository, max_batch: int = 64, max_concurrent: int = 8):
+    """Explains requests against a repository, through one bounded queue per model.
+
+    `max_concurrent` is the number of runs of one model at once (`queue.instances`).
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        max_batch: int = 64,
+        max_concurrent: int | None = None,
+        queue: QueueLimits | None = None,
+    ) -> None:
         self.repository = repository
         self.max_batch = max_batch
-        self.limit = ConcurrencyLimit(max_concurrent)
+        limits = queue or QueueLimits()
+        if max_concurrent is not None:
+            limits = QueueLimits(
+                limits.max_queue,
+                max_concurrent,
+                limits.max_rows,
+                limits.max_delay_s,
+                limits.idle_exit_s,
+            )
+        self.queue_limits = limits
+        # One queue per loaded model object: a reloaded model gets a fresh queue, and the old
+        # one goes with the old model.
+        self._queues: weakref.WeakKeyDictionary[LoadedModel, ModelQueue] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._queues_lock = threading.Lock()
 
-    def explain(self, call: ExplainCall) -> Explanation:
+    def explain(
+        self,
+        call: ExplainCall,
+        deadline: float | None = None,
+        on_abandon: OnAbandon | None = None,
+    ) -> Explanation:
+        """`deadline`: a time.monotonic() time; `on_abandon` registers a function to call
+        when the caller goes away (gRPC's `context.add_callback`)."""
         model = self.repository.get(call.model)
         method = _method(call.method, model.config.default_method)
         x = self._input(model, call.input)
-        with self.limit.slot():
-            targets, score_shape = self._targets(model, x, call.targets)
-            scores, saliency = self._run(model, method, x, targets, score_shape)
+        targets = _requested_targets(call.targets, x.shape[0], model.output)
+        scores, saliency, explained = self.queue(model).submit(
+            _batch_key(method, (), x), x, targets, deadline, on_abandon
+        )
+        explained = explained.astype(np.int64)
+        _check_in_range(explained, scores)
         return Explanation(
             saliency=saliency,
             scores=scores,
-            targets=targets,
+            targets=explained,
             method=method,
-            labels=[model.config.labels[t] for t in targets] if model.config.labels else [],
+            labels=[model.config.labels[t] for t in explained] if model.config.labels else [],
             heatmap_png=self._heatmap(model, saliency) if call.heatmap else None,
         )
+
+    def queue(self, model: LoadedModel) -> ModelQueue:
+        with self._queues_lock:
+            queue = self._queues.get(model)
+            if queue is None:
+                queue = ModelQueue(
+                    model.name, _runner_for(model), self.queue_limits, model.batchable
+                )
+                self._queues[model] = queue
+            return queue
 
     def _input(self, model: LoadedModel, given: np.ndarray | bytes) -> np.ndarray:
         if isinstance(given, bytes):
@@ -89,41 +122,45 @@ class Explainer:
         check_input(given, model.input, self.max_batch)
         return given
 
-    def _targets(
-        self, model: LoadedModel, x: np.ndarray, given: Sequence[int]
-    ) -> tuple[np.ndarray, tuple[int, ...]]:
-        """The targets, one per sample, and the shape of the scores they index."""
-        batch = x.shape[0]
-        rest = model.output.shape[1:]
-        if given and all(d is not None for d in rest):
-            score_shape = (batch, *(int(d) for d in rest if d is not None))
-            return check_targets(given, batch, model.output.classes or 1), score_shape
-        # The top class, or the scores' shape, is only known after a forward run.
-        (scores,) = model.forward.run([model.output.name], {model.input.name: x})
-        flat = scores.reshape(batch, -1)
-        if not given:
-            return flat.argmax(axis=1).astype(np.int64), scores.shape
-        return check_targets(given, batch, flat.shape[1]), scores.shape
-
-    def _run(
-        self,
-        model: LoadedModel,
-        method: Method,
-        x: np.ndarray,
-        targets: np.ndarray,
-        score_shape: tuple[int, ...],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One explain run, seeded with the one-hot of each sample's target."""
-        batch = score_shape[0]
-        one_hot = np.zeros((batch, int(np.prod(score_shape[1:]))), dtype=model.output.dtype)
-        one_hot[np.arange(batch), targets] = 1
-        feeds = {model.input.name: x, GRAD_INPUT: one_hot.reshape(score_shape)}
-        scores, saliency = model.explain[method].run([model.output.name, SALIENCY_OUTPUT], feeds)
-        return scores, saliency
-
     def _heatmap(self, model: LoadedModel, saliency: np.ndarray) -> bytes:
         pre = model.config.preprocessing
         return png_bytes(heatmap(saliency[0], pre.layout if pre else "NCHW"))
+
+
+def _batch_key(method: str, params: tuple[tuple[str, Hashable], ...], x: np.ndarray) -> Hashable:
+    """Requests with equal keys run in one batch: same session, same sample shape."""
+    return (method, params, x.shape[1:], x.dtype.str)
+
+
+def _runner_for(model: LoadedModel) -> RunBatch:
+    """Runs one (possibly merged) batch of `model` through its seeded explain session."""
+    names = [model.output.name, SALIENCY_OUTPUT, TARGETS_OUTPUT]
+
+    def run(
+        key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
+    ) -> list[np.ndarray]:
+        assert isinstance(key, tuple)
+        method, params = key[0], key[1]
+        session = model.session(method, params)
+        feeds = {model.input.name: x, TARGETS_INPUT: targets}
+        return [np.asarray(v) for v in session.run(names, feeds, options)]
+
+    return run
+
+
+def _requested_targets(given: Sequence[int], batch: int, output: Spec) -> np.ndarray:
+    """One target per sample, TOP_CLASS where none was given; checked where the scores'
+    size is known before the run (else `_check_in_range` checks after it)."""
+    if not given:
+        return np.full(batch, TOP_CLASS, dtype=np.int64)
+    return check_targets(given, batch, output.classes)
+
+
+def _check_in_range(explained: np.ndarray, scores: np.ndarray) -> None:
+    classes = int(np.prod(scores.shape[1:]))
+    bad = explained[explained >= classes]
+    if bad.size:
+        raise InvalidInput(f"target {int(bad[0])} is out of range: the model has {classes} scores")
 
 
 def _method(given: str | None, default: Method) -> Method:
@@ -159,12 +196,14 @@ def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:
         raise InvalidInput("the input has non-finite values (NaN or infinity)")
 
 
-def check_targets(given: Sequence[int], batch: int, classes: int) -> np.ndarray:
-    """One target per sample (a single target applies to all), each in [0, classes)."""
+def check_targets(given: Sequence[int], batch: int, classes: int | None) -> np.ndarray:
+    """One target per sample (a single target applies to all), each in [0, classes);
+    `classes` None: not known before the run, only negative targets are refused."""
     if len(given) not in (1, batch):
         raise InvalidInput(f"{len(given)} targets for a batch of {batch}: give 1 or {batch}")
     targets = np.array(list(given) * (batch if len(given) == 1 else 1), dtype=np.int64)
-    bad = targets[(targets < 0) | (targets >= classes)]
+    bad = targets[(targets < 0) | (targets >= (classes or np.iinfo(np.int64).max))]
     if bad.size:
-        raise InvalidInput(f"target {int(bad[0])} is out of range: the model has {classes} scores")
+        has = f"the model has {classes} scores" if classes else "targets index the scores"
+        raise InvalidInput(f"target {int(bad[0])} is out of range: {has}")
     return targets

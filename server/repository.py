@@ -1,19 +1,23 @@
 """The model repository: DIR/<name>/model.onnx (+ config.toml), loaded into onnxruntime.
 
-Every explain model (one per method) and its session are built eagerly when the server
-starts. Building is what can fail (an op without a backward rule, a malformed config), and
-eager building reports that in the log and in ListModels before any client asks, instead
-of failing the first request; it also keeps the first request as fast as the others. The
-cost is start-up time and memory: three explain sessions and a forward session per model.
+At start-up each model is read, its default method's explain model is built (building is
+what can fail: an op without a backward rule, a malformed config; failing here reports it in
+the log and in ListModels before any client asks) and its session created. Every other
+session (another method, another graph-changing parameter, the plain forward pass) is built
+when first asked for, keyed by (method, parameters), and kept: a model served with one method
+costs one session. Every session of a model reads the same copy of its weights (`weights.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,24 +25,31 @@ import onnxruntime as ort
 from onnx import helper, shape_inference
 from onnxplain.graph_rewrite import (
     GRAD_INPUT,
-    METHODS,
-    Method,
     RewriteError,
     build_explain_model,
     default_input,
     default_output,
 )
+from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .runtime import DeviceUnavailable, SessionFactory
+from .weights import WeightStore
+
+__all__ = [
+    "DeviceUnavailable",
+    "FailedModel",
+    "LoadedModel",
+    "Repository",
+    "SessionFactory",
+    "SessionKey",
+    "Spec",
+]
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-
-
-class DeviceUnavailable(RuntimeError):
-    """The requested execution provider is not available in this onnxruntime build."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +71,107 @@ class Spec:
         return f"{self.name} {self.dtype}[{dims}]"
 
 
-@dataclass
+# A session's key: the method and its graph-changing parameters as sorted (name, value)
+# pairs; FORWARD names the plain forward pass.
+SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
+FORWARD = "forward"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    input: str
+    output: str
+
+
 class LoadedModel:
-    name: str
-    config: ModelConfig
-    input: Spec
-    output: Spec
-    forward: ort.InferenceSession  # gives the scores when targets must be picked first
-    explain: dict[Method, ort.InferenceSession]
+    """A model ready to serve: what it takes and gives, and its sessions, built on demand."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        input: Spec,
+        output: Spec,
+        path: Path,
+        factory: SessionFactory,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.input = input
+        self.output = output
+        self.weights = WeightStore()  # one copy per process, read by every session below
+        self._path = path
+        self._stamp = _stamp(path)
+        self._factory = factory
+        self._sessions: dict[SessionKey, ort.InferenceSession] = {}
+        self._failures: dict[SessionKey, str] = {}
+        self._building: dict[SessionKey, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may be merged: the batch dimension is free."""
+        return self.input.shape[0] is None
+
+    def session(
+        self, method: str, params: Sequence[tuple[str, Hashable]] = ()
+    ) -> ort.InferenceSession:
+        """The seeded explain session of `method` with `params`, built on first use.
+
+        It takes the input and `targets` (int64, one per sample, -1 for the top class) and
+        gives the explained output, `saliency` and `explained_targets`.
+        """
+        return self._get((method, tuple(sorted(params))))
+
+    @property
+    def forward(self) -> ort.InferenceSession:
+        """The plain forward pass (the explained output among its outputs), built on use."""
+        return self._get((FORWARD, ()))
+
+    def built(self) -> list[SessionKey]:
+        with self._lock:
+            return list(self._sessions)
+
+    def adopt(self, key: SessionKey, model: onnx.ModelProto) -> None:
+        """Creates the session of an already built model (the one load_model checks)."""
+        session = self._factory.session(model, self.weights)
+        with self._lock:
+            self._sessions[key] = session
+
+    def _get(self, key: SessionKey) -> ort.InferenceSession:
+        with self._lock:
+            if key in self._sessions:
+                return self._sessions[key]
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per key; other keys build meanwhile
+            with self._lock:
+                if key in self._sessions:
+                    return self._sessions[key]
+                if key in self._failures:
+                    raise ModelUnavailable(self._failures[key])
+            try:
+                model = self._build(key)
+            except RewriteError as exc:
+                reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
+                with self._lock:
+                    self._failures[key] = reason
+                raise ModelUnavailable(reason) from None
+            self.adopt(key, model)
+            log.info("model %s: session %s built", self.name, _describe(key))
+            with self._lock:
+                return self._sessions[key]
+
+    def _build(self, key: SessionKey) -> onnx.ModelProto:
+        if _stamp(self._path) != self._stamp:
+            raise ModelUnavailable(
+                f"model {self.name!r} changed on disk since it was loaded; it serves other "
+                "methods again once it is reloaded"
+            )
+        model = onnx.load(str(self._path))
+        method, params = key
+        if method == FORWARD:
+            return _with_output(shape_inference.infer_shapes(model), self.output.name)
+        return explain_model(model, method, Endpoints(self.input.name, self.output.name), params)
 
 
 @dataclass(frozen=True)
@@ -76,42 +180,34 @@ class FailedModel:
     error: str  # for clients: no paths, no traceback
 
 
-class SessionFactory:
-    """onnxruntime sessions on one device, with the same options for every model."""
-
-    def __init__(self, device: str = "cpu", threads: int = 0) -> None:
-        self.providers = _providers(device)
-        self.device = device
-        self.options = ort.SessionOptions()
-        self.options.intra_op_num_threads = threads
-        # The server holds several sessions; spinning threads of one slow the others.
-        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-
-    def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
-        session = ort.InferenceSession(
-            model.SerializeToString(), self.options, providers=self.providers
-        )
-        if session.get_providers()[0] != self.providers[0]:
-            # onnxruntime falls back to the CPU when CUDA fails to initialise: say so.
-            raise DeviceUnavailable(
-                f"onnxruntime could not start {self.providers[0]} (got {session.get_providers()})"
-            )
-        return session
+def explain_model(
+    model: onnx.ModelProto,
+    method: str,
+    ends: Endpoints,
+    params: Sequence[tuple[str, Hashable]] = (),
+) -> onnx.ModelProto:
+    """The explain model the server runs: onnxruntime's formulations, seeded from targets."""
+    # Graph-changing parameters (a method's own, e.g. steps) pass through by name.
+    extra: dict[str, Any] = dict(params)
+    built = build_explain_model(
+        model,
+        method,  # type: ignore[arg-type]
+        ends.input,
+        ends.output,
+        target="onnxruntime",
+        **extra,
+    )
+    return _with_output(seed_from_targets(built, ends.output), ends.output)
 
 
-def _providers(device: str) -> list[str]:
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise DeviceUnavailable(
-                "--device cuda needs onnxruntime-gpu with CUDAExecutionProvider; this "
-                f"onnxruntime {ort.__version__} offers only {', '.join(available)}"
-            )
-        # Ops without a CUDA kernel still run on the CPU, as onnxruntime places them.
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise DeviceUnavailable(f"unknown device {device!r}; use cpu or cuda")
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _describe(key: SessionKey) -> str:
+    method, params = key
+    return method + "".join(f" {k}={v}" for k, v in params)
 
 
 class Repository:
@@ -162,27 +258,25 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
 
 def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     config = load_config(folder)
-    model = onnx.load(str(folder / MODEL_FILE))
-    input_name = config.input or default_input(model)
-    output_name = config.output or default_output(model)
-    # The server runs onnxruntime, so it takes the formulations that are fastest there.
-    explain_models = {
-        method: build_explain_model(model, method, input_name, output_name, target="onnxruntime")
-        for method in METHODS
-    }
-    reference = explain_models[METHODS[0]]
-    _check_single_input(reference, input_name)
-    forward = _with_output(shape_inference.infer_shapes(model), output_name)
-    return LoadedModel(
+    path = folder / MODEL_FILE
+    model = onnx.load(str(path))
+    ends = Endpoints(config.input or default_input(model), config.output or default_output(model))
+    # The default method is built now: a model that cannot be explained fails here, at
+    # start-up, and the most common request finds its session ready.
+    key: SessionKey = (config.default_method, ())
+    explain = explain_model(model, config.default_method, ends)
+    del model
+    _check_single_input(explain, ends.input)
+    loaded = LoadedModel(
         name=folder.name,
         config=config,
-        input=_spec(reference, input_name),
-        output=_spec(reference, output_name),
-        forward=sessions.session(forward),
-        explain={
-            m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
-        },
+        input=_spec(explain, ends.input),
+        output=_spec(explain, ends.output),
+        path=path,
+        factory=sessions,
     )
+    loaded.adopt(key, explain)
+    return loaded
 
 
 def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:
@@ -190,7 +284,7 @@ def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:
     others = [
         vi.name
         for vi in model.graph.input
-        if vi.name not in inits and vi.name not in (input_name, GRAD_INPUT)
+        if vi.name not in inits and vi.name not in (input_name, GRAD_INPUT, TARGETS_INPUT)
     ]
     if others:
         raise ConfigError(f"the server explains one-input models; this one also needs {others}")

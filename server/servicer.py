@@ -5,6 +5,7 @@ Errors are not handled here: the core's exceptions propagate to `app.error_mappi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
@@ -29,7 +30,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         self.core = core
 
     def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
-        return encode_explanation(self.core.explain(decode_call(request)))
+        # The call's deadline and cancellation reach the queue, which stops the work.
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return encode_explanation(
+            self.core.explain(decode_call(request), deadline, context.add_callback)
+        )
 
     def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
         repo = self.core.repository
