@@ -10,7 +10,7 @@ Prints the figures README.md's "Serving under load" section quotes:
 4. Resident memory of a server of the light-zoo VGG-19 after one call per method, against
    the model file and the same server's memory with the demo model (the fixed overhead).
 
-    python bench/bench_load.py [--seconds 30] [--batch-seconds 15] [--only demo,batch,targets,memory]
+    python bench/bench_load.py [--seconds 30] [--batch-seconds 15] [--only demo,batch,...]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from onnxplain.server import ExplainCall, Explainer, Repository, SessionFactory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_grpc import export_resnet50, interleaved_ms, start_server  # noqa: E402
+from bench_grpc import export_resnet50, interleaved_ms, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("vanilla", "deconvnet", "guided")
