@@ -34,7 +34,7 @@ from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
-from .runtime import DeviceUnavailable, SessionFactory
+from .runtime import DeviceUnavailable, SessionFactory, release_free_memory
 from .weights import WeightStore
 
 __all__ = [
@@ -150,13 +150,14 @@ class LoadedModel:
                 if key in self._failures:
                     raise ModelUnavailable(self._failures[key])
             try:
-                model = self._build(key)
+                self.adopt(key, self._build(key))
             except RewriteError as exc:
                 reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
                 with self._lock:
                     self._failures[key] = reason
                 raise ModelUnavailable(reason) from None
-            self.adopt(key, model)
+            finally:
+                release_free_memory()  # the build's copies of the model, now freed
             log.info("model %s: session %s built", self.name, _describe(key))
             with self._lock:
                 return self._sessions[key]
@@ -252,6 +253,8 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
     except Exception:
         log.exception("model %s is unavailable", folder.name)
         return FailedModel(folder.name, "the model could not be loaded (see the server log)")
+    finally:
+        release_free_memory()  # what parsing and rewriting the model freed
     log.info("model %s loaded: explains %s -> %s", folder.name, loaded.input, loaded.output)
     return loaded
 
