@@ -4,8 +4,8 @@ Each model gets one `ModelQueue`. A request waits in it until a runner takes it,
 deadline passes (DeadlineExceeded) or its caller goes away (Cancelled); only a full queue
 refuses (Overloaded). A runner takes the oldest request and, as Triton's dynamic batcher
 does, every queued request with the same key (method, parameters, sample shape) that still
-fits in `max_rows`, waiting up to `max_delay_s` after the oldest request arrived for more to
-come; it runs them as one batch and hands each caller exactly its own rows.
+fits in `max_rows`, waiting up to `max_delay_s` for more to come while the batch is not
+full; it runs them as one batch and hands each caller exactly its own rows.
 
 A request given up while it runs is resolved at once; when every request of a run has been
 given up, the run itself is stopped (onnxruntime's `RunOptions.terminate`), so the CPU is
@@ -155,6 +155,7 @@ class ModelQueue:
 
     def _take(self) -> _Batch | None:
         """The next batch, removed from the queue; None after idling too long. Holds _cond."""
+        ready = time.monotonic()
         while True:
             if not self._queue:
                 self._idle += 1
@@ -162,9 +163,14 @@ class ModelQueue:
                 self._idle -= 1
                 if not woke:
                     return None
+                ready = time.monotonic()
             head = self._queue[0]
             if self.batchable and self.limits.max_delay_s > 0:
-                flush_at = head.enqueued + self.limits.max_delay_s
+                # Counted from when this runner is free, not from the head's arrival: clients
+                # that resend as soon as they are answered come back a little after a run
+                # ends, when the head has waited the whole run already; waiting a moment
+                # then lets them join it, instead of splitting them into two runs forever.
+                flush_at = max(head.enqueued, ready) + self.limits.max_delay_s
                 while (
                     self._queue
                     and self._queue[0] is head
