@@ -8,22 +8,36 @@ from .explain import (
     build_explain_model,
     check,
     default_input,
+    default_layer,
     default_output,
 )
-from .methods import METHODS, RECTIFIER_CHOICES, Method, Rectifiers
+from .methods import (
+    ALL_METHODS,
+    METHODS,
+    RECTIFIER_CHOICES,
+    REGISTRY,
+    Method,
+    MethodSpec,
+    Param,
+    Rectifiers,
+)
 from .shapes import InputShapes
 from .targets import TARGETS, Target
 
 __all__ = [
+    "ALL_METHODS",
     "GRAD_INPUT",
     "METHODS",
     "RECTIFIER_CHOICES",
+    "REGISTRY",
     "SALIENCY_OUTPUT",
     "TARGETS",
     "Endpoints",
     "InputShapes",
     "Method",
+    "MethodSpec",
     "MissingRule",
+    "Param",
     "Rectifiers",
     "RewriteError",
     "Target",
@@ -31,5 +45,6 @@ __all__ = [
     "build_explain_model",
     "check",
     "default_input",
+    "default_layer",
     "default_output",
 ]

@@ -10,8 +10,15 @@ from pathlib import Path
 import onnx
 
 from .errors import RewriteError
-from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check, resolve_endpoints
-from .methods import METHODS, RECTIFIER_CHOICES
+from .explain import (
+    GRAD_INPUT,
+    SALIENCY_OUTPUT,
+    build_explain_model,
+    check,
+    default_layer,
+    resolve_endpoints,
+)
+from .methods import ALL_METHODS, RECTIFIER_CHOICES, REGISTRY
 from .seeding import TARGETS_INPUT, TARGETS_OUTPUT, seed_from_targets
 from .shapes import parse_input_shape
 from .targets import TARGETS
@@ -28,9 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("model", type=Path, help="the exported ONNX model")
     convert.add_argument("-o", "--output-file", type=Path, required=True, help="where to write")
-    convert.add_argument("--method", choices=METHODS, default="guided")
+    convert.add_argument("--method", choices=ALL_METHODS, default="guided")
     convert.add_argument(
-        "--seed",
+        "--seed-from",
         choices=("output_grad", "targets"),
         default="output_grad",
         help=f"output_grad (default): the caller feeds the upstream gradient; targets: the "
@@ -44,11 +51,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "check",
         help="say whether convert will succeed, without writing anything",
         description="Run every step of convert but writing the result, for the given method "
-        "(default: all three). Exit 0 when convert will succeed; 1 with convert's error (e.g. "
-        "every op without a rule: op type, node name, opset) when it will not.",
+        "(default: every method; the layer methods only where a layer is given or found). "
+        "Prints Grad-CAM's layer. Exit 0 when convert will succeed; 1 with convert's error "
+        "(e.g. every op without a rule: op type, node name, opset) when it will not.",
     )
     chk.add_argument("model", type=Path)
-    chk.add_argument("--method", choices=(*METHODS, "all"), default="all")
+    chk.add_argument("--method", choices=(*ALL_METHODS, "all"), default="all")
     _add_build_args(chk)
     chk.set_defaults(func=run_check)
 
@@ -88,6 +96,40 @@ def _add_build_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--grad-name", default=GRAD_INPUT, help="name of the added input")
     parser.add_argument("--saliency-name", default=SALIENCY_OUTPUT, help="name of the added output")
+    _add_method_params(parser)
+
+
+def _add_method_params(parser: argparse.ArgumentParser) -> None:
+    """One flag per method parameter in the registry (--layer, --cam-style, ...), so that a
+    new method's parameters reach the shell without touching this file."""
+    seen: dict[str, list[str]] = {}
+    first: dict[str, tuple[type, str, tuple[object, ...] | None]] = {}
+    for spec in REGISTRY.values():
+        for param in spec.params:
+            seen.setdefault(param.name, []).append(spec.name)
+            first.setdefault(param.name, (param.type, param.description, param.choices))
+    for name, users in seen.items():
+        kind, description, choices = first[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{description} ({', '.join(users)})"
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=f"param_{name}", action="store_true", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag, dest=f"param_{name}", type=kind, choices=choices, help=help_text
+            )
+
+
+def _method_params(args: argparse.Namespace, method: str) -> dict[str, object]:
+    """The parameters given on the command line that `method` takes."""
+    given = {}
+    for param in REGISTRY[method].params:
+        value = getattr(args, f"param_{param.name}", None)
+        if value is not None:
+            given[param.name] = value
+    return given
 
 
 def _input_shapes(texts: list[str]) -> dict[str, list[int]]:
@@ -123,8 +165,9 @@ def run_convert(args: argparse.Namespace) -> int:
             saliency_name=args.saliency_name,
             target=args.target,
             input_shapes=_input_shapes(args.input_shapes),
+            params=_method_params(args, args.method),
         )
-        if args.seed == "targets":
+        if args.seed_from == "targets":
             ends = resolve_endpoints(model, args.input_name, args.output_name)
             explain = seed_from_targets(explain, ends.output, grad_name=args.grad_name)
         _save(explain, args.output_file)
@@ -146,10 +189,22 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    methods = METHODS if args.method == "all" else (args.method,)
     try:
+        model = _load(args.model)
+        shapes = _input_shapes(args.input_shapes)
+        layer = args.param_layer or default_layer(
+            model, args.input_name, args.output_name, input_shapes=shapes
+        )
+        if args.method != "all":
+            methods: tuple[str, ...] = (args.method,)
+        else:
+            # Without a layer the layer methods cannot build; say so instead of failing.
+            takes_layer = {
+                name for name, spec in REGISTRY.items() for p in spec.params if p.name == "layer"
+            }
+            methods = tuple(m for m in ALL_METHODS if layer is not None or m not in takes_layer)
         ends = check(
-            _load(args.model),
+            model,
             args.input_name,
             args.output_name,
             methods=methods,
@@ -157,7 +212,8 @@ def run_check(args: argparse.Namespace) -> int:
             grad_name=args.grad_name,
             saliency_name=args.saliency_name,
             target=args.target,
-            input_shapes=_input_shapes(args.input_shapes),
+            input_shapes=shapes,
+            params={m: _method_params(args, m) for m in methods},
         )
     except RewriteError as exc:
         print(f"onnxplain check: {exc}", file=sys.stderr)
@@ -166,4 +222,6 @@ def run_check(args: argparse.Namespace) -> int:
         f"ok: convert will build the explain model from {ends.input!r} to {ends.output!r} "
         f"({', '.join(methods)}, {args.target})"
     )
+    found = "none (nothing pools or flattens a spatial tensor: give --layer)"
+    print(f"Grad-CAM layer: {layer!r}" if layer else f"Grad-CAM default layer: {found}")
     return 0

@@ -9,20 +9,26 @@ load → find the explained input and output → normalise (input shapes, opset,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 from onnx import helper
 
-from .builder import Builder, Node
-from .errors import MissingRule, RewriteError, UnsupportedOpsError
+from .builder import Builder
+from .errors import RewriteError, UnsupportedOpsError
 from .fold import fold_affines
-from .methods import METHODS, Method, Rectifiers, rules_for
+from .layers import last_spatial_layer
+from .methods import METHODS, Method, MethodSpec, method_spec
+from .methods.base import Context
 from .model_info import FLOAT_TYPES, ModelInfo, ai_onnx_opset, normalise
-from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
+from .rules.rectifiers import Rectifiers, rectifier_ops
 from .shapes import InputShapes
 from .targets import Target, check_target
+from .walk import Endpoints, Path, differentiated_path
+
+__all__ = ["Endpoints", "Path", "differentiated_path"]  # re-exported: walk.py holds them
 
 GRAD_INPUT = "output_grad"
 SALIENCY_OUTPUT = "saliency"
@@ -31,14 +37,6 @@ SALIENCY_OUTPUT = "saliency"
 _SHAPE_ONLY = frozenset(
     {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Dropout", "Cast"}
 )
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The tensor explained (input) and the tensor whose gradient is seeded (output)."""
-
-    input: str
-    output: str
 
 
 def default_input(model: onnx.ModelProto) -> str:
@@ -81,55 +79,6 @@ def resolve_endpoints(
 
 
 @dataclass
-class Path:
-    """The nodes through which a gradient flows from the output back to the input."""
-
-    nodes: list[Node]
-    tensors: set[str]  # tensors both reached from the input and reaching the output
-
-
-def differentiated_path(info: ModelInfo, ends: Endpoints) -> Path:
-    graph_nodes = [Node.from_proto(n) for n in info.model.graph.node]
-    forward = {ends.input}
-    for node in graph_nodes:
-        if node.op_type in NON_DIFFERENTIABLE:
-            continue
-        if any(t in forward for t in node.inputs if t):
-            forward.update(t for t in node.outputs if t and info.is_float(t))
-    backward = {ends.output}
-    for node in reversed(graph_nodes):
-        if any(t in backward for t in node.outputs):
-            backward.update(t for t in node.inputs if t)
-    live = forward & backward
-    if ends.output not in live:
-        raise RewriteError(
-            f"the output {ends.output!r} does not depend differentiably on the input {ends.input!r}"
-        )
-    nodes = [
-        n
-        for n in graph_nodes
-        if n.op_type not in NON_DIFFERENTIABLE
-        and any(t in live for t in n.inputs)
-        and any(t in live for t in n.outputs)
-    ]
-    return Path(nodes, live)
-
-
-def missing_rules(
-    path: Path, opset: int, table: dict[str, Rule] | None = None
-) -> list[MissingRule]:
-    """Every node on the path without a rule; `opset` is the model's own, before conversion."""
-    table = RULES if table is None else table
-    missing = []
-    for node in path.nodes:
-        domain = node.proto.domain if node.proto is not None else ""
-        if domain not in ("", "ai.onnx") or node.op_type not in table:
-            name = node.name or f"(unnamed, output {node.outputs[0]!r})"
-            missing.append(MissingRule(node.op_type, name, opset))
-    return missing
-
-
-@dataclass
 class _Prepared:
     """A normalised model with its endpoints and differentiated path, before any change."""
 
@@ -144,30 +93,34 @@ def _prepare(
     input_name: str | None,
     output_name: str | None,
     input_shapes: InputShapes | None,
+    spec: MethodSpec | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> _Prepared:
     opset = ai_onnx_opset(model)
     # Endpoints come from the model as exported: the opset converter may wrap an old
     # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
     ends = resolve_endpoints(model, input_name, output_name)
-    normalised = normalise(model, input_shapes, keep_inputs={ends.input})
+    graph_input = ends.input
+    params = params or {}
+    if spec is not None and spec.prelude is not None:
+        # The prelude's forward reads a tensor it builds from the input: explain that one.
+        model, ends = spec.prelude(model, ends, params)
+    normalised = normalise(model, input_shapes, keep_inputs={graph_input})
     # BatchNorm and per-channel affines after a conv go into its weights: the forward part
-    # is then what a runtime would run anyway, and their backward costs nothing.
-    folded = fold_affines(normalised, keep={ends.input, ends.output})
+    # is then what a runtime would run anyway, and their backward costs nothing. A layer
+    # the user names must stay, so the fold may not merge it away.
+    keep = {ends.input, ends.output}
+    if params.get("layer"):
+        layer = str(params["layer"])
+        if layer not in {t for node in normalised.graph.node for t in node.output}:
+            raise RewriteError(f"the model has no tensor named {layer!r} (given as the layer)")
+        keep.add(layer)
+    folded = fold_affines(normalised, keep=keep)
     info = ModelInfo(normalised, decoded=folded)
     return _Prepared(info, ends, differentiated_path(info, ends), opset)
 
 
-def _differentiate(
-    prepared: _Prepared,
-    method: Method,
-    rectifiers: Rectifiers,
-    grad_name: str,
-    saliency_name: str,
-    target: Target,
-) -> tuple[Builder, str]:
-    """The backward pass's nodes (in a builder) and the saliency's name; the model unchanged."""
-    table = rules_for(method, rectifiers)
-    info, ends, path = prepared.info, prepared.ends, prepared.path
+def _checked_names(info: ModelInfo, grad_name: str, saliency_name: str) -> None:
     model = info.model
     existing = {vi.name for vi in (*model.graph.input, *model.graph.output)}
     existing |= {t for node in model.graph.node for t in (*node.input, *node.output)}
@@ -177,11 +130,51 @@ def _differentiate(
                 f"the model already has a tensor named {new!r}; choose another name for the "
                 f"explain model's {'gradient input' if new == grad_name else 'saliency output'}"
             )
-    missing = missing_rules(path, prepared.opset, table)
-    if missing:
-        raise UnsupportedOpsError(missing)
+
+
+def _differentiate(
+    prepared: _Prepared,
+    spec: MethodSpec,
+    params: Mapping[str, Any],
+    rectifiers: Rectifiers,
+    grad_name: str,
+    saliency_name: str,
+    target: Target,
+) -> tuple[Builder, str]:
+    """The backward pass's nodes (in a builder) and the saliency's name; the model unchanged."""
+    info, ends, path = prepared.info, prepared.ends, prepared.path
+    _checked_names(info, grad_name, saliency_name)
     g = Builder(info, target)
-    return g, _reverse_walk(g, path, ends, table, grad_name)
+    ctx = Context(
+        g=g,
+        ends=ends,
+        input_path=path,
+        rectifiers=rectifiers,
+        params=params,
+        grad_name=grad_name,
+        opset=prepared.opset,
+        default_layer=lambda: last_spatial_layer(info, path),
+    )
+    return g, spec.build(ctx)
+
+
+def _spec_and_params(
+    method: Method, rectifiers: Rectifiers, params: Mapping[str, Any] | None
+) -> tuple[MethodSpec, dict[str, Any]]:
+    spec = method_spec(method)
+    rectifier_ops(rectifiers)  # a ValueError for an unknown choice, before any work
+    return spec, spec.resolve(params)
+
+
+def default_layer(
+    model: onnx.ModelProto,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    input_shapes: InputShapes | None = None,
+) -> str | None:
+    """Grad-CAM's default layer (layers.py), or None when the model has none (a detector)."""
+    prepared = _prepare(model, input_name, output_name, input_shapes)
+    return last_spatial_layer(prepared.info, prepared.path)
 
 
 def check(
@@ -194,24 +187,45 @@ def check(
     saliency_name: str = SALIENCY_OUTPUT,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Endpoints:
     """The explained endpoints, once every step of `build_explain_model` has run for each
-    of `methods` (all but writing the result); raises the RewriteError convert would."""
-    for method in methods:
-        rules_for(method, rectifiers)
+    of `methods` (all but writing the result); raises the RewriteError convert would.
+    `params` maps a method's name to its parameters."""
+    params = params or {}
+    resolved = [_spec_and_params(m, rectifiers, params.get(m)) for m in methods]
     target = check_target(target)
-    prepared = _prepare(model, input_name, output_name, input_shapes)
-    for i, method in enumerate(methods):
+    shared = _prepare(model, input_name, output_name, input_shapes)
+    for i, (spec, method_params) in enumerate(resolved):
         try:
-            _differentiate(prepared, method, rectifiers, grad_name, saliency_name, target)
+            if spec.whole_model is not None:
+                _batch_names(grad_name, saliency_name)
+                spec.whole_model(
+                    model,
+                    method_params,
+                    input_name=input_name,
+                    output_name=output_name,
+                    rectifiers=rectifiers,
+                    target=target,
+                    input_shapes=input_shapes,
+                )
+                continue
+            prepared = shared
+            if spec.prelude is not None or method_params.get("layer"):
+                prepared = _prepare(
+                    model, input_name, output_name, input_shapes, spec, method_params
+                )
+            _differentiate(
+                prepared, spec, method_params, rectifiers, grad_name, saliency_name, target
+            )
         except UnsupportedOpsError:
             raise
         except RewriteError as exc:
             if i == 0:
                 raise
             # The earlier methods passed: the failure is this method's own, so say which.
-            raise RewriteError(f"method {method!r}: {exc}") from None
-    return prepared.ends
+            raise RewriteError(f"method {spec.name!r}: {exc}") from None
+    return shared.ends
 
 
 def build_explain_model(
@@ -224,17 +238,33 @@ def build_explain_model(
     saliency_name: str = SALIENCY_OUTPUT,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """The explain model: `model` plus an input `grad_name` and an output `saliency_name`.
 
+    `method` is a registered method's name (methods/); `params` its parameters (e.g.
+    {"layer": "relu_9", "style": "pytorch-grad-cam"} for gradcam), defaults for the rest.
     `target` "portable" gives the same saliency on every conforming runtime; a runtime's
     name allows formulations that are faster on that runtime alone (see targets.py).
     `input_shapes` fixes the named inputs' shapes first (e.g. {"x": [1, 3, 640, 640]}).
     """
-    rules_for(method, rectifiers)
+    spec, method_params = _spec_and_params(method, rectifiers, params)
     target = check_target(target)
-    prepared = _prepare(model, input_name, output_name, input_shapes)
-    g, saliency = _differentiate(prepared, method, rectifiers, grad_name, saliency_name, target)
+    if spec.whole_model is not None:
+        _batch_names(grad_name, saliency_name)
+        return spec.whole_model(
+            model,
+            method_params,
+            input_name=input_name,
+            output_name=output_name,
+            rectifiers=rectifiers,
+            target=target,
+            input_shapes=input_shapes,
+        )
+    prepared = _prepare(model, input_name, output_name, input_shapes, spec, method_params)
+    g, saliency = _differentiate(
+        prepared, spec, method_params, rectifiers, grad_name, saliency_name, target
+    )
 
     info, ends = prepared.info, prepared.ends
     graph = info.model.graph
@@ -244,36 +274,17 @@ def build_explain_model(
     graph.node.extend(g.nodes)
     graph.node.append(helper.make_node("Identity", [saliency], [saliency_name], name=saliency_name))
     g.write_initializers(graph)
-    graph.output.append(_value_info(saliency_name, in_info.elem_type, in_info.shape))
+    shape = spec.saliency_shape(in_info.shape)
+    graph.output.append(_value_info(saliency_name, in_info.elem_type, shape))
     return info.model
 
 
-def _reverse_walk(
-    g: Builder, path: Path, ends: Endpoints, table: dict[str, Rule], grad_name: str
-) -> str:
-    pending: dict[str, list[str]] = {ends.output: [grad_name]}
-
-    def total(name: str) -> Grad:
-        parts = pending.pop(name, [])
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0]
-        return g.Sum(*parts)
-
-    for node in reversed(path.nodes):
-        dys = [total(t) if t in path.tensors else None for t in node.outputs]
-        if all(dy is None for dy in dys):
-            continue
-        wants = [bool(t) and t in path.tensors for t in node.inputs]
-        dxs = table[node.op_type](g, node, dys, wants)
-        for name, want, dx in zip(node.inputs, wants, dxs, strict=False):
-            if want and dx is not None:
-                pending.setdefault(name, []).append(dx)
-    saliency = total(ends.input)
-    if saliency is None:
-        raise RewriteError(f"no gradient reaches the input {ends.input!r}")
-    return saliency
+def _batch_names(grad_name: str, saliency_name: str) -> None:
+    if (grad_name, saliency_name) != (GRAD_INPUT, SALIENCY_OUTPUT):
+        raise RewriteError(
+            f"the batch methods name their seed {GRAD_INPUT!r} and their map "
+            f"{SALIENCY_OUTPUT!r}; other names are not supported"
+        )
 
 
 def _value_info(

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m grpc_tools.protoc -Iproto \
   --python_out=. --pyi_out=. --grpc_python_out=. \
-  proto/onnxplain/v1/explain.proto
+  proto/onnxplain/v1/explain.proto proto/onnxplain/v1/admin.proto

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from onnxplain.v1 import explain_pb2, explain_pb2_grpc
+from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
+from . import metrics
+from .admin import AdminServicer
 from .batching import QueueLimits
 from .errors import (
     Cancelled,
@@ -29,27 +30,109 @@ from .errors import (
     RequestTooLarge,
 )
 from .explainer import Explainer
+from .reload import Reloader, ReloadPending
+from .security import Security
 from .servicer import ExplainServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+class InvalidRequest(Exception):
+    """The request body is not a valid protobuf message of the RPC's request type."""
+
+
+class ShuttingDown(Exception):
+    """The server is draining: it finishes the calls it has and takes no new ones."""
+
 
 # The one place where the core's errors become status codes.
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Cancelled: grpc.StatusCode.CANCELLED,
+    ReloadPending: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode, so the handler can refuse it.
+
+    Left to gRPC, a failed decode is INTERNAL plus a full traceback in the log for every
+    bad body: a log flood anyone who reaches the port can cause, for the client's fault.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    owner = getattr(deserializer, "__self__", None)  # the message class of X.FromString
+    kind = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # any way the bytes fail to decode is the client's fault
+            return _Undecodable(f"the request body is not a valid {kind} message")
+
+    return deserialize
+
+
+class CallGate:
+    """Counts onnxplain calls in flight, and refuses new ones once closed.
+
+    Why: gRPC's own stop() answers CANCELLED to a call that arrives while it shuts down,
+    a code clients do not retry. Closed first, the gate answers UNAVAILABLE (which they
+    do retry, elsewhere or later) and lets the drain wait for the calls in flight; then
+    stop() has nothing left to race with but the last few milliseconds.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._open = True
+        self._active = 0
+
+    def enter(self) -> None:
+        with self._state:
+            if not self._open:
+                raise ShuttingDown("the server is shutting down; retry, another one will answer")
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._state:
+            self._active -= 1
+            self._state.notify_all()
+
+    def close(self) -> None:
+        with self._state:
+            self._open = False
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no call is in flight; False if `timeout` seconds passed first."""
+        with self._state:
+            return self._state.wait_for(lambda: self._active == 0, timeout)
+
+
 class ErrorMapping(grpc.ServerInterceptor):
-    """Turns the core's errors into status codes; anything else is INTERNAL, logged here."""
+    """Turns the core's errors into status codes (one log line each; anything unexpected
+    is INTERNAL with its traceback), reports every answer to `metrics`, and keeps the
+    onnxplain services' calls behind the `gate` (health and reflection are not)."""
+
+    def __init__(
+        self, known_model: Callable[[str], bool] = lambda _: False, gate: CallGate | None = None
+    ) -> None:
+        self.known_model = known_model
+        self.gate = gate or CallGate()
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -57,24 +140,94 @@ class ErrorMapping(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # health Watch and reflection streams are not ours
+        deserializer = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
+            _guarded(
+                handler.unary_unary,
+                handler_call_details.method,
+                self.known_model,
+                self.gate if handler_call_details.method.startswith("/onnxplain.") else None,
+            ),
+            request_deserializer=_tolerant(deserializer) if deserializer else None,
             response_serializer=handler.response_serializer,
         )
 
 
-def _guarded(behaviour: Callable[[Any, Any], Any], method: str) -> Callable[[Any, Any], Any]:
+def _status_of(exc: Exception) -> grpc.StatusCode | None:
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return None
+
+
+def _guarded(
+    behaviour: Callable[[Any, Any], Any],
+    method: str,
+    known_model: Callable[[str], bool],
+    gate: CallGate | None,
+) -> Callable[[Any, Any], Any]:
+    rpc = method.rsplit("/", 1)[-1]
+
     def call(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code, response = grpc.StatusCode.OK, None
+        entered = False
+        metrics.request_started()
         try:
-            return behaviour(request, context)
-        except tuple(STATUS_OF) as exc:
-            context.abort(STATUS_OF[type(exc)], str(exc))
-        except Exception:
-            log.exception("%s failed", method)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+            if gate is not None:
+                gate.enter()
+                entered = True
+            if isinstance(request, _Undecodable):
+                raise InvalidRequest(request.message)
+            response = behaviour(request, context)
+            return response
+        except Exception as exc:
+            mapped = _status_of(exc)
+            if mapped is None:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                context.abort(code, "internal error; the server log has details")
+            code = mapped
+            if not isinstance(exc, ShuttingDown):
+                # One line per refused request, never a traceback: the fault is the client's.
+                log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
+            context.abort(code, str(exc))
+        finally:
+            if entered and gate is not None:
+                gate.leave()
+            metrics.request_finished()
+            if metrics.enabled():
+                model, saliency = _labels(request, response, known_model)
+                seconds = time.perf_counter() - started
+                metrics.observe_request(rpc, model, saliency, code.name, seconds)
 
     return call
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    text = str(exc).replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> tuple[str, str]:
+    """The model and saliency-method labels of one answered RPC, from a bounded set."""
+    if isinstance(request, _Undecodable):
+        return metrics.UNKNOWN, metrics.UNKNOWN
+    name = getattr(request, "model", None) or getattr(request, "name", None)
+    model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
+    if name is None:
+        model = ""  # an RPC about no model in particular (ListModels, health)
+    wire = getattr(response, "method", None)
+    if wire is None:
+        wire = getattr(request, "method", None)
+    if not isinstance(wire, int):
+        return model, ""
+    if wire == explain_pb2.METHOD_UNSPECIFIED:
+        return model, "default"
+    try:
+        return model, explain_pb2.Method.Name(wire).removeprefix("METHOD_").lower()
+    except ValueError:
+        return model, metrics.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -88,22 +241,44 @@ class Service:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    gate: CallGate = field(default_factory=CallGate)
+    _cut_short: threading.Event = field(default_factory=threading.Event)
 
     def drain(self, delay_s: float, grace_s: float) -> None:
         """NOT_SERVING first (so balancers look elsewhere), then finish in-flight calls."""
         self.health.enter_graceful_shutdown()
-        time.sleep(delay_s)  # new requests are still served while clients notice
-        self.server.stop(grace_s).wait()
+        self._cut_short.wait(delay_s)  # new requests are still served while clients notice
+        self.gate.close()  # from now on new calls get UNAVAILABLE, which clients retry
+        started = time.monotonic()
+        self.gate.wait_idle(grace_s)
+        self.server.stop(max(0.0, grace_s - (time.monotonic() - started))).wait()
+
+    def stop_now(self) -> None:
+        """Cancel in-flight calls and stop, cutting a running `drain` short."""
+        self._cut_short.set()
+        self.server.stop(None)
 
 
 def build_server(
-    core: Explainer, host: str = "127.0.0.1", port: int = 0, limits: Limits = Limits()
+    core: Explainer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits = Limits(),
+    reloader: Reloader | None = None,
+    security: Security | None = None,
 ) -> Service:
-    """The started server: Explain service, health, reflection, message and RPC limits."""
+    """The started server: Explain service, health, reflection, limits, credentials; the
+    admin service too when there is a `reloader`."""
+    security = security or Security()  # plaintext, no token check
     workers = grpc_workers(core)
+    gate = CallGate()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
-        interceptors=[ErrorMapping()],
+        # The token check first: an unauthenticated call never reaches the error mapping.
+        interceptors=[
+            *security.interceptors(),
+            ErrorMapping(lambda name: name in core.repository.names(), gate),
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -116,13 +291,19 @@ def build_server(
         maximum_concurrent_rpcs=4 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
+    services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if reloader is not None:
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection(services, server)
+    credentials = security.credentials()
     try:  # grpcio returns 0 on a failed bind in some versions, raises in others
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
@@ -130,7 +311,7 @@ def build_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Service(server, health_servicer, bound)
+    return Service(server, health_servicer, bound, gate)
 
 
 def grpc_workers(core: Explainer) -> int:
@@ -139,14 +320,3 @@ def grpc_workers(core: Explainer) -> int:
     limits = getattr(core, "queue_limits", QueueLimits())
     per_model = limits.max_queue + limits.instances * limits.max_rows
     return per_model * max(1, len(core.repository.names())) + 8
-
-
-def serve_until_signal(service: Service, drain_delay_s: float, grace_s: float) -> None:
-    """Block until SIGTERM or SIGINT, then drain and return."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("draining: health NOT_SERVING, finishing in-flight requests")
-    service.drain(drain_delay_s, grace_s)
-    log.info("stopped")

@@ -7,10 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .app import Limits, build_server, serve_until_signal
+from . import metrics
+from .app import Limits, build_server
 from .batching import QueueLimits
 from .explainer import Explainer
+from .lifecycle import Signals, serve_until_signal
+from .reload import Reloader, snapshot
 from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
+from .security import Security, SecurityConfigError, health_server
+from .web import start_web_page
 
 log = logging.getLogger("onnxplain.server")
 
@@ -54,19 +59,90 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
+    p.add_argument(
+        "--poll",
+        type=_positive,
+        metavar="SECONDS",
+        help="also reload the model folder every SECONDS (SIGHUP and the admin RPC always do)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST is --host)",
+    )
+    _add_security_args(p)
     p.set_defaults(func=run_serve)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _add_security_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("security (default: plaintext, no authentication)")
+    g.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    g.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    g.add_argument("--tls-client-ca", type=Path, help="PEM CA: demand client certificates (mTLS)")
+    g.add_argument(
+        "--token-file",
+        type=Path,
+        help="accepted bearer tokens, one per line: every call but health must send one",
+    )
+    g.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that "
+        "cannot do TLS, such as Kubernetes' gRPC probes)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # From here on a signal is kept for the main loop instead of killing a half-built server.
+    with Signals() as signals:
+        return _serve(args, signals)
+
+
+def _serve(args: argparse.Namespace, signals: Signals) -> int:
+    if args.metrics_port is not None:
+        try:
+            _, port = metrics.serve(args.host, args.metrics_port)
+        except OSError as exc:
+            print(f"onnxplain serve: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
+            return 2
+        log.info("metrics on http://%s:%d/metrics", args.host, port)
     try:
-        repository = Repository.load(args.models, SessionFactory(args.device, args.threads))
+        security = Security.from_files(
+            args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file
+        )
+    except SecurityConfigError as exc:
+        print(f"onnxplain serve: {exc}", file=sys.stderr)
+        return 2
+    if args.http is not None and (args.token_file or args.tls_client_ca):
+        # The web page has no login: it would be a way round the token or certificate check.
+        print(
+            "onnxplain serve: --http serves without authentication; it cannot be combined "
+            "with --token-file or --tls-client-ca",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        sessions = SessionFactory(args.device, args.threads)
+        loaded = snapshot(args.models) if args.models.is_dir() else {}
+        repository = Repository.load(args.models, sessions)
     except (DeviceUnavailable, FileNotFoundError) as exc:
         print(f"onnxplain serve: {exc}", file=sys.stderr)
         return 2
     failed = [n for n in repository.names() if isinstance(repository.entry(n), FailedModel)]
-    if len(failed) == len(repository.names()):
+    if repository.names() and len(failed) == len(repository.names()):
         log.warning("no model loaded from %s; the server answers ListModels only", args.models)
+    reloader = Reloader(args.models, repository, sessions, loaded)
     queue = QueueLimits(
         max_queue=args.max_queue,
         instances=args.max_concurrent,
@@ -76,11 +152,32 @@ def run_serve(args: argparse.Namespace) -> int:
     core = Explainer(repository, max_batch=args.max_batch, queue=queue)
     limits = Limits(int(args.max_message_mb * 1024 * 1024), args.max_concurrent)
     try:
-        service = build_server(core, args.host, args.port, limits)
+        service = build_server(core, args.host, args.port, limits, reloader, security)
+        health_only = (
+            None
+            if args.health_port is None
+            else health_server(service.health, args.host, args.health_port)
+        )
     except OSError as exc:
         print(f"onnxplain serve: {exc} (is another process using the port?)", file=sys.stderr)
         return 2
     # Tests and scripts read this line to learn the port when --port 0 is given.
     print(f"onnxplain serve: listening on {args.host}:{service.port}", flush=True)
-    serve_until_signal(service, args.drain_delay, args.grace)
+    log.info("security: %s", security.describe())
+    if health_only is not None:
+        log.info("health alone, plaintext, on %s:%d", args.host, args.health_port)
+    web = None
+    if args.http is not None:
+        try:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes)
+        except OSError as exc:
+            service.server.stop(None)
+            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            return 2
+        print(f"onnxplain serve: web page at http://{args.host}:{web.port}/", flush=True)
+    serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
+    if health_only is not None:
+        health_only.stop(None)
+    if web is not None:
+        web.stop()
     return 0

@@ -16,8 +16,9 @@ color_mode = "RGB"          # or "L"
 
 from __future__ import annotations
 
+import difflib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def load_config(model_dir: Path) -> ModelConfig:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
+    _reject_unknown(raw, ModelConfig)
     method = raw.get("default_method", "guided")
     if method not in METHODS:
         raise ConfigError(f"config.toml: default_method {method!r} is not one of {METHODS}")
@@ -71,6 +73,28 @@ def load_config(model_dir: Path) -> ModelConfig:
         default_method=method,
         preprocessing=_preprocessing(raw.get("preprocessing")),
     )
+
+
+def _reject_unknown(raw: dict[str, Any], cls: type, table: str = "") -> None:
+    """A typo must not be ignored in silence: name every unknown key, with a suggestion.
+
+    The known keys are the dataclass's fields, so a field added there is accepted here.
+    """
+    known = [f.name for f in fields(cls)]
+    problems = []
+    for key, value in raw.items():
+        if key in known:
+            continue
+        kind, name = ("table", f"[{key}]") if isinstance(value, dict) else ("key", key)
+        if table:
+            name = f"{name} in [{table}]"
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+        problems.append(
+            f"unknown {kind} {name}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+    if problems:
+        where = f"[{table}] takes" if table else "known keys and tables:"
+        raise ConfigError(f"config.toml: {'; '.join(problems)}; {where} {', '.join(known)}")
 
 
 def _optional_str(raw: dict[str, Any], key: str) -> str | None:
@@ -93,23 +117,44 @@ def _load_labels(model_dir: Path, name: str | None) -> tuple[str, ...]:
 def _preprocessing(raw: Any) -> Preprocessing | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or "height" not in raw or "width" not in raw:
+    if not isinstance(raw, dict):
+        raise ConfigError("config.toml: preprocessing must be a table, [preprocessing]")
+    _reject_unknown(raw, Preprocessing, "preprocessing")
+    if "height" not in raw or "width" not in raw:
         raise ConfigError("config.toml: [preprocessing] needs height and width")
     pre = Preprocessing(
-        height=int(raw["height"]),
-        width=int(raw["width"]),
-        mean=tuple(float(v) for v in raw.get("mean", (0.0,))),
-        std=tuple(float(v) for v in raw.get("std", (1.0,))),
-        layout=str(raw.get("layout", "NCHW")),
-        color_mode=str(raw.get("color_mode", "RGB")),
+        height=_int(raw, "height"),
+        width=_int(raw, "width"),
+        mean=_floats(raw, "mean", (0.0,)),
+        std=_floats(raw, "std", (1.0,)),
+        layout=_choice(raw, "layout", _LAYOUTS, "NCHW"),
+        color_mode=_choice(raw, "color_mode", _COLOR_MODES, "RGB"),
     )
-    if pre.layout not in _LAYOUTS or pre.color_mode not in _COLOR_MODES:
-        raise ConfigError(
-            f"config.toml: layout must be one of {_LAYOUTS}, color_mode one of {_COLOR_MODES}"
-        )
     if pre.height <= 0 or pre.width <= 0 or any(s == 0 for s in pre.std):
         raise ConfigError("config.toml: height and width must be positive, std non-zero")
     for name, values in (("mean", pre.mean), ("std", pre.std)):
         if len(values) not in (1, pre.channels):
             raise ConfigError(f"config.toml: {name} needs 1 or {pre.channels} values")
     return pre
+
+
+def _int(raw: dict[str, Any], key: str) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config.toml: [preprocessing] {key} must be an integer, not {value!r}")
+    return value
+
+
+def _floats(raw: dict[str, Any], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    value = raw.get(key, default)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ConfigError(f"config.toml: [preprocessing] {key} must be numbers, not {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _choice(raw: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = raw.get(key, default)
+    if value not in allowed:
+        raise ConfigError(f"config.toml: [preprocessing] {key} {value!r} is not one of {allowed}")
+    return str(value)

@@ -18,11 +18,14 @@ import numpy as np
 import onnxruntime as ort
 from onnxplain.graph_rewrite import METHODS, SALIENCY_OUTPUT, Method
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
+from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
+from PIL import Image
 
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
 from .errors import InvalidInput, RequestTooLarge
-from .imaging import heatmap, png_bytes, preprocess
+from .imaging import decode, heatmap_pngs, preprocess
 from .repository import LoadedModel, Repository, Spec
+from .targets import explain_top_k, resolve_names, row_stats
 
 
 @dataclass(frozen=True)
@@ -32,16 +35,25 @@ class ExplainCall:
     method: str | None = None  # vanilla, deconvnet, guided; None: the model's default
     targets: Sequence[int] = ()  # empty: each sample's top class
     heatmap: bool = False
+    heatmap_options: HeatmapOptions = DEFAULT_OPTIONS
+    top_k: int = 0  # > 0: each sample's k best classes, one row each
+    target_names: Sequence[str] = ()  # classes by label, instead of targets
 
 
 @dataclass(frozen=True)
 class Explanation:
-    saliency: np.ndarray
-    scores: np.ndarray
-    targets: np.ndarray  # int64, one per sample
+    """One row per explained (sample, class): one per sample, or top_k per sample."""
+
+    saliency: np.ndarray  # [rows, *input.shape[1:]]
+    scores: np.ndarray  # the explained output, one per sample
+    targets: np.ndarray  # int64, one per row
     method: Method
     labels: list[str]  # the targets' labels, empty when the model has none
-    heatmap_png: bytes | None
+    heatmap_png: bytes | None  # the first row's
+    samples: np.ndarray  # int64, the sample each row explains
+    target_scores: np.ndarray  # each row's score at its target
+    probabilities: np.ndarray  # softmax of the sample's scores at the target
+    heatmaps_png: list[bytes]  # one per row when asked for
 
 
 class Explainer:
@@ -86,20 +98,50 @@ class Explainer:
         when the caller goes away (gRPC's `context.add_callback`)."""
         model = self.repository.get(call.model)
         method = _method(call.method, model.config.default_method)
-        x = self._input(model, call.input)
-        targets = _requested_targets(call.targets, x.shape[0], model.output)
-        scores, saliency, explained = self.queue(model).submit(
-            _batch_key(method, (), x), x, targets, deadline, on_abandon
-        )
-        explained = explained.astype(np.int64)
-        _check_in_range(explained, scores)
+        image = self._image(model, call.input)
+        x = self._input(model, image if image is not None else np.asarray(call.input))
+        given = list(call.targets)
+        if call.target_names:
+            given = resolve_names(call.target_names, model.config.labels, model.name)
+
+        def run(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            scores, saliency, explained = self.queue(model).submit(
+                _batch_key(method, (), v), v, t, deadline, on_abandon
+            )
+            explained = explained.astype(np.int64)
+            _check_in_range(explained, scores)
+            return scores, saliency, explained
+
+        if call.top_k:
+            scores, samples, targets, saliency = explain_top_k(
+                call.top_k,
+                x,
+                given,
+                self.max_batch,
+                model.input.shape[0],
+                forward=lambda v: _forward(model, v),
+                explain=lambda v, t, shape: run(v, t)[1],
+            )
+        else:
+            scores, saliency, targets = run(x, _requested_targets(given, len(x), model.output))
+            samples = np.arange(len(targets), dtype=np.int64)
+        flat = scores.reshape(scores.shape[0], -1)
+        target_scores, probabilities = row_stats(flat, samples, targets)
+        pngs = []
+        if call.heatmap:
+            pre = model.config.preprocessing
+            pngs = heatmap_pngs(saliency, samples, x, image, pre, call.heatmap_options)
         return Explanation(
             saliency=saliency,
             scores=scores,
-            targets=explained,
+            targets=targets,
             method=method,
-            labels=[model.config.labels[t] for t in explained] if model.config.labels else [],
-            heatmap_png=self._heatmap(model, saliency) if call.heatmap else None,
+            labels=[model.config.labels[t] for t in targets] if model.config.labels else [],
+            heatmap_png=pngs[0] if pngs else None,
+            samples=samples,
+            target_scores=target_scores,
+            probabilities=probabilities,
+            heatmaps_png=pngs,
         )
 
     def queue(self, model: LoadedModel) -> ModelQueue:
@@ -112,19 +154,28 @@ class Explainer:
                 self._queues[model] = queue
             return queue
 
-    def _input(self, model: LoadedModel, given: np.ndarray | bytes) -> np.ndarray:
-        if isinstance(given, bytes):
-            if model.config.preprocessing is None:
-                raise InvalidInput(
-                    f"model {model.name!r} has no image preprocessing configured; send a tensor"
-                )
+    def _image(self, model: LoadedModel, given: np.ndarray | bytes) -> Image.Image | None:
+        """The decoded image of an image request (kept: heatmaps are drawn over it)."""
+        if not isinstance(given, bytes):
+            return None
+        if model.config.preprocessing is None:
+            raise InvalidInput(
+                f"model {model.name!r} has no image preprocessing configured; send a tensor"
+            )
+        return decode(given)
+
+    def _input(self, model: LoadedModel, given: np.ndarray | Image.Image) -> np.ndarray:
+        if isinstance(given, Image.Image):
+            assert model.config.preprocessing is not None  # checked by _image
             given = preprocess(given, model.config.preprocessing)
         check_input(given, model.input, self.max_batch)
         return given
 
-    def _heatmap(self, model: LoadedModel, saliency: np.ndarray) -> bytes:
-        pre = model.config.preprocessing
-        return png_bytes(heatmap(saliency[0], pre.layout if pre else "NCHW"))
+
+def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """The scores alone (top-k ranks classes before explaining), from the forward session."""
+    (scores,) = model.forward.run([model.output.name], {model.input.name: x})
+    return np.asarray(scores)
 
 
 def _batch_key(method: str, params: tuple[tuple[str, Hashable], ...], x: np.ndarray) -> Hashable:

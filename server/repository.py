@@ -31,10 +31,13 @@ from onnxplain.graph_rewrite import (
     default_output,
 )
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
+from onnxplain.sanity import SanityReport, read_report
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .reasons import failure_reason
 from .runtime import DeviceUnavailable, SessionFactory, release_free_memory
+from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
 from .weights import WeightStore
 
 __all__ = [
@@ -48,8 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,13 @@ class LoadedModel:
         output: Spec,
         path: Path,
         factory: SessionFactory,
+        sanity: SanityReport | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.input = input
         self.output = output
+        self.sanity = sanity  # `onnxplain sanity --write`'s sanity.json, if any
         self.weights = WeightStore()  # one copy per process, read by every session below
         self._path = path
         self._stamp = _stamp(path)
@@ -188,15 +191,10 @@ def explain_model(
     params: Sequence[tuple[str, Hashable]] = (),
 ) -> onnx.ModelProto:
     """The explain model the server runs: onnxruntime's formulations, seeded from targets."""
-    # Graph-changing parameters (a method's own, e.g. steps) pass through by name.
+    # Graph-changing parameters (a method's own, e.g. IG's steps) pass through by name.
     extra: dict[str, Any] = dict(params)
     built = build_explain_model(
-        model,
-        method,  # type: ignore[arg-type]
-        ends.input,
-        ends.output,
-        target="onnxruntime",
-        **extra,
+        model, method, ends.input, ends.output, target="onnxruntime", params=extra
     )
     return _with_output(seed_from_targets(built, ends.output), ends.output)
 
@@ -212,19 +210,51 @@ def _describe(key: SessionKey) -> str:
 
 
 class Repository:
-    """Every model in a folder, each either loaded or failed with a reason."""
+    """Every model in a folder, each either loaded or failed with a reason.
+
+    `replace` swaps one model's entry while requests run (server/reload.py decides what to
+    swap): readers always see a whole dict, since a swap builds a new one and rebinds it.
+    """
 
     def __init__(self, models: dict[str, LoadedModel | FailedModel]) -> None:
         self._models = models
+        self._reload_errors: dict[str, str] = {}
+        self._swap = threading.Lock()
 
     @classmethod
     def load(cls, root: Path, sessions: SessionFactory) -> Repository:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} is not a folder")
-        models: dict[str, LoadedModel | FailedModel] = {}
-        for folder in sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file()):
-            models[folder.name] = _load_or_fail(folder, sessions)
-        return cls(models)
+        for hint in skipped_hints(root):
+            log.warning("%s", hint)
+        folders = model_folders(root)
+        if not folders:
+            log.warning("%s", empty_hint(root))
+        return cls({folder.name: _load_or_fail(folder, sessions) for folder in folders})
+
+    def replace(
+        self,
+        name: str,
+        entry: LoadedModel | FailedModel | None,
+        reload_error: str | None = None,
+    ) -> None:
+        """Serve `entry` as `name` from now on (None: remove it). `reload_error`: why newer
+        files for it failed to load, while this (older) entry keeps serving."""
+        with self._swap:
+            models = dict(self._models)
+            errors = dict(self._reload_errors)
+            errors.pop(name, None)
+            if entry is None:
+                models.pop(name, None)
+            else:
+                models[name] = entry
+                if reload_error is not None:
+                    errors[name] = reload_error
+            self._models, self._reload_errors = dict(sorted(models.items())), errors
+
+    def reload_error(self, name: str) -> str | None:
+        """Why the newest files of `name` failed to load, if the entry is an older version."""
+        return self._reload_errors.get(name)
 
     def names(self) -> list[str]:
         return list(self._models)
@@ -247,12 +277,12 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
         loaded = load_model(folder, sessions)
     except DeviceUnavailable:
         raise  # the whole server is misconfigured, not this model
-    except (RewriteError, ConfigError) as exc:
-        log.error("model %s is unavailable: %s", folder.name, exc)
-        return FailedModel(folder.name, str(exc))
-    except Exception:
-        log.exception("model %s is unavailable", folder.name)
-        return FailedModel(folder.name, "the model could not be loaded (see the server log)")
+    except Exception as exc:
+        # One line; the traceback only at debug level: the reason is what operators act on.
+        reason = failure_reason(exc)
+        log.error("model %s is unavailable: %s", folder.name, reason)
+        log.debug("model %s failed to load", folder.name, exc_info=True)
+        return FailedModel(folder.name, reason)
     finally:
         release_free_memory()  # what parsing and rewriting the model freed
     log.info("model %s loaded: explains %s -> %s", folder.name, loaded.input, loaded.output)
@@ -277,9 +307,19 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         output=_spec(explain, ends.output),
         path=path,
         factory=sessions,
+        sanity=_sanity_report(folder),
     )
     loaded.adopt(key, explain)
     return loaded
+
+
+def _sanity_report(folder: Path) -> SanityReport | None:
+    # A damaged report must not take the model down: it is advice to operators, not config.
+    try:
+        return read_report(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("model %s: ignoring its sanity.json (%s)", folder.name, exc)
+        return None
 
 
 def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:

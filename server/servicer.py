@@ -9,11 +9,14 @@ import time
 from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.render import HeatmapOptions, Sign
+from onnxplain.sanity import SanityReport, summarise
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
 
+from .errors import InvalidInput
 from .explainer import ExplainCall, Explainer, Explanation
 from .repository import FailedModel, LoadedModel, Spec
 
@@ -23,6 +26,13 @@ _METHOD_TO_WIRE: dict[Method, pb.Method] = {
     "guided": pb.METHOD_GUIDED,
 }
 _METHOD_FROM_WIRE = {wire: name for name, wire in _METHOD_TO_WIRE.items()}
+_SIGN_FROM_WIRE: dict[int, Sign] = {
+    pb.HEATMAP_SIGN_UNSPECIFIED: "all",
+    pb.HEATMAP_SIGN_ALL: "all",
+    pb.HEATMAP_SIGN_POSITIVE: "positive",
+    pb.HEATMAP_SIGN_NEGATIVE: "negative",
+    pb.HEATMAP_SIGN_ABSOLUTE: "absolute",
+}
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
@@ -39,10 +49,14 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
 
     def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
         repo = self.core.repository
-        return pb.ListModelsResponse(models=[encode_model(repo.entry(n)) for n in repo.names()])
+        return pb.ListModelsResponse(
+            models=[encode_model(repo.entry(n), repo.reload_error(n)) for n in repo.names()]
+        )
 
     def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.GetModelResponse:
-        return pb.GetModelResponse(model=encode_model(self.core.repository.entry(request.name)))
+        repo = self.core.repository
+        entry = repo.entry(request.name)
+        return pb.GetModelResponse(model=encode_model(entry, repo.reload_error(request.name)))
 
 
 def decode_call(request: pb.ExplainRequest) -> ExplainCall:
@@ -54,7 +68,27 @@ def decode_call(request: pb.ExplainRequest) -> ExplainCall:
         method=decode_method(request.method),
         targets=list(request.targets),
         heatmap=request.heatmap,
+        heatmap_options=decode_heatmap_options(request),
+        top_k=request.top_k,
+        target_names=list(request.target_names),
     )
+
+
+def decode_heatmap_options(request: pb.ExplainRequest) -> HeatmapOptions:
+    if request.heatmap_sign not in _SIGN_FROM_WIRE:
+        raise InvalidInput(f"unknown heatmap_sign {request.heatmap_sign}")
+    try:
+        return HeatmapOptions(
+            sign=_SIGN_FROM_WIRE[request.heatmap_sign],
+            opacity=request.heatmap_opacity if request.HasField("heatmap_opacity") else 0.5,
+            colormap=request.heatmap_colormap or None,
+            percentile=(
+                request.heatmap_percentile if request.HasField("heatmap_percentile") else None
+            ),
+            overlay=request.heatmap_overlay if request.HasField("heatmap_overlay") else True,
+        )
+    except ValueError as exc:  # the options' own check, worded for the user
+        raise InvalidInput(f"heatmap: {exc}") from None
 
 
 def decode_method(wire: pb.Method) -> str | None:
@@ -72,16 +106,22 @@ def encode_explanation(result: Explanation) -> pb.ExplainResponse:
         heatmap_png=result.heatmap_png or b"",
         target_labels=result.labels,
         method=_METHOD_TO_WIRE[result.method],
+        heatmaps_png=result.heatmaps_png,
+        samples=result.samples.tolist(),
+        target_scores=result.target_scores.tolist(),
+        target_probabilities=result.probabilities.tolist(),
     )
 
 
-def encode_model(entry: LoadedModel | FailedModel) -> pb.ModelInfo:
+def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = None) -> pb.ModelInfo:
+    """A model's description; `reload_error`: why its newer files failed to load."""
     if isinstance(entry, FailedModel):
         return pb.ModelInfo(name=entry.name, available=False, error=entry.error)
     config = entry.config
     info = pb.ModelInfo(
         name=entry.name,
         available=True,
+        reload_error=reload_error or "",
         input=encode_spec(entry.input),
         output=encode_spec(entry.output),
         labels=list(config.labels),
@@ -100,7 +140,20 @@ def encode_model(entry: LoadedModel | FailedModel) -> pb.ModelInfo:
                 color_mode=pre.color_mode,
             )
         )
+    if entry.sanity is not None:
+        encode_sanity(info, entry.sanity)
     return info
+
+
+def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
+    info.sanity_metric = report.metric
+    info.sanity_max_similarity = report.max_similarity
+    info.sanity_score = report.score
+    for result in report.methods:
+        wire = _METHOD_TO_WIRE.get(result.method)
+        if wire is not None:  # a method this server does not serve has nothing to warn of
+            scores = summarise(result.steps, report.score)
+            info.sanity.add(method=wire, passed=result.passed, **scores)
 
 
 def encode_spec(spec: Spec) -> pb.TensorSpec:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnxplain.graph_rewrite import ALL_METHODS
 
 from fd import session
 from tiny import tiny_classifier
@@ -153,5 +154,6 @@ def test_check_fails_exactly_where_convert_fails(tmp_path: Path) -> None:
 def test_check_names_what_it_built(model_file: Path, method: str) -> None:
     result = run_cli("check", model_file, "--method", method, "--target", "onnxruntime")
     assert result.returncode == 0, result.stderr
-    expected = "vanilla, deconvnet, guided" if method == "all" else method
+    expected = ", ".join(ALL_METHODS) if method == "all" else method
     assert f"({expected}, onnxruntime)" in result.stdout
+    assert "Grad-CAM layer: 'r2'" in result.stdout  # before GlobalAveragePool

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,25 +18,14 @@ import numpy as np
 import pytest
 
 from test_server_support import SAMPLES, direct_explain, make_repository, running_server
+from tools import require, require_on_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "tests" / "node_client"
-GENERATED = ("explain_pb2.py", "explain_pb2.pyi", "explain_pb2_grpc.py")
-
-
-def require(tool: str, ready: bool, how: str) -> None:
-    if ready:
-        return
-    message = f"{tool} is not available: {how}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def require_on_path(tool: str, how: str) -> str:
-    path = shutil.which(tool)
-    require(tool, path is not None, how)
-    return str(path)
+PROTOS = ("explain", "admin")
+GENERATED = tuple(
+    f"{p}{suffix}" for p in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +56,7 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
-            "proto/onnxplain/v1/explain.proto",
+            *(f"proto/onnxplain/v1/{p}.proto" for p in PROTOS),
         ],
         cwd=ROOT,
         check=True,

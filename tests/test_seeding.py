@@ -61,3 +61,15 @@ def test_seeding_needs_the_output_grad_input_and_fresh_names() -> None:
     seeded = seed_from_targets(explain, out)
     with pytest.raises(RewriteError, match="no input 'output_grad'"):
         seed_from_targets(seeded, out)
+
+
+def test_convert_seed_from_targets_writes_a_model_that_seeds_itself(tmp_path: Path) -> None:
+    from onnxplain.cli import main
+
+    out = tmp_path / "seeded.onnx"
+    assert (
+        main(["convert", str(DEMO / "model.onnx"), "-o", str(out), "--seed-from", "targets"]) == 0
+    )
+    names = session(onnx.load(out))
+    assert [i.name for i in names.get_inputs()] == ["input", TARGETS_INPUT]
+    assert TARGETS_OUTPUT in [o.name for o in names.get_outputs()]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model
 from onnxplain.server import Explainer, Limits, Repository, Service, SessionFactory, build_server
@@ -54,10 +55,14 @@ def running_server(
 
 
 def direct_explain(
-    method: str, x: np.ndarray, targets: np.ndarray | None = None
+    method: str,
+    x: np.ndarray,
+    targets: np.ndarray | None = None,
+    model_file: Path = DEMO / "model.onnx",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The oracle: the demo model and its explain model run straight in onnxruntime."""
-    model = onnx.load(DEMO / "model.onnx")
+    """The oracle: the demo model (or another) and its explain model run straight in
+    onnxruntime."""
+    model = onnx.load(model_file)
     (scores,) = session(model).run(None, {"input": x})
     if targets is None:
         targets = scores.argmax(axis=1)
@@ -66,3 +71,18 @@ def direct_explain(
     explain = session(build_explain_model(model, method))  # type: ignore[arg-type]
     saliency = explain.run([SALIENCY_OUTPUT], {"input": x, GRAD_INPUT: seed})[0]
     return saliency, scores, np.asarray(targets)
+
+
+def save_variant(path: Path) -> Path:
+    """The demo model with other weights (the first conv's negated, the last one's doubled)
+    written to `path` by rename, as an operator replacing a model should."""
+    model = onnx.load(DEMO / "model.onnx")
+    for tensor in model.graph.initializer:
+        if tensor.name in ("0.weight", "8.weight"):
+            scale = -1.0 if tensor.name == "0.weight" else 2.0
+            values = onnx.numpy_helper.to_array(tensor) * np.float32(scale)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    partial = path.with_name(path.name + ".tmp")
+    onnx.save(model, partial)
+    partial.replace(path)
+    return path

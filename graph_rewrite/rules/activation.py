@@ -1,4 +1,5 @@
-"""Activations: the rectifiers (whose backward the methods override) and smooth ones.
+"""Activations: the rectifiers' true gradients (what a rectifier is: rectifiers.py) and
+smooth ones.
 
 Masks are 0/1 float tensors multiplied into the gradient (`positive_mask`, else
 Cast(Greater(...))): on onnxruntime CPU that is several times faster than Where.
@@ -11,54 +12,8 @@ from collections.abc import Sequence
 
 from ..builder import Builder, Node
 from . import Grad, register
-from .common import float_mask, positive_mask, unbroadcast, upstream
-
-
-def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
-    """Clip's (min, max) where constant; None for an absent or computed bound."""
-    bounds: list[float | None] = []
-    for i in (1, 2):
-        value = g.info.constant(node.input(i))
-        bounds.append(None if value is None else float(value.reshape(-1)[0]))
-    return bounds[0], bounds[1]
-
-
-def local_derivative(g: Builder, node: Node) -> str:
-    """f'(x) of a rectifier node, as a tensor broadcastable to its input."""
-    x, y = node.inputs[0], node.outputs[0]
-    if node.op_type == "Relu":
-        return positive_mask(g, y)
-    if node.op_type == "Clip":
-        low, high = node.input(1), node.input(2)
-        inside = None
-        if low:
-            inside = g.Greater(x, low)
-        if high:
-            below = g.Less(x, high)
-            inside = below if inside is None else g.And(inside, below)
-        return (
-            g.Expand(g.scalar_like(1.0, x), g.shape_of(x))
-            if inside is None
-            else float_mask(g, inside, x)
-        )
-    if node.op_type == "LeakyRelu":
-        alpha = float(node.attr("alpha", 0.01))
-        positive = positive_mask(g, x)
-        # alpha + (1 - alpha)·[x > 0]
-        return g.Add(g.Mul(positive, g.scalar_like(1.0 - alpha, x)), g.scalar_like(alpha, x))
-    if node.op_type == "PRelu":
-        slope = node.inputs[1]
-        positive = positive_mask(g, x)
-        one = g.scalar_like(1.0, x)
-        return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
-    if node.op_type == "HardSwish":
-        # x·relu6(x+3)/6: slope 0 below -3, 1 above 3, (2x+3)/6 between.
-        three = g.scalar_like(3.0, x)
-        above = float_mask(g, g.Greater(x, three), x)
-        inside = float_mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
-        ramp = g.Div(g.Add(g.Add(x, x), three), g.scalar_like(6.0, x))
-        return g.Add(above, g.Mul(inside, ramp))
-    raise ValueError(f"{node.op_type} is not a rectifier")
+from .common import float_mask, unbroadcast, upstream
+from .rectifiers import local_derivative
 
 
 def _first_input_only(dx: str, node: Node) -> list[Grad]:

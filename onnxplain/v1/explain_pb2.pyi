@@ -30,6 +30,14 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METHOD_VANILLA: _ClassVar[Method]
     METHOD_DECONVNET: _ClassVar[Method]
     METHOD_GUIDED: _ClassVar[Method]
+
+class HeatmapSign(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEATMAP_SIGN_UNSPECIFIED: _ClassVar[HeatmapSign]
+    HEATMAP_SIGN_ALL: _ClassVar[HeatmapSign]
+    HEATMAP_SIGN_POSITIVE: _ClassVar[HeatmapSign]
+    HEATMAP_SIGN_NEGATIVE: _ClassVar[HeatmapSign]
+    HEATMAP_SIGN_ABSOLUTE: _ClassVar[HeatmapSign]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_UINT8: DataType
@@ -48,6 +56,11 @@ METHOD_UNSPECIFIED: Method
 METHOD_VANILLA: Method
 METHOD_DECONVNET: Method
 METHOD_GUIDED: Method
+HEATMAP_SIGN_UNSPECIFIED: HeatmapSign
+HEATMAP_SIGN_ALL: HeatmapSign
+HEATMAP_SIGN_POSITIVE: HeatmapSign
+HEATMAP_SIGN_NEGATIVE: HeatmapSign
+HEATMAP_SIGN_ABSOLUTE: HeatmapSign
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -86,7 +99,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "reload_error", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +109,11 @@ class ModelInfo(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SANITY_FIELD_NUMBER: _ClassVar[int]
+    SANITY_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SANITY_MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SANITY_SCORE_FIELD_NUMBER: _ClassVar[int]
     name: str
     available: bool
     error: str
@@ -105,39 +123,82 @@ class ModelInfo(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[Method]
     default_method: Method
     preprocessing: Preprocessing
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
+    reload_error: str
+    sanity: _containers.RepeatedCompositeFieldContainer[SanityResult]
+    sanity_metric: str
+    sanity_max_similarity: float
+    sanity_score: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., reload_error: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
+
+class SanityResult(_message.Message):
+    __slots__ = ("method", "passed", "spearman_abs", "spearman", "ssim", "hog")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_ABS_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    SSIM_FIELD_NUMBER: _ClassVar[int]
+    HOG_FIELD_NUMBER: _ClassVar[int]
+    method: Method
+    passed: bool
+    spearman_abs: float
+    spearman: float
+    ssim: float
+    hog: float
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap")
+    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_SIGN_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_OPACITY_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_COLORMAP_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NAMES_FIELD_NUMBER: _ClassVar[int]
     model: str
     tensor: Tensor
     image: bytes
     method: Method
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap: bool
-    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ...) -> None: ...
+    heatmap_sign: HeatmapSign
+    heatmap_opacity: float
+    heatmap_colormap: str
+    heatmap_percentile: float
+    heatmap_overlay: bool
+    top_k: int
+    target_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method")
+    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "heatmaps_png", "samples", "target_scores", "target_probabilities")
     SALIENCY_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    HEATMAPS_PNG_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SCORES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     saliency: Tensor
     scores: Tensor
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap_png: bytes
     target_labels: _containers.RepeatedScalarFieldContainer[str]
     method: Method
-    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ...) -> None: ...
+    heatmaps_png: _containers.RepeatedScalarFieldContainer[bytes]
+    samples: _containers.RepeatedScalarFieldContainer[int]
+    target_scores: _containers.RepeatedScalarFieldContainer[float]
+    target_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

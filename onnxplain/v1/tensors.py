@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .explain_pb2 import DataType, Tensor
@@ -23,6 +25,13 @@ _TO_NUMPY: dict[DataType, np.dtype] = {
 _FROM_NUMPY = {
     dt.newbyteorder("=") if dt.byteorder != "|" else dt: code for code, dt in _TO_NUMPY.items()
 }
+
+
+# numpy 1.x's own rank limit (numpy 2 allows 64); no model input comes anywhere near it.
+MAX_RANK = 32
+# Far above any message the server accepts; it only keeps numpy's own size arithmetic
+# from overflowing on a shape like [0, 2**62, 2**62] that holds no bytes at all.
+_MAX_SPAN_BYTES = 1 << 48
 
 
 class TensorError(ValueError):
@@ -55,9 +64,15 @@ def to_array(tensor: Tensor) -> np.ndarray:
     wire = _TO_NUMPY.get(tensor.dtype)
     if wire is None:
         raise TensorError(f"tensor dtype {dtype_name(tensor.dtype)} is not supported")
+    if len(tensor.shape) > MAX_RANK:
+        raise TensorError(
+            f"tensor has {len(tensor.shape)} dimensions; at most {MAX_RANK} are supported"
+        )
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"tensor shape {list(shape)} has a negative dimension")
+    if math.prod(d for d in shape if d) * wire.itemsize > _MAX_SPAN_BYTES:
+        raise TensorError(f"tensor shape {list(shape)} is absurdly large")
     expected = int(np.prod(shape, dtype=object)) * wire.itemsize
     if len(tensor.data) != expected:
         raise TensorError(

@@ -1,0 +1,47 @@
+"""Grad-CAM's default layer: the last spatial tensor before global pooling or flattening.
+
+"Spatial": rank 3 to 5 (N, C, spatial...) with some spatial extent not known to be 1, so
+a global pool's [N, C, 1, 1] is not. A tensor is in the model's "head" when it is not
+spatial and nothing spatial follows it on the path to the output (a squeeze-excitation
+branch's pooled vector is multiplied back into a feature map, so it is not in the head).
+The default layer is the spatial input of the last node that leads into the head: the
+input of ResNet's GlobalAveragePool, of VGG's Flatten (its last MaxPool's output).
+A model whose explained output is itself spatial (a detector's map) has none.
+"""
+
+from __future__ import annotations
+
+from .model_info import ModelInfo
+from .walk import Path
+
+
+def is_spatial(info: ModelInfo, name: str) -> bool:
+    shape = info.info(name).shape
+    if shape is None or not 3 <= len(shape) <= 5:
+        return False
+    return any(d != 1 for d in shape[2:])
+
+
+def last_spatial_layer(info: ModelInfo, path: Path) -> str | None:
+    """The default Grad-CAM layer on `path` (from differentiated_path), or None."""
+    consumers: dict[str, list[list[str]]] = {}
+    for node in path.nodes:
+        outs = [t for t in node.outputs if t in path.tensors]
+        for t in node.inputs:
+            if t in path.tensors:
+                consumers.setdefault(t, []).append(outs)
+    head: set[str] = set()
+    # Reverse topological order: every consumer's outputs are settled before the tensor.
+    for node in reversed(path.nodes):
+        for t in node.outputs:
+            settled = all(o in head for outs in consumers.get(t, []) for o in outs)
+            if t in path.tensors and settled and not is_spatial(info, t):
+                head.add(t)
+    for node in reversed(path.nodes):
+        outs = [t for t in node.outputs if t in path.tensors]
+        if not outs or not all(o in head for o in outs):
+            continue
+        spatial_inputs = [t for t in node.inputs if t in path.tensors and is_spatial(info, t)]
+        if spatial_inputs:
+            return spatial_inputs[0]
+    return None

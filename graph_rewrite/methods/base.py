@@ -1,0 +1,169 @@
+"""What a method is: a name, its parameters, an optional prelude and the backward it builds.
+
+A method's `build` gets a `Context` and returns the saliency tensor's name. It asks the
+context for gradients (`ctx.gradient(rectifier_rule, at=tensor)`: the one reverse walk of
+walk.py, with the method's rectifier override, stopped at the input or at a layer) and adds
+its own epilogue (weighting, upsampling) with the builder `ctx.g`.
+
+A `prelude` runs on the forward model before anything else (interpolation paths, noisy
+copies): it returns a model whose forward reads a tensor it builds from the explained input,
+and the endpoints to explain then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from ..builder import Builder
+from ..errors import RewriteError, UnsupportedOpsError
+from ..model_info import Dim
+from ..rules import Rule
+from ..rules.rectifiers import Rectifiers, with_rectifier_rule
+from ..walk import Endpoints, Path, differentiated_path, missing_rules, reverse_walk
+
+Shape = tuple[Dim, ...] | None
+Prelude = Callable[
+    [onnx.ModelProto, Endpoints, Mapping[str, Any]], tuple[onnx.ModelProto, Endpoints]
+]
+# A method that builds its whole explain model (the batch methods: another method's walk on
+# a batch of copies, and outputs of their own): (model, resolved params, options) → model,
+# where the options are build_explain_model's input_name, output_name, rectifiers, target
+# and input_shapes.
+WholeModel = Callable[..., onnx.ModelProto]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method, as the CLI and the service list it."""
+
+    name: str
+    type: type  # str, int, float or bool
+    default: Any  # None: "chosen from the model" (e.g. Grad-CAM's layer)
+    description: str  # one line
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass
+class Context:
+    """What a method's build sees: the builder over the prepared forward model and its
+    endpoints, the user's rectifier choice and the method's resolved parameters."""
+
+    g: Builder
+    ends: Endpoints
+    input_path: Path
+    rectifiers: Rectifiers
+    params: Mapping[str, Any]
+    grad_name: str
+    opset: int  # the model's own, for error messages
+    default_layer: Callable[[], str | None]
+    _paths: dict[str, Path] = field(default_factory=dict)
+
+    def gradient(self, rectifier_rule: Rule | None = None, at: str | None = None) -> str:
+        """d(output · seed)/d(`at`), the input by default, with every rectifier's backward
+        replaced by `rectifier_rule` (None: the true gradient)."""
+        table = with_rectifier_rule(rectifier_rule, self.rectifiers)
+        stop = self.ends.input if at is None else at
+        path = self._path_to(stop)
+        missing = missing_rules(path, self.opset, table)
+        if missing:
+            raise UnsupportedOpsError(missing)
+        return reverse_walk(self.g, path, Endpoints(stop, self.ends.output), table, self.grad_name)
+
+    def layer(self) -> str:
+        """The `layer` parameter, or the model's default layer when none was given."""
+        given = self.params.get("layer")
+        if given:
+            return str(given)
+        found = self.default_layer()
+        if found is None:
+            raise RewriteError(
+                f"no default layer: nothing on the path to {self.ends.output!r} pools or "
+                "flattens a 3-D to 5-D tensor; name the layer (--layer, or the layer parameter)"
+            )
+        return found
+
+    def _path_to(self, stop: str) -> Path:
+        if stop == self.ends.input:
+            return self.input_path
+        if stop not in self._paths:
+            if stop not in self.input_path.tensors:
+                raise RewriteError(
+                    f"layer {stop!r} is not a float tensor between the input "
+                    f"{self.ends.input!r} and the output {self.ends.output!r}"
+                )
+            self._paths[stop] = differentiated_path(self.g.info, Endpoints(stop, self.ends.output))
+        return self._paths[stop]
+
+
+def same_shape(input_shape: Shape) -> Shape:
+    return input_shape
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's home: everything the rewrite pass needs to build it."""
+
+    name: str
+    summary: str  # one line, for `--help` and the service's model listing
+    build: Callable[[Context], str]
+    params: tuple[Param, ...] = ()
+    # The saliency's shape from the explained input's (e.g. one channel for Grad-CAM).
+    saliency_shape: Callable[[Shape], Shape] = same_shape
+    prelude: Prelude | None = None
+    # Set for methods that build the whole explain model themselves; `build` is then unused.
+    whole_model: WholeModel | None = None
+
+    def resolve(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The parameters with defaults filled in; a RewriteError for a wrong one."""
+        given = dict(given or {})
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            takes = ", ".join(known) or "no parameters"
+            raise RewriteError(
+                f"method {self.name!r} has no parameter {unknown[0]!r} (takes: {takes})"
+            )
+        resolved: dict[str, Any] = {}
+        for name, param in known.items():
+            value = given.get(name, param.default)
+            if value is not None and given.get(name) is not None:
+                value = _checked(self.name, param, value)
+            resolved[name] = value
+        return resolved
+
+
+def _checked(method: str, param: Param, value: Any) -> Any:
+    ok = isinstance(value, param.type) and not (param.type is not bool and isinstance(value, bool))
+    if param.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise RewriteError(
+            f"method {method!r}: parameter {param.name!r} takes a {param.type.__name__}, "
+            f"not {value!r}"
+        )
+    if param.choices is not None and value not in param.choices:
+        raise RewriteError(
+            f"method {method!r}: parameter {param.name!r} is one of "
+            f"{', '.join(map(str, param.choices))}, not {value!r}"
+        )
+    return value
+
+
+def gradient_at_input(rectifier_rule: Rule | None) -> Callable[[Context], str]:
+    """The build of a plain gradient method: the walk to the input, nothing after it."""
+
+    def build(ctx: Context) -> str:
+        return ctx.gradient(rectifier_rule)
+
+    return build
+
+
+def spatial_axes(rank: int | None, what: str) -> Sequence[int]:
+    """Axes 2.. of an N, C, spatial... tensor of rank 3 to 5; a RewriteError otherwise."""
+    if rank is None or not 3 <= rank <= 5:
+        raise RewriteError(f"{what} must be 3-D to 5-D (N, C, spatial...), not of rank {rank}")
+    return list(range(2, rank))

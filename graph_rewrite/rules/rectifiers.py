@@ -1,0 +1,112 @@
+"""What a rectifier is, known in this one place: which ops, when a Clip counts, and f'.
+
+The methods that override the rectifiers' backward (deconvnet, guided backprop) and the
+true-gradient rules in activation.py both read it from here.
+
+Which ops count is the user's choice (`rectifiers`):
+
+    "relu"  only Relu, as Captum does (it swaps the backward of nn.ReLU modules alone);
+    "all"   also ReLU6 and other Clips whose lower bound is 0, LeakyRelu, PRelu and
+            HardSwish, the drop-in replacements for ReLU in mobile and newer nets: a
+            guided or deconvnet map of a MobileNet then means what it means for a VGG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from ..builder import Builder, Node
+from . import RULES, Grad, Rule
+from .common import float_mask, positive_mask
+
+Rectifiers = Literal["relu", "all"]
+RECTIFIER_CHOICES: tuple[Rectifiers, ...] = ("relu", "all")
+
+_EXTRA_RECTIFIERS = ("Clip", "LeakyRelu", "PRelu", "HardSwish")
+
+
+def rectifier_ops(rectifiers: Rectifiers) -> tuple[str, ...]:
+    """The op types that may be rectifiers under the user's choice (Clip: see `is_rectifier`)."""
+    if rectifiers not in RECTIFIER_CHOICES:
+        raise ValueError(f"unknown rectifiers {rectifiers!r}; choose relu or all")
+    return ("Relu", *_EXTRA_RECTIFIERS) if rectifiers == "all" else ("Relu",)
+
+
+def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
+    """Clip's (min, max) where constant; None for an absent or computed bound."""
+    bounds: list[float | None] = []
+    for i in (1, 2):
+        value = g.info.constant(node.input(i))
+        bounds.append(None if value is None else float(value.reshape(-1)[0]))
+    return bounds[0], bounds[1]
+
+
+def is_rectifier(g: Builder, node: Node) -> bool:
+    """A Clip is a rectifier only when it clamps below at exactly 0 (ReLU6 and the like)."""
+    if node.op_type == "Clip":
+        return clip_bounds(g, node)[0] == 0.0
+    return node.op_type in ("Relu", *_EXTRA_RECTIFIERS)
+
+
+def local_derivative(g: Builder, node: Node) -> str:
+    """f'(x) of a rectifier node, as a tensor broadcastable to its input.
+
+    Built from the forward *output* where that determines it (Relu), so that onnxruntime
+    can still fuse Conv+Relu in the forward part.
+    """
+    x, y = node.inputs[0], node.outputs[0]
+    if node.op_type == "Relu":
+        return positive_mask(g, y)
+    if node.op_type == "Clip":
+        low, high = node.input(1), node.input(2)
+        inside = None
+        if low:
+            inside = g.Greater(x, low)
+        if high:
+            below = g.Less(x, high)
+            inside = below if inside is None else g.And(inside, below)
+        return (
+            g.Expand(g.scalar_like(1.0, x), g.shape_of(x))
+            if inside is None
+            else float_mask(g, inside, x)
+        )
+    if node.op_type == "LeakyRelu":
+        alpha = float(node.attr("alpha", 0.01))
+        positive = positive_mask(g, x)
+        # alpha + (1 - alpha)·[x > 0]
+        return g.Add(g.Mul(positive, g.scalar_like(1.0 - alpha, x)), g.scalar_like(alpha, x))
+    if node.op_type == "PRelu":
+        slope = node.inputs[1]
+        positive = positive_mask(g, x)
+        one = g.scalar_like(1.0, x)
+        return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
+    if node.op_type == "HardSwish":
+        # x·relu6(x+3)/6: slope 0 below -3, 1 above 3, (2x+3)/6 between.
+        three = g.scalar_like(3.0, x)
+        above = float_mask(g, g.Greater(x, three), x)
+        inside = float_mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
+        ramp = g.Div(g.Add(g.Add(x, x), three), g.scalar_like(6.0, x))
+        return g.Add(above, g.Mul(inside, ramp))
+    raise ValueError(f"{node.op_type} is not a rectifier")
+
+
+def with_rectifier_rule(rule: Rule | None, rectifiers: Rectifiers = "all") -> dict[str, Rule]:
+    """The true-gradient rule table with every rectifier's backward replaced by `rule`
+    (None: the true gradients, unchanged). A Clip that is not a rectifier keeps its rule."""
+    ops = rectifier_ops(rectifiers)
+    table = dict(RULES)
+    if rule is None:
+        return table
+    for op in ops:
+        table[op] = _only_when_rectifier(rule, RULES[op]) if op == "Clip" else rule
+    return table
+
+
+def _only_when_rectifier(rectified: Rule, plain: Rule) -> Rule:
+    def rule(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> Sequence[Grad]:
+        if is_rectifier(g, node):
+            return rectified(g, node, dys, wants)
+        return plain(g, node, dys, wants)
+
+    return rule
