@@ -114,7 +114,8 @@ def batching(args: argparse.Namespace, tmp: Path) -> None:
     for name, repo, x in subjects:
         results: dict[str, list[tuple[float, list[float]]]] = {"merged": [], "alone": []}
         for _ in range(args.rounds):  # alternate: both see the same drift of the machine
-            for mode, flags in (("merged", ()), ("alone", ("--batch-rows", "1"))):
+            merged = ("--batch-delay-us", str(args.delay_us))
+            for mode, flags in (("merged", merged), ("alone", ("--batch-rows", "1"))):
                 proc, address = start_server(repo, args.threads, *flags)
                 try:
                     load_run(address, name, x, 8, 2)  # warm-up: sessions, arenas
@@ -127,8 +128,9 @@ def batching(args: argparse.Namespace, tmp: Path) -> None:
         rate = {m: statistics.mean(r for r, _ in v) for m, v in results.items()}
         p99 = {m: pct([t for _, ms in v for t in ms], 99) for m, v in results.items()}
         print(
-            f"{name}, 8 clients: batching {rate['merged']:.1f} req/s (p99 {p99['merged']:.0f} "
-            f"ms), without {rate['alone']:.1f} req/s (p99 {p99['alone']:.0f} ms): "
+            f"{name}, 8 clients: batching (delay {args.delay_us} us) {rate['merged']:.1f} req/s "
+            f"(p99 {p99['merged']:.0f} ms), without {rate['alone']:.1f} req/s "
+            f"(p99 {p99['alone']:.0f} ms): "
             f"{rate['merged'] / rate['alone']:.2f}x",
             flush=True,
         )
@@ -194,6 +196,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="demo run length")
     parser.add_argument("--batch-seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2, help="alternations per model")
+    parser.add_argument(
+        "--delay-us", type=int, default=4000, help="--batch-delay-us of the batching server"
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all)")
     parser.add_argument("--skip-resnet", action="store_true")

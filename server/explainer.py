@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
-from onnxplain.graph_rewrite import METHODS, SALIENCY_OUTPUT, Method
+from onnxplain.graph_rewrite import METHODS, Method
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
@@ -185,16 +185,18 @@ def _batch_key(method: str, params: tuple[tuple[str, Hashable], ...], x: np.ndar
 
 def _runner_for(model: LoadedModel) -> RunBatch:
     """Runs one (possibly merged) batch of `model` through its seeded explain session."""
-    names = [model.output.name, SALIENCY_OUTPUT, TARGETS_OUTPUT]
 
     def run(
         key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
     ) -> list[np.ndarray]:
         assert isinstance(key, tuple)
         method, params = key[0], key[1]
-        session = model.session(method, params)
+        served = model.explain_session(method, params)
         feeds = {model.input.name: x, TARGETS_INPUT: targets}
-        return [np.asarray(v) for v in session.run(names, feeds, options)]
+        # A merged graph holds other methods too: compute only this one's outputs.
+        options.only_execute_path_to_fetches = True
+        names = [model.output.name, served.saliency, TARGETS_OUTPUT]
+        return [np.asarray(v) for v in served.session.run(names, feeds, options)]
 
     return run
 

@@ -25,6 +25,8 @@ import onnxruntime as ort
 from onnx import helper, shape_inference
 from onnxplain.graph_rewrite import (
     GRAD_INPUT,
+    METHODS,
+    SALIENCY_OUTPUT,
     RewriteError,
     build_explain_model,
     default_input,
@@ -33,6 +35,7 @@ from onnxplain.graph_rewrite import (
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 
+from .combined import merge_explain_models
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
 from .reasons import failure_reason
@@ -76,6 +79,8 @@ class Spec:
 # pairs; FORWARD names the plain forward pass.
 SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
 FORWARD = "forward"
+# Served by one merged graph (combined.py): the parameterless gradient methods.
+MERGED_METHODS = frozenset(METHODS)
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ class LoadedModel:
         self._path = path
         self._stamp = _stamp(path)
         self._factory = factory
-        self._sessions: dict[SessionKey, ort.InferenceSession] = {}
+        self._sessions: dict[SessionKey, Served] = {}
         self._failures: dict[SessionKey, str] = {}
         self._building: dict[SessionKey, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -122,14 +127,18 @@ class LoadedModel:
         """The seeded explain session of `method` with `params`, built on first use.
 
         It takes the input and `targets` (int64, one per sample, -1 for the top class) and
-        gives the explained output, `saliency` and `explained_targets`.
+        gives the explained output, `explained_targets` and the method's saliency output
+        (`explain_session(...).saliency`: the gradient methods share one session).
         """
+        return self.explain_session(method, params).session
+
+    def explain_session(self, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> Served:
         return self._get((method, tuple(sorted(params))))
 
     @property
     def forward(self) -> ort.InferenceSession:
         """The plain forward pass (the explained output among its outputs), built on use."""
-        return self._get((FORWARD, ()))
+        return self._get((FORWARD, ())).session
 
     def built(self) -> list[SessionKey]:
         with self._lock:
@@ -139,13 +148,17 @@ class LoadedModel:
         """Creates the session of an already built model (the one load_model checks)."""
         session = self._factory.session(model, self.weights)
         with self._lock:
-            self._sessions[key] = session
+            self._sessions[key] = Served(session, SALIENCY_OUTPUT)
 
-    def _get(self, key: SessionKey) -> ort.InferenceSession:
+    def _get(self, key: SessionKey) -> Served:
+        merged = _merges(key)
         with self._lock:
             if key in self._sessions:
                 return self._sessions[key]
-            building = self._building.setdefault(key, threading.Lock())
+            # The merged graph is rebuilt whole: one build at a time for all its methods.
+            building = self._building.setdefault(
+                ("+merged", ()) if merged else key, threading.Lock()
+            )
         with building:  # one build per key; other keys build meanwhile
             with self._lock:
                 if key in self._sessions:
@@ -153,7 +166,10 @@ class LoadedModel:
                 if key in self._failures:
                     raise ModelUnavailable(self._failures[key])
             try:
-                self.adopt(key, self._build(key))
+                if merged:
+                    self._build_merged(key)
+                else:
+                    self.adopt(key, self._build(key))
             except RewriteError as exc:
                 reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
                 with self._lock:
@@ -164,6 +180,20 @@ class LoadedModel:
             log.info("model %s: session %s built", self.name, _describe(key))
             with self._lock:
                 return self._sessions[key]
+
+    def _build_merged(self, key: SessionKey) -> None:
+        """One session for `key`'s method and every gradient method already served."""
+        with self._lock:
+            methods = [k[0] for k in self._sessions if _merges(k)]
+        self._build(key)  # fails alone (RewriteError) before the others are rebuilt
+        methods.append(key[0])
+        models = {m: self._build((m, ())) for m in methods}
+        combined, saliency = merge_explain_models(models)
+        del models
+        session = self._factory.session(combined, self.weights)
+        with self._lock:
+            for method in methods:
+                self._sessions[(method, ())] = Served(session, saliency[method])
 
     def _build(self, key: SessionKey) -> onnx.ModelProto:
         if _stamp(self._path) != self._stamp:
@@ -176,6 +206,20 @@ class LoadedModel:
         if method == FORWARD:
             return _with_output(shape_inference.infer_shapes(model), self.output.name)
         return explain_model(model, method, Endpoints(self.input.name, self.output.name), params)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A session and the name of its saliency output for one method."""
+
+    session: ort.InferenceSession
+    saliency: str
+
+
+def _merges(key: SessionKey) -> bool:
+    """Whether `key` is served by the merged graph of the gradient methods (no parameters:
+    their explain models differ only in the backward pass)."""
+    return key[0] in MERGED_METHODS and not key[1]
 
 
 @dataclass(frozen=True)
