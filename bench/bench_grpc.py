@@ -95,10 +95,10 @@ def interleaved_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]
     return [1000 * statistics.median(t) for t in times]
 
 
-def start_server(repo: Path, threads: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(repo: Path, threads: int, *flags: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "onnxplain", "serve", "--models", str(repo), "--port", "0",
-         "--threads", str(threads), "--max-concurrent", str(CLIENTS), "--drain-delay", "0"],
+         "--threads", str(threads), "--drain-delay", "0", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -10,8 +10,16 @@ from pathlib import Path
 import onnx
 
 from .errors import RewriteError
-from .explain import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model, check, default_layer
+from .explain import (
+    GRAD_INPUT,
+    SALIENCY_OUTPUT,
+    build_explain_model,
+    check,
+    default_layer,
+    resolve_endpoints,
+)
 from .methods import ALL_METHODS, RECTIFIER_CHOICES, REGISTRY
+from .seeding import TARGETS_INPUT, TARGETS_OUTPUT, seed_from_targets
 from .shapes import parse_input_shape
 from .targets import TARGETS
 
@@ -28,6 +36,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("model", type=Path, help="the exported ONNX model")
     convert.add_argument("-o", "--output-file", type=Path, required=True, help="where to write")
     convert.add_argument("--method", choices=ALL_METHODS, default="guided")
+    convert.add_argument(
+        "--seed-from",
+        choices=("output_grad", "targets"),
+        default="output_grad",
+        help=f"output_grad (default): the caller feeds the upstream gradient; targets: the "
+        f"model takes int64 {TARGETS_INPUT!r} (one class per sample, -1 for its top class), "
+        f"seeds itself in one run and outputs {TARGETS_OUTPUT!r}",
+    )
     _add_build_args(convert)
     convert.set_defaults(func=run_convert)
 
@@ -151,6 +167,9 @@ def run_convert(args: argparse.Namespace) -> int:
             input_shapes=_input_shapes(args.input_shapes),
             params=_method_params(args, args.method),
         )
+        if args.seed_from == "targets":
+            ends = resolve_endpoints(model, args.input_name, args.output_name)
+            explain = seed_from_targets(explain, ends.output, grad_name=args.grad_name)
         _save(explain, args.output_file)
     except RewriteError as exc:
         print(f"onnxplain convert: {exc}", file=sys.stderr)

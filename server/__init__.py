@@ -1,7 +1,10 @@
 """The gRPC Explain service: a model repository and explainer core behind a thin servicer."""
 
 from .app import Limits, Service, build_server
+from .batching import QueueLimits
 from .errors import (
+    Cancelled,
+    DeadlineExceeded,
     ExplainError,
     InvalidInput,
     ModelNotFound,
@@ -13,6 +16,8 @@ from .explainer import ExplainCall, Explainer, Explanation
 from .repository import DeviceUnavailable, Repository, SessionFactory
 
 __all__ = [
+    "Cancelled",
+    "DeadlineExceeded",
     "DeviceUnavailable",
     "ExplainCall",
     "ExplainError",
@@ -23,6 +28,7 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "Overloaded",
+    "QueueLimits",
     "Repository",
     "RequestTooLarge",
     "Service",

@@ -19,7 +19,10 @@ from onnxplain.v1.tensors import TensorError
 
 from . import metrics
 from .admin import AdminServicer
+from .batching import QueueLimits
 from .errors import (
+    Cancelled,
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
     ModelUnavailable,
@@ -55,6 +58,8 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     TensorError: grpc.StatusCode.INVALID_ARGUMENT,
     RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Cancelled: grpc.StatusCode.CANCELLED,
     ReloadPending: grpc.StatusCode.DEADLINE_EXCEEDED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
@@ -240,7 +245,7 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
-    max_concurrent: int = 8  # explanations at once; enforced by the core
+    max_concurrent: int = 1  # runs of one model at once; enforced by the core's queues
 
 
 @dataclass
@@ -279,8 +284,7 @@ def build_server(
     """The started server: Explain service, health, reflection, limits, credentials; the
     admin service too when there is a `reloader`."""
     security = security or Security()  # plaintext, no token check
-    # Health checks and ListModels get threads even while every explanation slot is busy.
-    workers = limits.max_concurrent + 4
+    workers = grpc_workers(core)
     gate, refusals = CallGate(), RefusalLog(log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
@@ -296,8 +300,9 @@ def build_server(
             # "fine" and the kernel splits connections between the two. Fail to bind instead.
             ("grpc.so_reuseport", 0),
         ],
-        # Beyond this many calls in flight or queued, gRPC answers RESOURCE_EXHAUSTED.
-        maximum_concurrent_rpcs=2 * workers,
+        # The core's queues decide what is refused; gRPC's own cap only guards against a
+        # flood far beyond them (calls past `workers` wait for a thread, deadline-aware).
+        maximum_concurrent_rpcs=4 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
     services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -321,3 +326,11 @@ def build_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, health_servicer, bound, gate, refusals)
+
+
+def grpc_workers(core: Explainer) -> int:
+    """Threads enough for every request the queues would hold or run at once, plus some
+    for health checks and ListModels: each waiting call holds a thread (a sync server)."""
+    limits = getattr(core, "queue_limits", QueueLimits())
+    per_model = limits.max_queue + limits.instances * limits.max_rows
+    return per_model * max(1, len(core.repository.names())) + 8

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import metrics
 from .app import Limits, build_server
+from .batching import QueueLimits
 from .explainer import Explainer
 from .lifecycle import Signals, serve_until_signal
 from .reload import Reloader, snapshot
@@ -28,7 +29,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per run (0: all)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="request/response limit")
     p.add_argument("--max-batch", type=int, default=64, help="largest batch one request may send")
-    p.add_argument("--max-concurrent", type=int, default=8, help="explanations run at once")
+    q = QueueLimits()
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=q.instances,
+        help=f"runs of one model at once, each on --threads threads (default {q.instances})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=q.max_queue,
+        help=f"requests waiting per model; one more is RESOURCE_EXHAUSTED (default {q.max_queue})",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=q.max_rows,
+        help="dynamic batching: samples of concurrent requests merged into one run "
+        f"(default {q.max_rows}; 1 turns merging off)",
+    )
+    p.add_argument(
+        "--batch-delay-us",
+        type=int,
+        default=int(q.max_delay_s * 1e6),
+        help="dynamic batching: microseconds the oldest request waits for others to merge, "
+        "as Triton's max_queue_delay_microseconds (default %(default)s: merge what is "
+        "already queued)",
+    )
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
     p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
@@ -113,7 +141,13 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     if repository.names() and len(failed) == len(repository.names()):
         log.warning("no model loaded from %s; the server answers ListModels only", args.models)
     reloader = Reloader(args.models, repository, sessions, loaded)
-    core = Explainer(repository, max_batch=args.max_batch, max_concurrent=args.max_concurrent)
+    queue = QueueLimits(
+        max_queue=args.max_queue,
+        instances=args.max_concurrent,
+        max_rows=args.batch_rows,
+        max_delay_s=args.batch_delay_us / 1e6,
+    )
+    core = Explainer(repository, max_batch=args.max_batch, queue=queue)
     limits = Limits(int(args.max_message_mb * 1024 * 1024), args.max_concurrent)
     try:
         service = build_server(core, args.host, args.port, limits, reloader, security)

@@ -33,3 +33,11 @@ class Overloaded(ExplainError):
 
 class ConfigError(Exception):
     """A model's config.toml is malformed; raised at load time, never to clients."""
+
+
+class DeadlineExceeded(ExplainError):
+    """The request's deadline passed before its explanation could run."""
+
+
+class Cancelled(ExplainError):
+    """The caller went away; nothing is sent back."""

@@ -1,28 +1,32 @@
-"""The core: validate a request against its model, pick targets, run, and return arrays.
+"""The core: validate a request against its model, queue it, run it, and return arrays.
 
 Nothing here knows about gRPC: inputs are numpy arrays or image bytes, errors are the
-core's own (`server.errors`), and the servicer translates both ways.
+core's own (`server.errors`), and the servicer translates both ways. Every request runs once
+through its model's queue (`batching.py`), where concurrent requests are merged; the explain
+model picks each sample's top class itself (`graph_rewrite/seeding.py`), so a request
+without targets costs what one with targets does.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, Method
+import onnxruntime as ort
+from onnxplain.graph_rewrite import Method
 from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
 from onnxplain.graph_rewrite.methods.integrated_gradients import GAP_OUTPUT
+from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
-from onnxruntime import InferenceSession
 from PIL import Image
 
-from .errors import InvalidInput, ModelUnavailable, Overloaded, RequestTooLarge
+from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
+from .errors import InvalidInput, RequestTooLarge
 from .imaging import decode, heatmap_pngs, preprocess
-from .method_params import EAGER, GraphParams, MethodOptions, RunExtras, graph_params, run_extras
-from .method_sessions import LazySessions
+from .method_params import GraphParams, MethodOptions, RunExtras, graph_params, run_extras
 from .repository import LoadedModel, Repository, Spec
 from .targets import explain_top_k, resolve_names, row_stats
 
@@ -59,32 +63,46 @@ class Explanation:
     layer: str = ""  # Grad-CAM's layer
 
 
-class ConcurrencyLimit:
-    """At most `limit` explanations at once; one more is refused, not queued."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
-            raise Overloaded(
-                f"the server is running its maximum of {self.limit} explanations; retry later"
-            )
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
 class Explainer:
-    def __init__(self, repository: Repository, max_batch: int = 64, max_concurrent: int = 8):
+    """Explains requests against a repository, through one bounded queue per model.
+
+    `max_concurrent` is the number of runs of one model at once (`queue.instances`).
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        max_batch: int = 64,
+        max_concurrent: int | None = None,
+        queue: QueueLimits | None = None,
+    ) -> None:
         self.repository = repository
         self.max_batch = max_batch
-        self.limit = ConcurrencyLimit(max_concurrent)
+        limits = queue or QueueLimits()
+        if max_concurrent is not None:
+            limits = QueueLimits(
+                limits.max_queue,
+                max_concurrent,
+                limits.max_rows,
+                limits.max_delay_s,
+                limits.idle_exit_s,
+            )
+        self.queue_limits = limits
+        # One queue per loaded model object: a reloaded model gets a fresh queue, and the old
+        # one goes with the old model.
+        self._queues: weakref.WeakKeyDictionary[LoadedModel, ModelQueue] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._queues_lock = threading.Lock()
 
-    def explain(self, call: ExplainCall) -> Explanation:
+    def explain(
+        self,
+        call: ExplainCall,
+        deadline: float | None = None,
+        on_abandon: OnAbandon | None = None,
+    ) -> Explanation:
+        """`deadline`: a time.monotonic() time; `on_abandon` registers a function to call
+        when the caller goes away (gRPC's `context.add_callback`)."""
         model = self.repository.get(call.model)
         method = _method(call.method, model.config.default_method)
         image = self._image(model, call.input)
@@ -97,27 +115,34 @@ class Explainer:
             )
         layer = ""
         if any(p.name == "layer" for p in REGISTRY[method].params):
-            layer = str(dict(params).get("layer") or self._lazy(model).default_layer() or "")
-        run = _Run(model, method, params, extras)
-        gap = None
+            layer = str(dict(params).get("layer") or model.default_layer() or "")
         given = list(call.targets)
         if call.target_names:
             given = resolve_names(call.target_names, model.config.labels, model.name)
-        with self.limit.slot():
-            if call.top_k:
-                scores, samples, targets, saliency = explain_top_k(
-                    call.top_k,
-                    x,
-                    given,
-                    self.max_batch,
-                    model.input.shape[0],
-                    forward=lambda v: _forward(model, v),
-                    explain=lambda v, t, shape: run(self._session(run), v, t, shape)[1],
-                )
-            else:
-                targets, score_shape = self._targets(model, x, given)
-                scores, saliency, gap = run(self._session(run), x, targets, score_shape)
-                samples = np.arange(len(targets), dtype=np.int64)
+        gaps: list[np.ndarray] = []
+
+        def run(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            key = _batch_key(method, params, v, extras)
+            outputs = self.queue(model).submit(key, v, t, deadline, on_abandon)
+            scores, saliency, explained = outputs[:3]
+            gaps.extend(outputs[3:])
+            explained = explained.astype(np.int64)
+            _check_in_range(explained, scores)
+            return scores, saliency, explained
+
+        if call.top_k:
+            scores, samples, targets, saliency = explain_top_k(
+                call.top_k,
+                x,
+                given,
+                self.max_batch,
+                model.input.shape[0],
+                forward=lambda v: _forward(model, v),
+                explain=lambda v, t, shape: run(v, t)[1],
+            )
+        else:
+            scores, saliency, targets = run(x, _requested_targets(given, len(x), model.output))
+            samples = np.arange(len(targets), dtype=np.int64)
         flat = scores.reshape(scores.shape[0], -1)
         target_scores, probabilities = row_stats(flat, samples, targets)
         pngs = []
@@ -135,20 +160,20 @@ class Explainer:
             target_scores=target_scores,
             probabilities=probabilities,
             heatmaps_png=pngs,
-            completeness_gap=gap,
+            completeness_gap=gaps[0] if gaps and not call.top_k else None,
             seed=extras.seed,
             layer=layer,
         )
 
-    def _session(self, run: _Run) -> InferenceSession:
-        if run.method in EAGER:
-            return run.model.explain[run.method]
-        return self._lazy(run.model).get(run.method, run.params)
-
-    def _lazy(self, model: LoadedModel) -> LazySessions:
-        if model.lazy is None:
-            raise ModelUnavailable(f"model {model.name!r} serves only {', '.join(EAGER)}")
-        return model.lazy
+    def queue(self, model: LoadedModel) -> ModelQueue:
+        with self._queues_lock:
+            queue = self._queues.get(model)
+            if queue is None:
+                queue = ModelQueue(
+                    model.name, _runner_for(model), self.queue_limits, model.batchable
+                )
+                self._queues[model] = queue
+            return queue
 
     def _image(self, model: LoadedModel, given: np.ndarray | bytes) -> Image.Image | None:
         """The decoded image of an image request (kept: heatmaps are drawn over it)."""
@@ -167,57 +192,63 @@ class Explainer:
         check_input(given, model.input, self.max_batch)
         return given
 
-    def _targets(
-        self, model: LoadedModel, x: np.ndarray, given: Sequence[int]
-    ) -> tuple[np.ndarray, tuple[int, ...]]:
-        """The targets, one per sample, and the shape of the scores they index."""
-        batch = x.shape[0]
-        rest = model.output.shape[1:]
-        if given and all(d is not None for d in rest):
-            score_shape = (batch, *(int(d) for d in rest if d is not None))
-            return check_targets(given, batch, model.output.classes or 1), score_shape
-        # The top class, or the scores' shape, is only known after a forward run.
-        scores = _forward(model, x)
-        flat = scores.reshape(batch, -1)
-        if not given:
-            return flat.argmax(axis=1).astype(np.int64), scores.shape
-        return check_targets(given, batch, flat.shape[1]), scores.shape
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One explain run of a method with its parameters: the session is chosen by the
-    caller, the seed is the one-hot of each sample's target, plus the method's own feeds."""
-
-    model: LoadedModel
-    method: Method
-    params: GraphParams
-    extras: RunExtras
-
-    def __call__(
-        self,
-        session: InferenceSession,
-        x: np.ndarray,
-        targets: np.ndarray,
-        score_shape: tuple[int, ...],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The scores, the saliency, and the completeness gap for Integrated Gradients."""
-        model = self.model
-        batch = score_shape[0]
-        one_hot = np.zeros((batch, int(np.prod(score_shape[1:]))), dtype=model.output.dtype)
-        one_hot[np.arange(batch), targets] = 1
-        feeds = {model.input.name: x, GRAD_INPUT: one_hot.reshape(score_shape)}
-        feeds.update(self.extras.feeds)
-        names = [model.output.name, SALIENCY_OUTPUT]
-        if self.method == "integrated_gradients":
-            names.append(GAP_OUTPUT)
-        outputs = session.run(names, feeds)
-        return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
-
 
 def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """The scores alone (top-k ranks classes before explaining), from the forward session."""
     (scores,) = model.forward.run([model.output.name], {model.input.name: x})
     return np.asarray(scores)
+
+
+class _OwnFeeds:
+    """A request's own feeds (SmoothGrad's noise, a given baseline). Part of its batch key,
+    equal only to itself: such a request is never merged with another."""
+
+    def __init__(self, extras: RunExtras) -> None:
+        self.feeds = dict(extras.feeds)
+
+
+def _batch_key(method: str, params: GraphParams, x: np.ndarray, extras: RunExtras) -> Hashable:
+    """Requests with equal keys run in one batch: same session, same sample shape, and
+    no feeds of their own."""
+    own = _OwnFeeds(extras) if extras.feeds else None
+    return (method, params, x.shape[1:], x.dtype.str, own)
+
+
+def _runner_for(model: LoadedModel) -> RunBatch:
+    """Runs one (possibly merged) batch of `model` through its seeded explain session."""
+
+    def run(
+        key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
+    ) -> list[np.ndarray]:
+        assert isinstance(key, tuple)
+        method, params, own = key[0], key[1], key[4]
+        served = model.explain_session(method, params)
+        feeds = {model.input.name: x, TARGETS_INPUT: targets}
+        if own is not None:
+            feeds.update(own.feeds)
+        # A merged graph holds other methods too: compute only this one's outputs.
+        options.only_execute_path_to_fetches = True
+        names = [model.output.name, served.saliency, TARGETS_OUTPUT]
+        if method == "integrated_gradients":
+            names.append(GAP_OUTPUT)  # one per row, like the others
+        return [np.asarray(v) for v in served.session.run(names, feeds, options)]
+
+    return run
+
+
+def _requested_targets(given: Sequence[int], batch: int, output: Spec) -> np.ndarray:
+    """One target per sample, TOP_CLASS where none was given; checked where the scores'
+    size is known before the run (else `_check_in_range` checks after it)."""
+    if not given:
+        return np.full(batch, TOP_CLASS, dtype=np.int64)
+    return check_targets(given, batch, output.classes)
+
+
+def _check_in_range(explained: np.ndarray, scores: np.ndarray) -> None:
+    classes = int(np.prod(scores.shape[1:]))
+    bad = explained[explained >= classes]
+    if bad.size:
+        raise InvalidInput(f"target {int(bad[0])} is out of range: the model has {classes} scores")
 
 
 def _method(given: str | None, default: Method) -> Method:
@@ -253,12 +284,14 @@ def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:
         raise InvalidInput("the input has non-finite values (NaN or infinity)")
 
 
-def check_targets(given: Sequence[int], batch: int, classes: int) -> np.ndarray:
-    """One target per sample (a single target applies to all), each in [0, classes)."""
+def check_targets(given: Sequence[int], batch: int, classes: int | None) -> np.ndarray:
+    """One target per sample (a single target applies to all), each in [0, classes);
+    `classes` None: not known before the run, only negative targets are refused."""
     if len(given) not in (1, batch):
         raise InvalidInput(f"{len(given)} targets for a batch of {batch}: give 1 or {batch}")
     targets = np.array(list(given) * (batch if len(given) == 1 else 1), dtype=np.int64)
-    bad = targets[(targets < 0) | (targets >= classes)]
+    bad = targets[(targets < 0) | (targets >= (classes or np.iinfo(np.int64).max))]
     if bad.size:
-        raise InvalidInput(f"target {int(bad[0])} is out of range: the model has {classes} scores")
+        has = f"the model has {classes} scores" if classes else "targets index the scores"
+        raise InvalidInput(f"target {int(bad[0])} is out of range: {has}")
     return targets

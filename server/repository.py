@@ -1,20 +1,23 @@
 """The model repository: DIR/<name>/model.onnx (+ config.toml), loaded into onnxruntime.
 
-Every explain model (one per method) and its session are built eagerly when the server
-starts. Building is what can fail (an op without a backward rule, a malformed config), and
-eager building reports that in the log and in ListModels before any client asks, instead
-of failing the first request; it also keeps the first request as fast as the others. The
-cost is start-up time and memory: three explain sessions and a forward session per model.
+At start-up each model is read, its default method's explain model is built (building is
+what can fail: an op without a backward rule, a malformed config; failing here reports it in
+the log and in ListModels before any client asks) and its session created. Every other
+session (another method, another graph-changing parameter, the plain forward pass) is built
+when first asked for, keyed by (method, parameters), and kept: a model served with one method
+costs one session. Every session of a model reads the same copy of its weights (`weights.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,25 +26,35 @@ from onnx import helper, shape_inference
 from onnxplain.graph_rewrite import (
     GRAD_INPUT,
     METHODS,
-    Method,
+    SALIENCY_OUTPUT,
     RewriteError,
     build_explain_model,
     default_input,
     default_output,
 )
+from onnxplain.graph_rewrite.explain import default_layer
+from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 
+from .combined import merge_explain_models
 from .config import ModelConfig, load_config
-from .errors import ConfigError, ModelNotFound, ModelUnavailable
-from .method_sessions import LazySessions
+from .errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from .reasons import failure_reason
+from .runtime import DeviceUnavailable, SessionFactory, release_free_memory
 from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
+from .weights import WeightStore
+
+__all__ = [
+    "DeviceUnavailable",
+    "FailedModel",
+    "LoadedModel",
+    "Repository",
+    "SessionFactory",
+    "SessionKey",
+    "Spec",
+]
 
 log = logging.getLogger(__name__)
-
-
-class DeviceUnavailable(RuntimeError):
-    """The requested execution provider is not available in this onnxruntime build."""
 
 
 @dataclass(frozen=True)
@@ -63,17 +76,174 @@ class Spec:
         return f"{self.name} {self.dtype}[{dims}]"
 
 
-@dataclass
+# A session's key: the method and its graph-changing parameters as sorted (name, value)
+# pairs; FORWARD names the plain forward pass.
+SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
+FORWARD = "forward"
+# Sessions per model with graph-changing parameters (Grad-CAM's layer, IG's steps, ...).
+MAX_PARAMETERISED = 8
+# Served by one merged graph (combined.py): the parameterless gradient methods.
+MERGED_METHODS = frozenset(METHODS)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    input: str
+    output: str
+
+
 class LoadedModel:
-    name: str
-    config: ModelConfig
-    input: Spec
-    output: Spec
-    forward: ort.InferenceSession  # gives the scores when targets must be picked first
-    explain: dict[Method, ort.InferenceSession]
-    # The newer methods' sessions, built when first asked for (method_sessions.py).
-    lazy: LazySessions | None = None
-    sanity: SanityReport | None = None  # `onnxplain sanity --write`'s sanity.json, if any
+    """A model ready to serve: what it takes and gives, and its sessions, built on demand."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        input: Spec,
+        output: Spec,
+        path: Path,
+        factory: SessionFactory,
+        sanity: SanityReport | None = None,
+        layer: str | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.input = input
+        self.output = output
+        self.sanity = sanity  # `onnxplain sanity --write`'s sanity.json, if any
+        self.layer = layer  # Grad-CAM's default layer
+        self.weights = WeightStore()  # one copy per process, read by every session below
+        self._path = path
+        self._stamp = _stamp(path)
+        self._factory = factory
+        self._sessions: dict[SessionKey, Served] = {}
+        self._failures: dict[SessionKey, str] = {}
+        self._building: dict[SessionKey, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may be merged: the batch dimension is free."""
+        return self.input.shape[0] is None
+
+    def session(
+        self, method: str, params: Sequence[tuple[str, Hashable]] = ()
+    ) -> ort.InferenceSession:
+        """The seeded explain session of `method` with `params`, built on first use.
+
+        It takes the input and `targets` (int64, one per sample, -1 for the top class) and
+        gives the explained output, `explained_targets` and the method's saliency output
+        (`explain_session(...).saliency`: the gradient methods share one session).
+        """
+        return self.explain_session(method, params).session
+
+    def explain_session(self, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> Served:
+        return self._get((method, tuple(sorted(params))))
+
+    @property
+    def forward(self) -> ort.InferenceSession:
+        """The plain forward pass (the explained output among its outputs), built on use."""
+        return self._get((FORWARD, ())).session
+
+    def default_layer(self) -> str | None:
+        """Grad-CAM's default layer (found when the model was loaded); None where it has none."""
+        return self.layer
+
+    def built(self) -> list[SessionKey]:
+        with self._lock:
+            return list(self._sessions)
+
+    def adopt(self, key: SessionKey, model: onnx.ModelProto) -> None:
+        """Creates the session of an already built model (the one load_model checks)."""
+        session = self._factory.session(model, self.weights)
+        with self._lock:
+            self._sessions[key] = Served(session, SALIENCY_OUTPUT)
+
+    def _get(self, key: SessionKey) -> Served:
+        merged = _merges(key)
+        with self._lock:
+            if key in self._sessions:
+                return self._sessions[key]
+            # The merged graph is rebuilt whole: one build at a time for all its methods.
+            building = self._building.setdefault(
+                ("+merged", ()) if merged else key, threading.Lock()
+            )
+        with building:  # one build per key; other keys build meanwhile
+            with self._lock:
+                if key in self._sessions:
+                    return self._sessions[key]
+                if key in self._failures:
+                    raise ModelUnavailable(self._failures[key])
+            try:
+                if merged:
+                    self._build_merged(key)
+                else:
+                    self.adopt(key, self._build(key))
+            except RewriteError as exc:
+                reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
+                if key[1]:
+                    # The request's parameters (a layer the model lacks, ...): its own fault,
+                    # and not remembered, so that made-up values cannot grow the server.
+                    raise InvalidInput(f"{reason} (parameters {_describe(key)})") from None
+                with self._lock:
+                    self._failures[key] = reason
+                raise ModelUnavailable(reason) from None
+            finally:
+                release_free_memory()  # the build's copies of the model, now freed
+            log.info("model %s: session %s built", self.name, _describe(key))
+            with self._lock:
+                served = self._sessions[key]
+                if key[1]:
+                    self._evict_parameterised(keep=key)
+                return served
+
+    def _evict_parameterised(self, keep: SessionKey) -> None:
+        """At most MAX_PARAMETERISED sessions with parameters, oldest built first out: a
+        client cycling through step counts or sigmas rebuilds rather than growing the
+        server. Runs in flight keep their session alive. Called with the lock held."""
+        keyed = [k for k in self._sessions if k[1] and k != keep]
+        for old in keyed[: max(0, len(keyed) + 1 - MAX_PARAMETERISED)]:
+            del self._sessions[old]
+
+    def _build_merged(self, key: SessionKey) -> None:
+        """One session for `key`'s method and every gradient method already served."""
+        with self._lock:
+            methods = [k[0] for k in self._sessions if _merges(k)]
+        self._build(key)  # fails alone (RewriteError) before the others are rebuilt
+        methods.append(key[0])
+        models = {m: self._build((m, ())) for m in methods}
+        combined, saliency = merge_explain_models(models)
+        del models
+        session = self._factory.session(combined, self.weights)
+        with self._lock:
+            for method in methods:
+                self._sessions[(method, ())] = Served(session, saliency[method])
+
+    def _build(self, key: SessionKey) -> onnx.ModelProto:
+        if _stamp(self._path) != self._stamp:
+            raise ModelUnavailable(
+                f"model {self.name!r} changed on disk since it was loaded; it serves other "
+                "methods again once it is reloaded"
+            )
+        model = onnx.load(str(self._path))
+        method, params = key
+        if method == FORWARD:
+            return _with_output(shape_inference.infer_shapes(model), self.output.name)
+        return explain_model(model, method, Endpoints(self.input.name, self.output.name), params)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A session and the name of its saliency output for one method."""
+
+    session: ort.InferenceSession
+    saliency: str
+
+
+def _merges(key: SessionKey) -> bool:
+    """Whether `key` is served by the merged graph of the gradient methods (no parameters:
+    their explain models differ only in the backward pass)."""
+    return key[0] in MERGED_METHODS and not key[1]
 
 
 @dataclass(frozen=True)
@@ -82,42 +252,29 @@ class FailedModel:
     error: str  # for clients: no paths, no traceback
 
 
-class SessionFactory:
-    """onnxruntime sessions on one device, with the same options for every model."""
-
-    def __init__(self, device: str = "cpu", threads: int = 0) -> None:
-        self.providers = _providers(device)
-        self.device = device
-        self.options = ort.SessionOptions()
-        self.options.intra_op_num_threads = threads
-        # The server holds several sessions; spinning threads of one slow the others.
-        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-
-    def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
-        session = ort.InferenceSession(
-            model.SerializeToString(), self.options, providers=self.providers
-        )
-        if session.get_providers()[0] != self.providers[0]:
-            # onnxruntime falls back to the CPU when CUDA fails to initialise: say so.
-            raise DeviceUnavailable(
-                f"onnxruntime could not start {self.providers[0]} (got {session.get_providers()})"
-            )
-        return session
+def explain_model(
+    model: onnx.ModelProto,
+    method: str,
+    ends: Endpoints,
+    params: Sequence[tuple[str, Hashable]] = (),
+) -> onnx.ModelProto:
+    """The explain model the server runs: onnxruntime's formulations, seeded from targets."""
+    # Graph-changing parameters (a method's own, e.g. IG's steps) pass through by name.
+    extra: dict[str, Any] = dict(params)
+    built = build_explain_model(
+        model, method, ends.input, ends.output, target="onnxruntime", params=extra
+    )
+    return _with_output(seed_from_targets(built, ends.output), ends.output)
 
 
-def _providers(device: str) -> list[str]:
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise DeviceUnavailable(
-                "--device cuda needs onnxruntime-gpu with CUDAExecutionProvider; this "
-                f"onnxruntime {ort.__version__} offers only {', '.join(available)}"
-            )
-        # Ops without a CUDA kernel still run on the CPU, as onnxruntime places them.
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise DeviceUnavailable(f"unknown device {device!r}; use cpu or cuda")
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _describe(key: SessionKey) -> str:
+    method, params = key
+    return method + "".join(f" {k}={v}" for k, v in params)
 
 
 class Repository:
@@ -194,35 +351,44 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
         log.error("model %s is unavailable: %s", folder.name, reason)
         log.debug("model %s failed to load", folder.name, exc_info=True)
         return FailedModel(folder.name, reason)
+    finally:
+        release_free_memory()  # what parsing and rewriting the model freed
     log.info("model %s loaded: explains %s -> %s", folder.name, loaded.input, loaded.output)
     return loaded
 
 
 def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     config = load_config(folder)
-    model = onnx.load(str(folder / MODEL_FILE))
-    input_name = config.input or default_input(model)
-    output_name = config.output or default_output(model)
-    # The server runs onnxruntime, so it takes the formulations that are fastest there.
-    explain_models = {
-        method: build_explain_model(model, method, input_name, output_name, target="onnxruntime")
-        for method in METHODS
-    }
-    reference = explain_models[METHODS[0]]
-    _check_single_input(reference, input_name)
-    forward = _with_output(shape_inference.infer_shapes(model), output_name)
-    return LoadedModel(
+    path = folder / MODEL_FILE
+    model = onnx.load(str(path))
+    ends = Endpoints(config.input or default_input(model), config.output or default_output(model))
+    # The default method is built now: a model that cannot be explained fails here, at
+    # start-up, and the most common request finds its session ready.
+    key: SessionKey = (config.default_method, ())
+    layer = _default_layer(model, ends)
+    explain = explain_model(model, config.default_method, ends)
+    del model
+    _check_single_input(explain, ends.input)
+    loaded = LoadedModel(
         name=folder.name,
         config=config,
-        input=_spec(reference, input_name),
-        output=_spec(reference, output_name),
-        forward=sessions.session(forward),
-        explain={
-            m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
-        },
-        lazy=LazySessions(model, input_name, output_name, sessions.session),
+        input=_spec(explain, ends.input),
+        output=_spec(explain, ends.output),
+        path=path,
+        factory=sessions,
         sanity=_sanity_report(folder),
+        layer=layer,
     )
+    loaded.adopt(key, explain)
+    return loaded
+
+
+def _default_layer(model: onnx.ModelProto, ends: Endpoints) -> str | None:
+    """Read now, from the version being loaded: a reload may replace the file later."""
+    try:
+        return default_layer(model, ends.input, ends.output)
+    except RewriteError:
+        return None
 
 
 def _sanity_report(folder: Path) -> SanityReport | None:
@@ -239,7 +405,7 @@ def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:
     others = [
         vi.name
         for vi in model.graph.input
-        if vi.name not in inits and vi.name not in (input_name, GRAD_INPUT)
+        if vi.name not in inits and vi.name not in (input_name, GRAD_INPUT, TARGETS_INPUT)
     ]
     if others:
         raise ConfigError(f"the server explains one-input models; this one also needs {others}")

@@ -5,6 +5,7 @@ Errors are not handled here: the core's exceptions propagate to `app.error_mappi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from onnxplain.graph_rewrite import Method
@@ -54,7 +55,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         self.core = core
 
     def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
-        return encode_explanation(self.core.explain(decode_call(request)))
+        # The call's deadline and cancellation reach the queue, which stops the work.
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return encode_explanation(
+            self.core.explain(decode_call(request), deadline, context.add_callback)
+        )
 
     def ListModels(self, request: pb.ListModelsRequest, context: Any) -> pb.ListModelsResponse:
         repo = self.core.repository
@@ -173,7 +179,7 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
         methods=[_METHOD_TO_WIRE[m] for m in ALL_METHODS],
         default_method=_METHOD_TO_WIRE[config.default_method],
         method_info=[encode_method(m) for m in ALL_METHODS],
-        default_layer=(entry.lazy.default_layer() or "") if entry.lazy else "",
+        default_layer=entry.default_layer() or "",
     )
     pre = config.preprocessing
     if pre is not None:

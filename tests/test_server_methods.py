@@ -75,14 +75,13 @@ def test_get_model_lists_every_method_its_parameters_and_the_default_layer(
 def test_sessions_are_built_on_first_use_only(
     client: Client, server: tuple[Service, Explainer]
 ) -> None:
-    lazy = server[1].repository.get("digits").lazy
-    assert lazy is not None
-    before = lazy.built()
+    model = server[1].repository.get("digits")
+    before = model.built()
     assert all(method != "input_x_gradient" for method, _ in before)
     x = batch()
     client.explain("digits", x, method="input_x_gradient")
     client.explain("digits", x, method="input_x_gradient", targets=2)
-    built = [key for key in lazy.built() if key not in before]
+    built = [key for key in model.built() if key not in before]
     assert built == [("input_x_gradient", ())]
 
 
