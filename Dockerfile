@@ -20,7 +20,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache
+# The root filesystem may be read-only (Kubernetes: readOnlyRootFilesystem): /tmp is then the
+# one writable place (an emptyDir or tmpfs). HOME and XDG_CACHE_HOME point there because
+# onnxruntime keeps a cache file under $XDG_CACHE_HOME (else $HOME/.cache) and CUDA its kernel
+# cache under $HOME/.nv; PYTHONDONTWRITEBYTECODE keeps Python from writing .pyc files.
 RUN python -m venv /opt/venv \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin onnxplain
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
@@ -30,8 +37,10 @@ COPY deploy/healthcheck.py /opt/onnxplain/healthcheck.py
 USER 10001:10001
 EXPOSE 50051
 # Healthy means grpc.health.v1 answers SERVING; a draining server (SIGTERM) turns unhealthy.
+# With --tls-cert, also pass --health-port 8081 and set ONNXPLAIN_HEALTH_ADDRESS=127.0.0.1:8081:
+# the check speaks plaintext.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "/opt/onnxplain/healthcheck.py", "127.0.0.1:50051"]
+    CMD ["python", "/opt/onnxplain/healthcheck.py"]
 # Inside the container the server must listen on every interface; compose publishes the port on
 # the host's loopback only.
 ENTRYPOINT ["onnxplain", "serve"]

@@ -43,9 +43,18 @@ import onnxruntime as ort
 import openvino as ov
 import timing
 import torch
-from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
+from captum.attr import (
+    GuidedBackprop,
+    GuidedGradCam,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
+)
 from engines import RUNTIMES, SHORT, Runtime, load
 from onnxplain.graph_rewrite import build_explain_model, default_layer
+from onnxplain.graph_rewrite.methods.smoothgrad import smoothgrad_noise
 from subjects import CLASS, SUBJECTS, Loaded
 from torch import nn
 
@@ -88,11 +97,56 @@ def _vanilla(net: nn.Module, image: torch.Tensor) -> Callable[[], torch.Tensor]:
     return lambda: saliency.attribute(image, target=CLASS, abs=False)
 
 
+IG_STEPS, SG_SAMPLES, SG_SIGMA, SG_SEED = 32, 16, 0.15, 0
+
+
+def _integrated_gradients(net: nn.Module, image: torch.Tensor) -> Callable[[], torch.Tensor]:
+    # All 32 points in one batch, as the explain model runs them (Captum's default).
+    ig = IntegratedGradients(net)
+    return lambda: ig.attribute(image, target=CLASS, n_steps=IG_STEPS, method="gausslegendre")
+
+
+def _smoothgrad(net: nn.Module, image: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """NoiseTunnel(Saliency) adding the noise our model stores (convert --seed): its
+    torch.normal draw is swapped for that noise while it runs."""
+    tunnel = NoiseTunnel(Saliency(net))
+    x = image.detach().numpy()
+    z = smoothgrad_noise((1, *x.shape[1:]), SG_SAMPLES, SG_SEED)[:, 0]
+    noise = torch.from_numpy(z * np.float32(SG_SIGMA * float(x.max() - x.min())))
+
+    def run() -> torch.Tensor:
+        real = torch.normal
+        torch.normal = lambda mean, std, *a, **k: noise.reshape(std.shape)  # type: ignore[assignment]
+        try:
+            return tunnel.attribute(
+                image, nt_type="smoothgrad", nt_samples=SG_SAMPLES, target=CLASS, abs=False
+            )
+        finally:
+            torch.normal = real
+
+    return run
+
+
 ROWS: list[MethodRow] = [
     MethodRow("gradcam", "Grad-CAM (layer4)", "gradcam", {}, _grad_cam),
     MethodRow("guided_gradcam", "Guided Grad-CAM (layer4)", "guided_gradcam", {}, _guided_grad_cam),
     MethodRow("guided", "guided backprop", "guided", {"rectifiers": "relu"}, _guided),
     MethodRow("vanilla", "vanilla gradient", "vanilla", {}, _vanilla),
+    MethodRow(
+        "ig",
+        f"Integrated Gradients ({IG_STEPS} steps)",
+        "integrated_gradients",
+        {"steps": IG_STEPS},
+        _integrated_gradients,
+    ),
+    MethodRow(
+        "smoothgrad",
+        f"SmoothGrad ({SG_SAMPLES} samples)",
+        "smoothgrad",
+        # The noise stored in the model (a seed), so it runs on the same feeds as the rest.
+        {"sigma": SG_SIGMA, "seed": SG_SEED, "samples": SG_SAMPLES},
+        _smoothgrad,
+    ),
 ]
 
 

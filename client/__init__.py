@@ -1,5 +1,5 @@
 """The Python client of the Explain service."""
 
-from .client import Client, Explanation, ModelSummary, ServiceError
+from .client import Client, Explanation, ModelSummary, Retry, ServiceError
 
-__all__ = ["Client", "Explanation", "ModelSummary", "ServiceError"]
+__all__ = ["Client", "Explanation", "ModelSummary", "Retry", "ServiceError"]

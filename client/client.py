@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+from onnxplain.render import (
+    DEFAULT_OPTIONS,
+    HeatmapOptions,
+    as_image,
+    guess_layout,
+    render_heatmap,
+    to_2d,
+)
+from PIL import Image
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
@@ -20,8 +31,27 @@ _METHODS = {
     "vanilla": pb.METHOD_VANILLA,
     "deconvnet": pb.METHOD_DECONVNET,
     "guided": pb.METHOD_GUIDED,
+    "gradcam": pb.METHOD_GRADCAM,
+    "guided_gradcam": pb.METHOD_GUIDED_GRADCAM,
+    "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT,
+    "smoothgrad": pb.METHOD_SMOOTHGRAD,
+    "integrated_gradients": pb.METHOD_INTEGRATED_GRADIENTS,
 }
 _METHOD_NAMES = {wire: name for name, wire in _METHODS.items() if name}
+_INTEGRATIONS = {
+    "gausslegendre": pb.INTEGRATION_GAUSS_LEGENDRE,
+    "riemann_trapezoid": pb.INTEGRATION_RIEMANN_TRAPEZOID,
+    "riemann_left": pb.INTEGRATION_RIEMANN_LEFT,
+    "riemann_right": pb.INTEGRATION_RIEMANN_RIGHT,
+    "riemann_middle": pb.INTEGRATION_RIEMANN_MIDDLE,
+}
+_CAM_STYLES = {"captum": pb.CAM_STYLE_CAPTUM, "pytorch-grad-cam": pb.CAM_STYLE_PYTORCH_GRAD_CAM}
+_SIGNS = {
+    "all": pb.HEATMAP_SIGN_ALL,
+    "positive": pb.HEATMAP_SIGN_POSITIVE,
+    "negative": pb.HEATMAP_SIGN_NEGATIVE,
+    "absolute": pb.HEATMAP_SIGN_ABSOLUTE,
+}
 
 
 class ServiceError(Exception):
@@ -35,12 +65,49 @@ class ServiceError(Exception):
 
 @dataclass(frozen=True)
 class Explanation:
-    saliency: np.ndarray  # shaped like the model input
-    scores: np.ndarray  # the explained output, e.g. logits
-    targets: np.ndarray  # the class explained per sample
+    """One row per explained (sample, class): one per sample, or top_k per sample."""
+
+    saliency: np.ndarray  # [rows, *input shape without the batch]
+    scores: np.ndarray  # the explained output, e.g. logits, one per sample
+    targets: np.ndarray  # the class each row explains
     labels: list[str]  # the targets' labels, empty when the model has none
     method: str
-    heatmap_png: bytes | None = None
+    heatmap_png: bytes | None = None  # the first row's heatmap from the server
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    target_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # softmax
+    heatmaps_png: list[bytes] = field(default_factory=list)  # every row's, from the server
+    image: bytes | None = None  # the encoded image that was sent, if one was
+    tensor: np.ndarray | None = None  # the tensor that was sent, if one was
+    completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per row
+    seed: int | None = None  # SmoothGrad: the noise's seed, when the server drew it
+    layer: str = ""  # Grad-CAM: the layer used
+
+    def label(self, row: int) -> str:
+        return self.labels[row] if self.labels else str(int(self.targets[row]))
+
+    def describe(self, row: int) -> str:
+        """`sample 0  class 7 (seven)  score 12.31  p 0.982`, for people."""
+        name = f" ({self.labels[row]})" if self.labels else ""
+        text = f"sample {int(self.samples[row])}  class {int(self.targets[row])}{name}"
+        if row >= len(self.target_scores):  # a server from before scores were sent
+            return text
+        p = float(self.probabilities[row])
+        tiny = f" ({p:.1e})" if 0 < p < 5e-4 else ""
+        return f"{text}  score {float(self.target_scores[row]):.4g}  p {p:.3f}{tiny}"
+
+    def heatmap(
+        self,
+        row: int = 0,
+        options: HeatmapOptions = DEFAULT_OPTIONS,
+        image: Image.Image | np.ndarray | None = None,
+        layout: str | None = None,
+    ) -> Image.Image:
+        """Row `row`'s map drawn here (onnxplain.render), over `image` or the image sent."""
+        if image is None and self.image is not None:
+            image = Image.open(io.BytesIO(self.image))
+        map2d = to_2d(self.saliency[row], layout or guess_layout(self.saliency.shape))
+        return render_heatmap(map2d, options, None if image is None else as_image(image))
 
 
 @dataclass(frozen=True)
@@ -53,43 +120,110 @@ class ModelSummary:
     labels: tuple[str, ...]
     default_method: str
     takes_images: bool
+    # Each method the model serves → its parameters' names and defaults ("" where chosen
+    # per model or request).
+    methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    default_layer: str = ""  # Grad-CAM's layer when a request names none
+    layout: str = "NCHW"  # of the input, from the preprocessing config; NCHW when unknown
+    mean: tuple[float, ...] = (0.0,)  # the preprocessing's normalisation, to undo it
+    std: tuple[float, ...] = (1.0,)
+    # Set when newer files for the model failed to load: the version described still serves.
+    reload_error: str = ""
+    # The server's stored sanity check (`onnxplain sanity --write`): (method, passed) pairs.
+    sanity: tuple[tuple[str, bool], ...] = ()
 
 
 class Client:
-    """`Client("host:port")`; use as a context manager, or call close()."""
+    """`Client("host:port")`; use as a context manager, or call close().
 
-    def __init__(self, target: str, timeout: float | None = 60.0, max_message_mb: int = 64):
+    Plaintext by default. `tls=True` (or any of `root_ca`, `client_cert`) speaks TLS: `root_ca`
+    is the PEM CA that signed the server's certificate (default: the system's roots);
+    `client_cert` and `client_key` answer a server that demands mutual TLS. `token` is sent
+    with every call as `authorization: Bearer <token>`. `retry` says how long a call keeps
+    trying while the server is UNAVAILABLE (restarting, or a replica gone). `channel_options`
+    go to gRPC as they are, e.g. `[("grpc.lb_policy_name", "round_robin")]` to spread calls
+    over every address of a `dns:///` target (a Kubernetes headless Service).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = 60.0,
+        max_message_mb: int = 64,
+        *,
+        tls: bool = False,
+        root_ca: bytes | str | Path | None = None,
+        client_cert: bytes | str | Path | None = None,
+        client_key: bytes | str | Path | None = None,
+        token: str | None = None,
+        retry: Retry | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ):
         size = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
-            ],
+        options = [
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            *channel_options,
+        ]
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
+        if tls or root_ca is not None or client_cert is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_ca),
+                private_key=_pem(client_key),
+                certificate_chain=_pem(client_cert),
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token.strip()}"),) if token else ()
         )
         self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
         self.timeout = timeout
+        self.retry = retry if retry is not None else Retry()
 
     def explain(
         self,
         model: str,
         data: np.ndarray | str | Path | bytes,
         method: str | None = None,
-        targets: int | Sequence[int] | None = None,
-        heatmap: bool = False,
+        targets: int | str | Sequence[int | str] | None = None,
+        heatmap: bool | HeatmapOptions = False,
+        top_k: int | None = None,
+        **options: Any,
     ) -> Explanation:
         """Saliency of `targets` (default: each sample's top class) for an array or image.
 
         `data` is a preprocessed input array, a path to an .npy file or to a PNG/JPEG image,
-        or the bytes of an encoded image; `method` is vanilla, deconvnet or guided (None:
-        the model's default).
+        or the bytes of an encoded image; `method` is one of vanilla, deconvnet, guided,
+        gradcam, guided_gradcam, input_x_gradient, smoothgrad, integrated_gradients (None:
+        the model's default). `targets` are class indices or class names (the model's
+        labels), one per sample or one for all; `top_k` explains each sample's k best
+        classes instead, in one call. `heatmap` (True, or the options) asks the server for
+        one heatmap PNG per row. `options` tune the newer methods (`model()` lists which
+        method takes which): layer, cam_style ("captum", "pytorch-grad-cam"), gradient
+        (vanilla, deconvnet, guided), steps, integration ("gausslegendre",
+        "riemann_trapezoid", ...), baseline ("zeros", a float, ("blur", sigma), or an
+        array), samples, sigma, seed, noise (an array [samples, *data shape]).
         """
         if method not in _METHODS:
-            raise ValueError(f"unknown method {method!r}; use vanilla, deconvnet or guided")
+            raise ValueError(
+                f"unknown method {method!r}; use one of {', '.join(_METHOD_NAMES.values())}"
+            )
+        indices, names = _targets(targets)
         request = pb.ExplainRequest(
-            model=model, method=_METHODS[method], targets=_targets(targets), heatmap=heatmap
+            model=model,
+            method=_METHODS[method],
+            targets=indices,
+            target_names=names,
+            heatmap=bool(heatmap),
+            top_k=top_k or 0,
         )
+        if isinstance(heatmap, HeatmapOptions):
+            _set_heatmap_options(request, heatmap)
         _set_input(request, data)
+        _set_options(request, options)
         response = self._call(self._stub.Explain, request)
         return Explanation(
             saliency=to_array(response.saliency),
@@ -98,6 +232,20 @@ class Client:
             labels=list(response.target_labels),
             method=_METHOD_NAMES.get(response.method, ""),
             heatmap_png=response.heatmap_png or None,
+            completeness_gap=(
+                np.asarray(response.completeness_gap, np.float32)
+                if response.completeness_gap
+                else None
+            ),
+            seed=response.seed if response.HasField("seed") else None,
+            layer=response.layer,
+            # A server from before top-k sends no samples: then row i is sample i.
+            samples=np.asarray(response.samples or range(len(response.targets)), dtype=np.int64),
+            target_scores=np.asarray(response.target_scores, dtype=np.float64),
+            probabilities=np.asarray(response.target_probabilities, dtype=np.float64),
+            heatmaps_png=list(response.heatmaps_png),
+            image=request.image if request.WhichOneof("input") == "image" else None,
+            tensor=to_array(request.tensor) if request.WhichOneof("input") == "tensor" else None,
         )
 
     def models(self) -> list[ModelSummary]:
@@ -118,41 +266,92 @@ class Client:
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request: object) -> Any:
         try:
-            return call_with_retries(method, request, self.timeout)
+            return call_with_retries(method, request, self.timeout, self.retry, self._metadata)
         except grpc.RpcError as exc:
             raise ServiceError(exc.code(), exc.details() or "") from None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff on UNAVAILABLE: waits of `first_s`, x`factor`, at most `max_wait_s`
+    each, until `total_s` have passed since the first attempt; `Retry(total_s=0)` never retries.
+
+    The default (10 s) covers a server restart (0.4 s on an idle machine, measured 2-4.5 s on
+    a loaded one, more for large models) and a replica leaving a load balancer; a client of a
+    server that is down for good learns it after those 10 s.
+    """
+
+    total_s: float = 10.0
+    first_s: float = 0.05
+    factor: float = 2.0
+    max_wait_s: float = 1.0
+
+    def waits(self) -> Iterator[float]:
+        """The pauses between attempts, each scaled by a random 0.5-1 so that many clients
+        that lost the same server do not come back in lockstep."""
+        wait = self.first_s
+        while True:
+            yield min(wait, self.max_wait_s) * random.uniform(0.5, 1.0)
+            wait *= self.factor
 
 
 def call_with_retries(
     method: grpc.UnaryUnaryMultiCallable,
     request: object,
     timeout: float | None,
-    attempts: int = 3,
-    backoff_s: float = 0.05,
+    retry: Retry = Retry(),
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Any:
-    """`method(request)`, sent again when it fails UNAVAILABLE.
+    """`method(request)`, sent again while it fails UNAVAILABLE and `retry` allows.
 
     Every ExplainService RPC is a pure read, so a repeat is safe. UNAVAILABLE is what a
     load balancer answers for a call whose replica died mid-call (nginx's HTTP 502), or a
     server that is restarting. gRPC's own retry policy cannot cover the first case: a 502
-    arrives as response headers, which commit the call.
+    arrives as response headers, which commit the call. Other codes are the answer, never
+    retried (a DEADLINE_EXCEEDED call may still be running on the server).
     """
-    for attempt in range(attempts):
+    deadline = time.monotonic() + retry.total_s
+    waits = retry.waits()
+    while True:
         try:
-            return method(request, timeout=timeout)
+            return method(request, timeout=timeout, metadata=metadata or None)
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
-            time.sleep(backoff_s * 2**attempt)
-    raise AssertionError("unreachable")
+            wait = next(waits)
+            if time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
 
 
-def _targets(targets: int | Sequence[int] | None) -> list[int]:
+def _pem(value: bytes | str | Path | None) -> bytes | None:
+    """PEM bytes as given, or read from a file path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def _targets(targets: int | str | Sequence[int | str] | None) -> tuple[list[int], list[str]]:
+    """(indices, names): class indices, or class names that the server looks up."""
     if targets is None:
-        return []
-    if isinstance(targets, int | np.integer):
-        return [int(targets)]
-    return [int(t) for t in targets]
+        return [], []
+    given: list[int | str] = (
+        [targets] if isinstance(targets, int | np.integer | str) else list(targets)
+    )
+    if all(isinstance(t, int | np.integer) for t in given):
+        return [int(t) for t in given], []
+    if all(isinstance(t, str) for t in given):
+        return [], [str(t) for t in given]
+    raise ValueError("give targets as class indices or as class names, not both")
+
+
+def _set_heatmap_options(request: pb.ExplainRequest, options: HeatmapOptions) -> None:
+    request.heatmap_sign = _SIGNS[options.sign]
+    request.heatmap_opacity = options.opacity
+    request.heatmap_colormap = options.colormap or ""
+    if options.percentile is not None:
+        request.heatmap_percentile = options.percentile
+    request.heatmap_overlay = options.overlay
 
 
 def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes) -> None:
@@ -166,6 +365,76 @@ def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes
         request.image = Path(data).read_bytes()
 
 
+def _set_options(request: pb.ExplainRequest, options: dict[str, Any]) -> None:
+    """The newer methods' keyword arguments into their request fields."""
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; use {', '.join(sorted(_OPTIONS))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if "layer" in given:
+        request.layer = str(given["layer"])
+    if "cam_style" in given:
+        _check_choice(_CAM_STYLES, given["cam_style"], "cam_style")
+        request.cam_style = _CAM_STYLES[given["cam_style"]]
+    if "gradient" in given:
+        if given["gradient"] not in ("vanilla", "deconvnet", "guided"):
+            raise ValueError(f"gradient {given['gradient']!r}: use vanilla, deconvnet or guided")
+        request.gradient = _METHODS[given["gradient"]]
+    if "integration" in given:
+        _check_choice(_INTEGRATIONS, given["integration"], "integration")
+        request.integration = _INTEGRATIONS[given["integration"]]
+    for name in ("steps", "samples", "seed"):
+        if name in given:
+            setattr(request, name, int(given[name]))
+    if "sigma" in given:
+        request.sigma = float(given["sigma"])
+    if "noise" in given:
+        request.noise.CopyFrom(to_tensor(np.asarray(given["noise"])))
+    if "baseline" in given:
+        _set_baseline(request.baseline, given["baseline"])
+
+
+_OPTIONS = {
+    "layer",
+    "cam_style",
+    "gradient",
+    "steps",
+    "integration",
+    "baseline",
+    "samples",
+    "sigma",
+    "seed",
+    "noise",
+}
+
+
+def _check_choice(table: Mapping[str, object], value: str, what: str) -> None:
+    if value not in table:
+        raise ValueError(f"{what} {value!r}: use one of {', '.join(table)}")
+
+
+def _set_baseline(baseline: pb.Baseline, value: object) -> None:
+    """ "zeros", a number (a constant), ("blur", sigma) or "blur:SIGMA", or an array."""
+    if isinstance(value, np.ndarray):
+        baseline.tensor.CopyFrom(to_tensor(value))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        baseline.constant = float(value)
+    elif value == "zeros":
+        baseline.zeros = True
+    elif isinstance(value, tuple) and len(value) == 2 and value[0] == "blur":
+        baseline.blur_sigma = float(value[1])
+    elif isinstance(value, str) and value.startswith(("blur:", "constant:")):
+        kind, _, number = value.partition(":")
+        if kind == "blur":
+            baseline.blur_sigma = float(number)
+        else:
+            baseline.constant = float(number)
+    else:
+        raise ValueError(
+            f"baseline {value!r}: use 'zeros', a number, ('blur', sigma), 'blur:SIGMA' or an array"
+        )
+
+
 def _summary(info: pb.ModelInfo) -> ModelSummary:
     return ModelSummary(
         name=info.name,
@@ -176,4 +445,11 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         labels=tuple(info.labels),
         default_method=_METHOD_NAMES.get(info.default_method, ""),
         takes_images=info.HasField("preprocessing"),
+        methods={m.name: {p.name: p.default_value for p in m.parameters} for m in info.method_info},
+        default_layer=info.default_layer,
+        layout=info.preprocessing.layout or "NCHW",
+        mean=tuple(info.preprocessing.mean) or (0.0,),
+        std=tuple(info.preprocessing.std) or (1.0,),
+        reload_error=info.reload_error,
+        sanity=tuple((_METHOD_NAMES.get(r.method, str(r.method)), r.passed) for r in info.sanity),
     )

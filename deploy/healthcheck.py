@@ -4,11 +4,15 @@ Docker runs it as the image's HEALTHCHECK; it needs only grpcio and grpcio-healt
 which the `serve` extra installs.
 
     python healthcheck.py [HOST:PORT] [--service NAME] [--timeout SECONDS]
+
+HOST:PORT defaults to $ONNXPLAIN_HEALTH_ADDRESS, else 127.0.0.1:50051. The check speaks
+plaintext: a server with TLS answers it on its --health-port.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +31,8 @@ def check(address: str, service: str = "", timeout: float = 3.0) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("address", nargs="?", default="127.0.0.1:50051")
+    default = os.environ.get("ONNXPLAIN_HEALTH_ADDRESS") or "127.0.0.1:50051"
+    parser.add_argument("address", nargs="?", default=default)
     parser.add_argument("--service", default="", help="service name; empty = the whole server")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds")
     args = parser.parse_args(argv)

@@ -13,6 +13,8 @@ from .explainer import Explainer
 from .lifecycle import Signals, serve_until_signal
 from .reload import Reloader, snapshot
 from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
+from .security import Security, SecurityConfigError, health_server
+from .web import start_web_page
 
 log = logging.getLogger("onnxplain.server")
 
@@ -29,6 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=8, help="explanations run at once")
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     p.add_argument(
         "--poll",
         type=_positive,
@@ -39,8 +42,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST is --host)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)",
     )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics endpoint binds (default: --host)",
+    )
+    _add_security_args(p)
     p.set_defaults(func=run_serve)
 
 
@@ -49,6 +58,25 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
+
+
+def _add_security_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("security (default: plaintext, no authentication)")
+    g.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    g.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    g.add_argument("--tls-client-ca", type=Path, help="PEM CA: demand client certificates (mTLS)")
+    g.add_argument(
+        "--token-file",
+        type=Path,
+        help="accepted bearer tokens, one per line: every call but health must send one",
+    )
+    g.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that "
+        "cannot do TLS, such as Kubernetes' gRPC probes)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -60,12 +88,20 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, signals: Signals) -> int:
     if args.metrics_port is not None:
+        host = args.metrics_host or args.host
         try:
-            _, port = metrics.serve(args.host, args.metrics_port)
+            _, port = metrics.serve(host, args.metrics_port)
         except OSError as exc:
             print(f"onnxplain serve: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             return 2
-        log.info("metrics on http://%s:%d/metrics", args.host, port)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        security = Security.from_files(
+            args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file
+        )
+    except SecurityConfigError as exc:
+        print(f"onnxplain serve: {exc}", file=sys.stderr)
+        return 2
     try:
         sessions = SessionFactory(args.device, args.threads)
         loaded = snapshot(args.models) if args.models.is_dir() else {}
@@ -80,11 +116,35 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     core = Explainer(repository, max_batch=args.max_batch, max_concurrent=args.max_concurrent)
     limits = Limits(int(args.max_message_mb * 1024 * 1024), args.max_concurrent)
     try:
-        service = build_server(core, args.host, args.port, limits, reloader)
+        service = build_server(core, args.host, args.port, limits, reloader, security)
+        health_only = (
+            None
+            if args.health_port is None
+            else health_server(service.health, args.host, args.health_port)
+        )
     except OSError as exc:
         print(f"onnxplain serve: {exc} (is another process using the port?)", file=sys.stderr)
         return 2
     # Tests and scripts read this line to learn the port when --port 0 is given.
     print(f"onnxplain serve: listening on {args.host}:{service.port}", flush=True)
+    log.info("security: %s", security.describe())
+    if health_only is not None:
+        log.info("health alone, plaintext, on %s:%d", args.host, args.health_port)
+    web = None
+    if args.http is not None:
+        try:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes, security)
+        except (OSError, SecurityConfigError) as exc:
+            service.server.stop(None)
+            if health_only is not None:
+                health_only.stop(None)
+            why = "" if isinstance(exc, SecurityConfigError) else " (is the port in use?)"
+            print(f"onnxplain serve: web page: {exc}{why}", file=sys.stderr)
+            return 2
+        print(f"onnxplain serve: web page at {web.scheme}://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
+    if health_only is not None:
+        health_only.stop(None)
+    if web is not None:
+        web.stop()
     return 0

@@ -1,10 +1,18 @@
-"""Images in (decode + preprocess) and heatmaps out, with Pillow and numpy only."""
+"""Images in (decode + preprocess) and heatmaps out (drawn by onnxplain.render)."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+from onnxplain.render import (
+    HeatmapOptions,
+    guess_layout,
+    png_bytes,
+    render_heatmap,
+    tensor_image,
+    to_2d,
+)
 from PIL import Image, UnidentifiedImageError
 
 from .config import Preprocessing
@@ -15,10 +23,11 @@ _FORMATS = ("PNG", "JPEG")
 _MAX_PIXELS = 64_000_000
 
 
-def preprocess(data: bytes, pre: Preprocessing) -> np.ndarray:
-    """A PNG or JPEG as the model's input tensor: shape [1, C, H, W] or [1, H, W, C], float32."""
+def preprocess(data: bytes | Image.Image, pre: Preprocessing) -> np.ndarray:
+    """A PNG or JPEG (bytes, or decoded by `decode`) as the model's input tensor:
+    shape [1, C, H, W] or [1, H, W, C], float32."""
     image = (
-        _decode(data)
+        (decode(data) if isinstance(data, bytes) else data)
         .convert(pre.color_mode)
         .resize((pre.width, pre.height), Image.Resampling.BILINEAR)
     )
@@ -29,7 +38,7 @@ def preprocess(data: bytes, pre: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
-def _decode(data: bytes) -> Image.Image:
+def decode(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         if image.format not in _FORMATS:
@@ -44,35 +53,29 @@ def _decode(data: bytes) -> Image.Image:
     return image
 
 
-def saliency_magnitude(saliency: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """One sample's saliency [C,H,W] (or [H,W,C]) as an [H,W] map in [0, 1].
+def heatmap_pngs(
+    saliency: np.ndarray,
+    samples: np.ndarray,
+    x: np.ndarray,
+    image: Image.Image | None,
+    pre: Preprocessing | None,
+    options: HeatmapOptions,
+) -> list[bytes]:
+    """One PNG per explained row: the row's map over the image it explains.
 
-    Springenberg et al. show the gradient image itself; a single-channel magnitude (max of
-    |gradient| over channels, as Simonyan et al. do) reads the same for gray and colour inputs.
+    That image is the one the user sent, at its own size, for an image request; the
+    tensor de-normalised with the model's preprocessing for a tensor request; none (the
+    map alone, at the tensor's size) for a model without preprocessing.
     """
-    if saliency.ndim == 3:
-        axis = 0 if layout == "NCHW" else 2
-        saliency = np.abs(saliency).max(axis=axis)
-    magnitude = np.abs(saliency.astype(np.float64))
-    peak = magnitude.max() if magnitude.size else 0.0
-    return magnitude / peak if peak > 0 else magnitude
-
-
-def heatmap(saliency: np.ndarray, layout: str = "NCHW", scale: int = 1) -> Image.Image:
-    """A colour heatmap of one sample's saliency: black → red → yellow → white."""
-    m = saliency_magnitude(saliency, layout)
-    rgb = np.stack([np.clip(3 * m, 0, 1), np.clip(3 * m - 1, 0, 1), np.clip(3 * m - 2, 0, 1)], -1)
-    image = Image.fromarray(np.round(rgb * 255).astype(np.uint8), mode="RGB")
-    return _upscale(image, scale)
-
-
-def _upscale(image: Image.Image, scale: int) -> Image.Image:
-    if scale == 1:
-        return image
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    layout = pre.layout if pre is not None else guess_layout(saliency.shape)
+    pngs = []
+    for row, sample in enumerate(samples):
+        base = image
+        if base is None and pre is not None and options.overlay:
+            base = tensor_image(x[sample], pre.mean, pre.std, pre.layout)
+        try:
+            map2d = to_2d(saliency[row], layout)
+        except ValueError as exc:
+            raise InvalidInput(f"no heatmap for this model: {exc}") from None
+        pngs.append(png_bytes(render_heatmap(map2d, options, base)))
+    return pngs

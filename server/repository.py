@@ -29,9 +29,11 @@ from onnxplain.graph_rewrite import (
     default_input,
     default_output,
 )
+from onnxplain.sanity import SanityReport, read_report
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .method_sessions import LazySessions
 from .reasons import failure_reason
 from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
 
@@ -69,6 +71,9 @@ class LoadedModel:
     output: Spec
     forward: ort.InferenceSession  # gives the scores when targets must be picked first
     explain: dict[Method, ort.InferenceSession]
+    # The newer methods' sessions, built when first asked for (method_sessions.py).
+    lazy: LazySessions | None = None
+    sanity: SanityReport | None = None  # `onnxplain sanity --write`'s sanity.json, if any
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,18 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         explain={
             m: sessions.session(_with_output(e, output_name)) for m, e in explain_models.items()
         },
+        lazy=LazySessions(model, input_name, output_name, sessions.session),
+        sanity=_sanity_report(folder),
     )
+
+
+def _sanity_report(folder: Path) -> SanityReport | None:
+    # A damaged report must not take the model down: it is advice to operators, not config.
+    try:
+        return read_report(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("model %s: ignoring its sanity.json (%s)", folder.name, exc)
+        return None
 
 
 def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:

@@ -18,6 +18,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tools import in_ci
+
 REFERENCE = "onnxruntime-cpu"
 DEFAULT = "onnxruntime-cpu,openvino-cpu"
 GPU_RUNTIMES = ("onnxruntime-cuda", "onnxruntime-tensorrt")
@@ -120,7 +122,7 @@ def load(name: str, model: onnx.ModelProto) -> Run:
     """
     reason = missing(name)
     if reason is not None:
-        if name in GPU_RUNTIMES and not os.environ.get("CI"):
+        if name in GPU_RUNTIMES and not in_ci():
             pytest.skip(reason)
         pytest.fail(f"runtime {name} is missing: {reason}")
     return LOADERS[name](model)

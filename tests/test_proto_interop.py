@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 
 from test_server_support import SAMPLES, direct_explain, make_repository, running_server
+from tools import require, require_on_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "tests" / "node_client"
@@ -27,21 +26,6 @@ PROTOS = ("explain", "admin")
 GENERATED = tuple(
     f"{p}{suffix}" for p in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 )
-
-
-def require(tool: str, ready: bool, how: str) -> None:
-    if ready:
-        return
-    message = f"{tool} is not available: {how}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def require_on_path(tool: str, how: str) -> str:
-    path = shutil.which(tool)
-    require(tool, path is not None, how)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -24,37 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonnxplain/v1/explain.proto\x12\x0connxplain.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"m\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x12\n\ncolor_mode\x18\x06 \x01(\t\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xbd\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05input\x18\x04 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12%\n\x07methods\x18\x07 \x03(\x0e\x32\x14.onnxplain.v1.Method\x12,\n\x0e\x64\x65\x66\x61ult_method\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\x12\x14\n\x0creload_error\x18( \x01(\t\"\xa9\x01\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12$\n\x06method\x18\x04 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\x0f\n\x07heatmap\x18\x06 \x01(\x08\x42\x07\n\x05input\"\xc2\x01\n\x0f\x45xplainResponse\x12&\n\x08saliency\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x0f\n\x07targets\x18\x03 \x03(\x03\x12\x13\n\x0bheatmap_png\x18\x04 \x01(\x0c\x12\x15\n\rtarget_labels\x18\x05 \x03(\t\x12$\n\x06method\x18\x06 \x01(\x0e\x32\x14.onnxplain.v1.Method\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.onnxplain.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.onnxplain.v1.ModelInfo*\xc0\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0b\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x0c\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\r\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\x10*]\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x12\n\x0eMETHOD_VANILLA\x10\x01\x12\x14\n\x10METHOD_DECONVNET\x10\x02\x12\x11\n\rMETHOD_GUIDED\x10\x03\x32\xf4\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.onnxplain.v1.GetModelRequest\x1a\x1e.onnxplain.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonnxplain/v1/explain.proto\x12\x0connxplain.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"u\n\x08\x42\x61seline\x12\x0f\n\x05zeros\x18\x01 \x01(\x08H\x00\x12\x12\n\x08\x63onstant\x18\x02 \x01(\x02H\x00\x12\x14\n\nblur_sigma\x18\x03 \x01(\x02H\x00\x12&\n\x06tensor\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x42\x06\n\x04kind\"j\n\x0fMethodParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\"\x84\x01\n\nMethodInfo\x12$\n\x06method\x18\x01 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x31\n\nparameters\x18\x04 \x03(\x0b\x32\x1d.onnxplain.v1.MethodParameter\"m\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x12\n\ncolor_mode\x18\x06 \x01(\t\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.onnxplain.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xfb\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x05input\x18\x04 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.TensorSpec\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12%\n\x07methods\x18\x07 \x03(\x0e\x32\x14.onnxplain.v1.Method\x12,\n\x0e\x64\x65\x66\x61ult_method\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\x12-\n\x0bmethod_info\x18\n \x03(\x0b\x32\x18.onnxplain.v1.MethodInfo\x12\x15\n\rdefault_layer\x18\x0b \x01(\t\x12\x14\n\x0creload_error\x18( \x01(\t\x12*\n\x06sanity\x18\x19 \x03(\x0b\x32\x1a.onnxplain.v1.SanityResult\x12\x15\n\rsanity_metric\x18\x1a \x01(\t\x12\x1d\n\x15sanity_max_similarity\x18\x1b \x01(\x01\x12\x14\n\x0csanity_score\x18\x1c \x01(\t\"\x87\x01\n\x0cSanityResult\x12$\n\x06method\x18\x01 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x14\n\x0cspearman_abs\x18\x03 \x01(\x01\x12\x10\n\x08spearman\x18\x04 \x01(\x01\x12\x0c\n\x04ssim\x18\x05 \x01(\x01\x12\x0b\n\x03hog\x18\x06 \x01(\x01\"\x90\x06\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12$\n\x06method\x18\x04 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\x0f\n\x07heatmap\x18\x06 \x01(\x08\x12\r\n\x05layer\x18\x07 \x01(\t\x12\x12\n\x05steps\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\x0bintegration\x18\t \x01(\x0e\x32\x19.onnxplain.v1.Integration\x12\x14\n\x07samples\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05sigma\x18\x0b \x01(\x02H\x03\x88\x01\x01\x12(\n\x08\x62\x61seline\x18\x0c \x01(\x0b\x32\x16.onnxplain.v1.Baseline\x12\x11\n\x04seed\x18\r \x01(\x04H\x04\x88\x01\x01\x12)\n\tcam_style\x18\x0e \x01(\x0e\x32\x16.onnxplain.v1.CamStyle\x12&\n\x08gradient\x18\x0f \x01(\x0e\x32\x14.onnxplain.v1.Method\x12#\n\x05noise\x18\x10 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12/\n\x0cheatmap_sign\x18\x14 \x01(\x0e\x32\x19.onnxplain.v1.HeatmapSign\x12\x1c\n\x0fheatmap_opacity\x18\x15 \x01(\x02H\x05\x88\x01\x01\x12\x18\n\x10heatmap_colormap\x18\x16 \x01(\t\x12\x1f\n\x12heatmap_percentile\x18\x17 \x01(\x02H\x06\x88\x01\x01\x12\x1c\n\x0fheatmap_overlay\x18\x18 \x01(\x08H\x07\x88\x01\x01\x12\r\n\x05top_k\x18\x19 \x01(\r\x12\x14\n\x0ctarget_names\x18\x1a \x03(\tB\x07\n\x05inputB\x08\n\x06_stepsB\n\n\x08_samplesB\x08\n\x06_sigmaB\x07\n\x05_seedB\x12\n\x10_heatmap_opacityB\x15\n\x13_heatmap_percentileB\x12\n\x10_heatmap_overlay\"\xe3\x02\n\x0f\x45xplainResponse\x12&\n\x08saliency\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x0f\n\x07targets\x18\x03 \x03(\x03\x12\x13\n\x0bheatmap_png\x18\x04 \x01(\x0c\x12\x15\n\rtarget_labels\x18\x05 \x03(\t\x12$\n\x06method\x18\x06 \x01(\x0e\x32\x14.onnxplain.v1.Method\x12\x18\n\x10\x63ompleteness_gap\x18\x07 \x03(\x02\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x00\x88\x01\x01\x12\r\n\x05layer\x18\t \x01(\t\x12\x14\n\x0cheatmaps_png\x18\x14 \x03(\x0c\x12\x0f\n\x07samples\x18\x15 \x03(\x03\x12\x15\n\rtarget_scores\x18\x16 \x03(\x02\x12\x1c\n\x14target_probabilities\x18\x17 \x03(\x02\x42\x07\n\x05_seed\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.onnxplain.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.onnxplain.v1.ModelInfo*\xc0\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x07\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0b\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x0c\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\r\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\x10*\xe1\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x12\n\x0eMETHOD_VANILLA\x10\x01\x12\x14\n\x10METHOD_DECONVNET\x10\x02\x12\x11\n\rMETHOD_GUIDED\x10\x03\x12\x12\n\x0eMETHOD_GRADCAM\x10\x04\x12\x19\n\x15METHOD_GUIDED_GRADCAM\x10\x05\x12\x1b\n\x17METHOD_INPUT_X_GRADIENT\x10\x06\x12\x15\n\x11METHOD_SMOOTHGRAD\x10\x07\x12\x1f\n\x1bMETHOD_INTEGRATED_GRADIENTS\x10\x08*\xca\x01\n\x0bIntegration\x12\x1b\n\x17INTEGRATION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINTEGRATION_GAUSS_LEGENDRE\x10\x01\x12!\n\x1dINTEGRATION_RIEMANN_TRAPEZOID\x10\x02\x12\x1c\n\x18INTEGRATION_RIEMANN_LEFT\x10\x03\x12\x1d\n\x19INTEGRATION_RIEMANN_RIGHT\x10\x04\x12\x1e\n\x1aINTEGRATION_RIEMANN_MIDDLE\x10\x05*[\n\x08\x43\x61mStyle\x12\x19\n\x15\x43\x41M_STYLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41M_STYLE_CAPTUM\x10\x01\x12\x1e\n\x1a\x43\x41M_STYLE_PYTORCH_GRAD_CAM\x10\x02*\x92\x01\n\x0bHeatmapSign\x12\x1c\n\x18HEATMAP_SIGN_UNSPECIFIED\x10\x00\x12\x14\n\x10HEATMAP_SIGN_ALL\x10\x01\x12\x19\n\x15HEATMAP_SIGN_POSITIVE\x10\x02\x12\x19\n\x15HEATMAP_SIGN_NEGATIVE\x10\x03\x12\x19\n\x15HEATMAP_SIGN_ABSOLUTE\x10\x04\x32\xf4\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.onnxplain.v1.GetModelRequest\x1a\x1e.onnxplain.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onnxplain.v1.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=1182
-  _globals['_DATATYPE']._serialized_end=1502
-  _globals['_METHOD']._serialized_start=1504
-  _globals['_METHOD']._serialized_end=1597
+  _globals['_DATATYPE']._serialized_start=2648
+  _globals['_DATATYPE']._serialized_end=2968
+  _globals['_METHOD']._serialized_start=2971
+  _globals['_METHOD']._serialized_end=3196
+  _globals['_INTEGRATION']._serialized_start=3199
+  _globals['_INTEGRATION']._serialized_end=3401
+  _globals['_CAMSTYLE']._serialized_start=3403
+  _globals['_CAMSTYLE']._serialized_end=3494
+  _globals['_HEATMAPSIGN']._serialized_start=3497
+  _globals['_HEATMAPSIGN']._serialized_end=3643
   _globals['_TENSOR']._serialized_start=44
   _globals['_TENSOR']._serialized_end=120
-  _globals['_PREPROCESSING']._serialized_start=122
-  _globals['_PREPROCESSING']._serialized_end=231
-  _globals['_TENSORSPEC']._serialized_start=233
-  _globals['_TENSORSPEC']._serialized_end=313
-  _globals['_MODELINFO']._serialized_start=316
-  _globals['_MODELINFO']._serialized_end=633
-  _globals['_EXPLAINREQUEST']._serialized_start=636
-  _globals['_EXPLAINREQUEST']._serialized_end=805
-  _globals['_EXPLAINRESPONSE']._serialized_start=808
-  _globals['_EXPLAINRESPONSE']._serialized_end=1002
-  _globals['_LISTMODELSREQUEST']._serialized_start=1004
-  _globals['_LISTMODELSREQUEST']._serialized_end=1023
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1025
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1086
-  _globals['_GETMODELREQUEST']._serialized_start=1088
-  _globals['_GETMODELREQUEST']._serialized_end=1119
-  _globals['_GETMODELRESPONSE']._serialized_start=1121
-  _globals['_GETMODELRESPONSE']._serialized_end=1179
-  _globals['_EXPLAINSERVICE']._serialized_start=1600
-  _globals['_EXPLAINSERVICE']._serialized_end=1844
+  _globals['_BASELINE']._serialized_start=122
+  _globals['_BASELINE']._serialized_end=239
+  _globals['_METHODPARAMETER']._serialized_start=241
+  _globals['_METHODPARAMETER']._serialized_end=347
+  _globals['_METHODINFO']._serialized_start=350
+  _globals['_METHODINFO']._serialized_end=482
+  _globals['_PREPROCESSING']._serialized_start=484
+  _globals['_PREPROCESSING']._serialized_end=593
+  _globals['_TENSORSPEC']._serialized_start=595
+  _globals['_TENSORSPEC']._serialized_end=675
+  _globals['_MODELINFO']._serialized_start=678
+  _globals['_MODELINFO']._serialized_end=1185
+  _globals['_SANITYRESULT']._serialized_start=1188
+  _globals['_SANITYRESULT']._serialized_end=1323
+  _globals['_EXPLAINREQUEST']._serialized_start=1326
+  _globals['_EXPLAINREQUEST']._serialized_end=2110
+  _globals['_EXPLAINRESPONSE']._serialized_start=2113
+  _globals['_EXPLAINRESPONSE']._serialized_end=2468
+  _globals['_LISTMODELSREQUEST']._serialized_start=2470
+  _globals['_LISTMODELSREQUEST']._serialized_end=2489
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2491
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2552
+  _globals['_GETMODELREQUEST']._serialized_start=2554
+  _globals['_GETMODELREQUEST']._serialized_end=2585
+  _globals['_GETMODELRESPONSE']._serialized_start=2587
+  _globals['_GETMODELRESPONSE']._serialized_end=2645
+  _globals['_EXPLAINSERVICE']._serialized_start=3646
+  _globals['_EXPLAINSERVICE']._serialized_end=3890
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,180 @@
+"""The page's JSON endpoints as plain functions: parameters in, core called, a dict out.
+
+Nothing here knows about HTTP either: errors are the core's own (`server.errors`), and
+`httpd` maps them to status codes in one place, as `app.STATUS_OF` does for gRPC. Every
+number and picture comes from the core (`Explainer`) and the shared renderer
+(`onnxplain.render`); this module only picks what the page shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
+from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap, scale_map, to_2d
+from onnxplain.render import png_bytes as render_png
+from onnxplain.sanity import SanityReport, summarise
+
+from ..errors import InvalidInput
+from ..explainer import ExplainCall, Explainer, Explanation
+from ..repository import FailedModel
+from ..targets import MAX_TOP_K, row_stats
+
+# Classes explained (top mode) and listed when the request does not say.
+DEFAULT_TOP = 3
+# Colour bars are drawn from the colormap itself, this many steps wide.
+_BAR_STEPS = 256
+
+
+def list_models(core: Explainer) -> dict[str, Any]:
+    """What the page's pickers need: names, whether they load, methods, labels, signs."""
+    models = []
+    for name in core.repository.names():
+        entry = core.repository.entry(name)
+        if isinstance(entry, FailedModel):
+            models.append({"name": name, "available": False, "error": entry.error})
+            continue
+        config = entry.config
+        models.append(
+            {
+                "name": name,
+                "available": True,
+                "takes_images": config.preprocessing is not None,
+                "input": str(entry.input),
+                "output": str(entry.output),
+                "classes": entry.output.classes,
+                "labels": list(config.labels),
+                # As ListModels: every registered method, each with its own defaults here.
+                "methods": list(ALL_METHODS),
+                "method_summaries": {m: REGISTRY[m].summary for m in ALL_METHODS},
+                "default_method": config.default_method,
+                "sanity": None if entry.sanity is None else _sanity(entry.sanity),
+            }
+        )
+    return {"models": models, "signs": list(SIGNS), "max_top": MAX_TOP_K}
+
+
+def _sanity(report: SanityReport) -> dict[str, Any]:
+    """The stored sanity check (Adebayo et al.), one verdict and score per method, so that the
+    page can warn before a user trusts a method whose maps ignore the weights."""
+    return {
+        "metric": report.metric,
+        "max_similarity": report.max_similarity,
+        "score": report.score,
+        "methods": {
+            r.method: {"passed": r.passed, **summarise(r.steps, report.score)}
+            for r in report.methods
+        },
+    }
+
+
+def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[str, Any]:
+    """Explain one uploaded image: the chosen class, or the `top` best classes, one map each,
+    and the model's `top` best classes with their scores and probabilities."""
+    model = params.get("model", "")
+    if not model:
+        raise InvalidInput("no model given; pick one of the models the page lists")
+    if not image:
+        raise InvalidInput("the upload is empty; choose a PNG or JPEG image")
+    target = _number(params, "target", int, "the target class")
+    top = _number(params, "top", int, "the number of top classes")
+    if top is None:
+        classes = core.repository.get(model).output.classes
+        top = min(DEFAULT_TOP, classes or DEFAULT_TOP)
+    if not 1 <= top <= MAX_TOP_K:
+        raise InvalidInput(f"top must be between 1 and {MAX_TOP_K}; got {top}")
+    options = heatmap_options(params)
+    result = core.explain(
+        ExplainCall(
+            model=model,
+            input=image,
+            method=params.get("method") or None,
+            targets=() if target is None else (target,),
+            top_k=top if target is None else 0,
+            heatmap=True,
+            heatmap_options=options,
+        )
+    )
+    loaded = core.repository.get(model)
+    pre = loaded.config.preprocessing
+    layout = pre.layout if pre is not None else "NCHW"
+    labels = loaded.config.labels
+    flat = result.scores.reshape(result.scores.shape[0], -1)
+    best = np.argsort(-flat[0], kind="stable")[:top]
+    scores, probabilities = row_stats(flat, np.zeros(len(best), np.int64), best)
+    return {
+        "method": result.method,
+        "explained": [_row(result, i, labels, layout, options) for i in range(len(result.targets))],
+        "top": [
+            _class(int(c), labels, float(s), float(p))
+            for c, s, p in zip(best, scores, probabilities)
+        ],
+        "colour_bar_png": _data_url(colour_bar(options)),
+    }
+
+
+def heatmap_options(params: Mapping[str, str]) -> HeatmapOptions:
+    """The renderer's options from the page's controls; its own checks say what is wrong."""
+    opacity = _number(params, "opacity", float, "opacity")
+    try:
+        return HeatmapOptions(
+            sign=params.get("sign") or "all",  # type: ignore[arg-type]  # checked by HeatmapOptions
+            opacity=0.5 if opacity is None else opacity,
+            colormap=params.get("colormap") or None,
+            percentile=_number(params, "percentile", float, "the clipping percentile"),
+        )
+    except ValueError as exc:
+        raise InvalidInput(f"heatmap: {exc}") from None
+
+
+def colour_bar(options: HeatmapOptions) -> bytes:
+    """The colormap from its low end to its high end, as the heatmaps use it: a strip of
+    the renderer's own output for a ramp that spans the sign's whole range."""
+    ramp = np.linspace(-1.0 if options.sign == "all" else 0.0, 1.0, _BAR_STEPS)
+    if options.sign == "negative":  # drawn by strength: 0 at the left, most negative right
+        ramp = -ramp
+    plain = dataclasses.replace(options, percentile=None, overlay=False)
+    return render_png(render_heatmap(ramp[None, :], plain))
+
+
+def _row(
+    result: Explanation, row: int, labels: tuple[str, ...], layout: str, options: HeatmapOptions
+) -> dict[str, Any]:
+    """One explained class: its map over the image, and the saliency at the bar's two ends."""
+    scaled = scale_map(to_2d(result.saliency[row], layout), options.sign, options.percentile)
+    low, high = colour_range(scaled)
+    target = int(result.targets[row])
+    return {
+        **_class(
+            target, labels, float(result.target_scores[row]), float(result.probabilities[row])
+        ),
+        "overlay_png": _data_url(result.heatmaps_png[row]),
+        "range": [low, high],
+    }
+
+
+def _class(index: int, labels: tuple[str, ...], score: float, probability: float) -> dict[str, Any]:
+    label = labels[index] if index < len(labels) else str(index)
+    return {"index": index, "label": label, "score": score, "probability": probability}
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _number(params: Mapping[str, str], key: str, kind: type[Any], what: str) -> Any:
+    value = params.get(key, "").strip()
+    if not value:
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise InvalidInput(f"{what} must be {noun}; got {value!r}") from None
+    if kind is float and not np.isfinite(number):
+        raise InvalidInput(f"{what} must be a finite number; got {value!r}")
+    return number
