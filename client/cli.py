@@ -26,7 +26,13 @@ from onnxplain.render import (
 from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, Retry, ServiceError
-from .method_options import METHOD_NAMES, add_method_options, method_options, method_report
+from .method_options import (
+    METHOD_NAMES,
+    add_method_options,
+    method_options,
+    method_report,
+    methods_lines,
+)
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -206,4 +212,6 @@ def run_models(args: argparse.Namespace) -> int:
             f"{m.name}\tinput {list(m.input_shape)} ({kind})\toutput {list(m.output_shape)}"
             f"\t{len(m.labels)} labels\tdefault {m.default_method}"
         )
+        for line in methods_lines(m.methods, m.default_layer):
+            print(line)
     return 0
