@@ -12,10 +12,7 @@ import numpy as np
 from onnxplain.render import (
     SIGNS,
     HeatmapOptions,
-    Panel,
     as_image,
-    figure,
-    figure_png,
     guess_layout,
     png_bytes,
     render_heatmap,
@@ -192,7 +189,11 @@ def draw_row(
     map2d = to_2d(result.saliency[row], layout)
     if plain:
         return png_bytes(render_heatmap(map2d, options, image, min_side=MIN_SIDE))
-    title = f"{result.method}: {result.describe(row).split('  ', 1)[1]}"
+    from onnxplain.render import Panel, figure, figure_png  # matplotlib's axes: only here
+
+    # "sample 0  class 3 (star)  score 8.87  p 1.000" as two lines that fit one panel.
+    what, _, numbers = result.describe(row).partition("  score ")
+    title = f"{result.method}: {what.split('  ', 1)[1]}" + (f"\nscore {numbers}" if numbers else "")
     return figure_png(figure([[Panel(title, map2d, image)]], options))
 
 
@@ -211,7 +212,16 @@ def run_models(args: argparse.Namespace) -> int:
         print(
             f"{m.name}\tinput {list(m.input_shape)} ({kind})\toutput {list(m.output_shape)}"
             f"\t{len(m.labels)} labels\tdefault {m.default_method}"
+            + _sanity_column(m.sanity)
+            + (f"\tnewer files failed to load: {m.reload_error}" if m.reload_error else "")
         )
         for line in methods_lines(m.methods, m.default_layer):
             print(line)
     return 0
+
+
+def _sanity_column(results: tuple[tuple[str, bool], ...]) -> str:
+    # An operator reads which methods failed the model's sanity check before trusting them.
+    if not results:
+        return ""
+    return "\tsanity: " + ", ".join(f"{m} {'pass' if ok else 'FAIL'}" for m, ok in results)

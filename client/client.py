@@ -127,6 +127,10 @@ class ModelSummary:
     layout: str = "NCHW"  # of the input, from the preprocessing config; NCHW when unknown
     mean: tuple[float, ...] = (0.0,)  # the preprocessing's normalisation, to undo it
     std: tuple[float, ...] = (1.0,)
+    # Set when newer files for the model failed to load: the version described still serves.
+    reload_error: str = ""
+    # The server's stored sanity check (`onnxplain sanity --write`): (method, passed) pairs.
+    sanity: tuple[tuple[str, bool], ...] = ()
 
 
 class Client:
@@ -446,4 +450,6 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         layout=info.preprocessing.layout or "NCHW",
         mean=tuple(info.preprocessing.mean) or (0.0,),
         std=tuple(info.preprocessing.std) or (1.0,),
+        reload_error=info.reload_error,
+        sanity=tuple((_METHOD_NAMES.get(r.method, str(r.method)), r.passed) for r in info.sanity),
     )

@@ -44,10 +44,12 @@ def onnxplain(blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 NO_GRPC = "grpc,grpc_health,grpc_reflection"
 HALF_GRPC = "grpc_reflection"  # grpcio and health checking, no reflection
+# A bare `pip install onnxplain`: none of the extras' modules.
+BARE = "grpc,grpc_health,grpc_reflection,PIL,matplotlib,prometheus_client,scipy,skimage"
 
 
-@pytest.mark.parametrize("blocked", [NO_GRPC, HALF_GRPC])
-def test_convert_and_check_need_no_grpc(blocked: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocked", [BARE, HALF_GRPC])
+def test_convert_and_check_need_no_extra(blocked: str, tmp_path: Path) -> None:
     out = tmp_path / "explain.onnx"
     done = onnxplain(blocked, "convert", str(DEMO_MODEL), "-o", str(out))
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,8 @@
   image's HOME, TMPDIR and XDG_CACHE_HOME point.
 - The container's args really serve: `onnxplain serve` runs with them (mount paths mapped to
   temp folders, ports to free ones), a kubelet-style plaintext probe gets SERVING, a TLS client
-  with a token gets an explanation, and under strace the server writes nothing outside /tmp.
+  with a token gets an explanation, Prometheus can scrape the call's count, and under strace
+  the server writes nothing outside /tmp.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,11 @@ def test_probes_are_native_grpc_on_the_health_port(name: str) -> None:
     c = container(load(name))
     opts = options(c)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": int(opts["--port"]), "health": int(opts["--health-port"])}
+    assert ports == {
+        "grpc": int(opts["--port"]),
+        "health": int(opts["--health-port"]),
+        "metrics": int(opts["--metrics-port"]),
+    }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == ports["health"], probe
         assert set(c[probe]) & {"httpGet", "tcpSocket", "exec"} == set(), probe
@@ -288,9 +294,9 @@ def test_the_container_args_serve_tls_tokens_and_a_plaintext_probe(tmp_path: Pat
                 return str(folder) + value[len(mount) :]
         return value
 
-    port, health_port = _free_port(), _free_port()
+    port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
     overrides = {"--host": "127.0.0.1", "--port": str(port), "--health-port": str(health_port),
-                 "--drain-delay": "0"}  # fmt: skip
+                 "--metrics-port": str(metrics_port), "--drain-delay": "0"}  # fmt: skip
     args = [f"{k}={overrides.get(k, mapped(v))}" for k, v in options(c).items()]
     env = {k: v for k, v in os.environ.items() if k not in ("HOME", "TMPDIR", "XDG_CACHE_HOME")}
     env.update({k: mapped(v) for k, v in dockerfile_env().items() if k != "PATH"})
@@ -321,6 +327,10 @@ def test_the_container_args_serve_tls_tokens_and_a_plaintext_probe(tmp_path: Pat
         ) as client:
             result = client.explain("digits", SAMPLES / "digit3.png", heatmap=True)
         assert result.heatmap_png and result.saliency.shape[-2:] == (8, 8)
+        # What Prometheus does: plain HTTP, no credentials; the call above is counted.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            scraped = r.read().decode()
+        assert 'model="digits"' in scraped
     finally:
         _terminate(proc, strace is not None)
     if not strace:

@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from onnxplain.client import Client, ServiceError
 from onnxplain.client.client import Retry
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
-from onnxplain.server.security import Security, SecurityConfigError
+from onnxplain.server import security as security_module
+from onnxplain.server.security import Security, SecurityConfigError, health_server
 
 from certs import Pair, make_ca, make_leaf
 from test_server_support import DEMO, SAMPLES
@@ -211,8 +212,14 @@ def test_token_file_lines_and_bad_settings(tmp_path: Path, pki: dict[str, Pair])
     assert Security.from_files(token_file=tokens).tokens == (b"alpha", b"beta")
     (tmp_path / "empty").write_text("\n \n")
     cert, key = pki["server"].write(tmp_path, "server")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    _, other_key = pki["client"].write(tmp_path, "client")
     cases = {
         "--tls-cert and --tls-key go together": {"tls_cert": cert},
+        "not a PEM file with a CERTIFICATE": {"tls_cert": garbage, "tls_key": key},
+        "not a PEM file with a PRIVATE KEY": {"tls_cert": cert, "tls_key": cert},
+        "is the key the certificate's": {"tls_cert": cert, "tls_key": other_key},
         "mutual TLS is TLS first": {"tls_client_ca": cert},
         "--token-file": {"token_file": tmp_path / "missing"},
         "is empty": {"token_file": tmp_path / "empty"},
@@ -279,3 +286,75 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- rotation without a restart ---------------------------------------------------------------
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write beside, then rename over: how files should be replaced (and how Kubernetes does)."""
+    fresh = path.with_suffix(".new")
+    fresh.write_bytes(data)
+    fresh.replace(path)
+
+
+@pytest.fixture
+def recheck_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security_module, "RECHECK_S", 0.0)
+
+
+@pytest.mark.usefixtures("recheck_now")
+def test_a_new_token_file_is_used_without_a_restart(core: Explainer, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    with serving(core, Security.from_files(token_file=tokens)) as address:
+        assert _models(address, token="old-token") == ["digits"]
+        _replace(tokens, b"new-token\n")
+        assert _models(address, token="new-token") == ["digits"]
+        assert _refused(address, token="old-token").code == grpc.StatusCode.UNAUTHENTICATED
+        # A broken replacement (empty) is logged and ignored: the last good list stays.
+        _replace(tokens, b"\n")
+        assert _models(address, token="new-token") == ["digits"]
+
+
+@pytest.mark.usefixtures("recheck_now")
+def test_a_renewed_certificate_is_used_without_a_restart(
+    core: Explainer, tmp_path: Path, pki: dict[str, Pair]
+) -> None:
+    cert, key = pki["server"].write(tmp_path, "server")
+    with serving(core, Security.from_files(cert, key)) as address:
+        assert _models(address, root_ca=pki["ca"].cert_pem) == ["digits"]
+        # Renewed by another CA, so that which certificate a handshake got is plain to see.
+        renewed = make_leaf(pki["other_ca"], "onnxplain server, renewed", server=True)
+        _replace(key, renewed.key_pem)
+        _replace(cert, renewed.cert_pem)
+        assert _models(address, root_ca=pki["other_ca"].cert_pem) == ["digits"]
+        assert _refused(address, root_ca=pki["ca"].cert_pem).code == grpc.StatusCode.UNAVAILABLE
+        # Half a renewal (a key that is not the certificate's) is refused; the last good pair
+        # keeps serving.
+        _replace(key, pki["client"].key_pem)
+        assert _models(address, root_ca=pki["other_ca"].cert_pem) == ["digits"]
+
+
+def test_the_plaintext_health_port_follows_the_drain(core: Explainer, pki: dict[str, Pair]) -> None:
+    """Probes read the main server's statuses: a draining pod leaves the Service at once."""
+    security = Security(cert_chain=pki["server"].cert_pem, private_key=pki["server"].key_pem)
+    service = build_server(core, "127.0.0.1", 0, Limits(1 << 20, 2), security)
+    port = _free_port()
+    probe_server = health_server(service.health, "127.0.0.1", port)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest()
+            assert stub.Check(check, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            service.health.enter_graceful_shutdown()
+            status = stub.Check(check, timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # It serves health alone: the Explain service is not reachable through it.
+            list_models = channel.unary_unary("/onnxplain.v1.ExplainService/ListModels")
+            with pytest.raises(grpc.RpcError) as raised:
+                list_models(b"", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        probe_server.stop(None)
+        service.server.stop(None).wait()
