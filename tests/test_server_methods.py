@@ -204,3 +204,16 @@ def test_explain_cli_passes_the_options(server: tuple[Service, Explainer], tmp_p
         {"steps": 6, "baseline": "constant:0.2"},
     )  # fmt: skip
     np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-6)
+
+
+def test_models_cli_lists_methods_and_the_default_layer(
+    server: tuple[Service, Explainer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onnxplain.cli import main
+
+    assert main(["models", "--server", f"127.0.0.1:{server[0].port}"]) == 0
+    out = capsys.readouterr().out
+    assert "  integrated_gradients (gradient=vanilla, steps=50," in out
+    assert "  vanilla\n" in out
+    layer = default_layer(onnx.load(DEMO / "model.onnx"), "input", "logits")
+    assert f"  Grad-CAM's default layer: {layer}" in out
