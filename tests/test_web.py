@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import matplotlib
 import numpy as np
 import pytest
+from onnxplain.graph_rewrite.methods import ALL_METHODS
 from onnxplain.server import Explainer, Repository, SessionFactory
 from onnxplain.server.security import RECHECK_S, Security
 from onnxplain.server.web import WebPage, start_web_page
@@ -140,6 +141,8 @@ def test_models_lists_loaded_and_failed_models(web: WebPage) -> None:
     assert not models["garbage"]["available"] and models["garbage"]["error"]
     assert not models["norule"]["available"] and "Sin" in models["norule"]["error"]
     assert listing["signs"] == ["all", "positive", "negative", "absolute"]
+    assert models["digits"]["methods"] == list(ALL_METHODS)  # as ListModels offers them
+    assert all(models["digits"]["method_summaries"][m] for m in ALL_METHODS)
     sanity = models["digits"]["sanity"]
     assert (sanity["metric"], sanity["max_similarity"], sanity["score"]) == (
         "spearman_abs",
@@ -213,6 +216,16 @@ def test_a_jpeg_of_another_size_and_mode_gets_its_map_at_its_own_size(web: WebPa
     assert status == 200, result
     overlay = _decode_data_url(result["explained"][0]["overlay_png"])
     assert overlay.size == (30, 20)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_the_newer_methods_draw_through_the_same_page(web: WebPage, method: str) -> None:
+    status, result = _post(web, f"model=digits&method={method}&top=2", DIGIT3)
+    assert status == 200, result
+    assert result["method"] == method and result["explained"][0]["index"] == 3
+    for row in result["explained"]:
+        assert _decode_data_url(row["overlay_png"]).size == (8, 8)
+        assert row["range"][1] > 0
 
 
 def test_a_chosen_target_is_explained_beside_the_top_classes(web: WebPage) -> None:
@@ -549,11 +562,12 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     assert "unavailable" in page.locator("#model option[value=garbage]").inner_text()
     # The stored sanity check warns before anyone trusts guided backprop on this model.
     methods = page.locator("#method option")
-    assert methods.all_inner_texts() == [
+    assert methods.all_inner_texts()[:3] == [
         "vanilla (sanity: pass)",
         "deconvnet",
         "guided (sanity: FAIL)",
     ]
+    assert "gradcam" in methods.all_inner_texts()  # every method the gRPC service offers
     expect(page.locator("#sanity")).to_contain_text("vanilla passed (0.40), guided failed (0.85)")
     page.set_input_files("#image", str(upload))
     page.select_option("#method", "vanilla")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from onnxplain.graph_rewrite import METHODS
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
 from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap, scale_map, to_2d
 from onnxplain.render import png_bytes as render_png
 from onnxplain.sanity import SanityReport, summarise
@@ -48,7 +48,9 @@ def list_models(core: Explainer) -> dict[str, Any]:
                 "output": str(entry.output),
                 "classes": entry.output.classes,
                 "labels": list(config.labels),
-                "methods": list(METHODS),
+                # As ListModels: every registered method, each with its own defaults here.
+                "methods": list(ALL_METHODS),
+                "method_summaries": {m: REGISTRY[m].summary for m in ALL_METHODS},
                 "default_method": config.default_method,
                 "sanity": None if entry.sanity is None else _sanity(entry.sanity),
             }

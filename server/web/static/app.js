@@ -32,7 +32,8 @@ function modelChosen() {
   }
   $("model-info").textContent = `input ${model.input}, output ${model.output}` +
     (model.takes_images ? "" : " (no image preprocessing configured: this model takes tensors only)");
-  $("method").append(...model.methods.map((m) => option(m, m + sanityNote(model.sanity, m))));
+  $("method").append(...model.methods.map((m) => Object.assign(
+    option(m, m + sanityNote(model.sanity, m)), { title: model.method_summaries[m] || "" })));
   $("sanity").textContent = sanityLine(model.sanity);
   $("method").value = model.default_method;
   const count = model.classes || model.labels.length;
