@@ -34,7 +34,10 @@ def _share_cpu_arena() -> None:
             info = ort.OrtMemoryInfo(
                 "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
             )
-            ort.create_and_register_allocator(info, None)
+            # Chunks grow by what is asked for (kSameAsRequested), not by doubling, which
+            # can leave half of a large chunk unused.
+            config = ort.OrtArenaCfg(0, 1, -1, -1)
+            ort.create_and_register_allocator(info, config)
             _shared_arena_ready = True
 
 
