@@ -12,10 +12,7 @@ import numpy as np
 from onnxplain.render import (
     SIGNS,
     HeatmapOptions,
-    Panel,
     as_image,
-    figure,
-    figure_png,
     guess_layout,
     png_bytes,
     render_heatmap,
@@ -26,6 +23,7 @@ from onnxplain.render import (
 from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, Retry, ServiceError
+from .method_options import METHOD_NAMES, add_method_options, method_options, method_report
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -38,7 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="ask a server for a saliency map")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", required=True, help="model name (see `onnxplain models`)")
-    p.add_argument("--method", choices=("vanilla", "deconvnet", "guided"), default=None)
+    p.add_argument("--method", choices=METHOD_NAMES, default=None)
+    add_method_options(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--target",
@@ -136,7 +135,12 @@ def run_explain(args: argparse.Namespace) -> int:
         )
         with _connect(args) as client:
             result = client.explain(
-                args.model, args.input, args.method, targets=args.target, top_k=args.top_k
+                args.model,
+                args.input,
+                args.method,
+                targets=args.target,
+                top_k=args.top_k,
+                **method_options(args),
             )
             summary = client.model(args.model) if as_png else None
         paths = row_paths(args.output, result.samples.tolist(), result.targets.tolist())
@@ -155,6 +159,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"  {result.describe(row)}{written}")
     if not as_png:
         print(f"saliency {list(result.saliency.shape)} written to {args.output}")
+    for line in method_report(result):
+        print(line)
     return 0
 
 
@@ -177,7 +183,11 @@ def draw_row(
     map2d = to_2d(result.saliency[row], layout)
     if plain:
         return png_bytes(render_heatmap(map2d, options, image, min_side=MIN_SIDE))
-    title = f"{result.method}: {result.describe(row).split('  ', 1)[1]}"
+    from onnxplain.render import Panel, figure, figure_png  # matplotlib's axes: only here
+
+    # "sample 0  class 3 (star)  score 8.87  p 1.000" as two lines that fit one panel.
+    what, _, numbers = result.describe(row).partition("  score ")
+    title = f"{result.method}: {what.split('  ', 1)[1]}" + (f"\nscore {numbers}" if numbers else "")
     return figure_png(figure([[Panel(title, map2d, image)]], options))
 
 
@@ -196,5 +206,14 @@ def run_models(args: argparse.Namespace) -> int:
         print(
             f"{m.name}\tinput {list(m.input_shape)} ({kind})\toutput {list(m.output_shape)}"
             f"\t{len(m.labels)} labels\tdefault {m.default_method}"
+            + _sanity_column(m.sanity)
+            + (f"\tnewer files failed to load: {m.reload_error}" if m.reload_error else "")
         )
     return 0
+
+
+def _sanity_column(results: tuple[tuple[str, bool], ...]) -> str:
+    # An operator reads which methods failed the model's sanity check before trusting them.
+    if not results:
+        return ""
+    return "\tsanity: " + ", ".join(f"{m} {'pass' if ok else 'FAIL'}" for m, ok in results)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,21 @@ _METHODS = {
     "vanilla": pb.METHOD_VANILLA,
     "deconvnet": pb.METHOD_DECONVNET,
     "guided": pb.METHOD_GUIDED,
+    "gradcam": pb.METHOD_GRADCAM,
+    "guided_gradcam": pb.METHOD_GUIDED_GRADCAM,
+    "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT,
+    "smoothgrad": pb.METHOD_SMOOTHGRAD,
+    "integrated_gradients": pb.METHOD_INTEGRATED_GRADIENTS,
 }
 _METHOD_NAMES = {wire: name for name, wire in _METHODS.items() if name}
+_INTEGRATIONS = {
+    "gausslegendre": pb.INTEGRATION_GAUSS_LEGENDRE,
+    "riemann_trapezoid": pb.INTEGRATION_RIEMANN_TRAPEZOID,
+    "riemann_left": pb.INTEGRATION_RIEMANN_LEFT,
+    "riemann_right": pb.INTEGRATION_RIEMANN_RIGHT,
+    "riemann_middle": pb.INTEGRATION_RIEMANN_MIDDLE,
+}
+_CAM_STYLES = {"captum": pb.CAM_STYLE_CAPTUM, "pytorch-grad-cam": pb.CAM_STYLE_PYTORCH_GRAD_CAM}
 _SIGNS = {
     "all": pb.HEATMAP_SIGN_ALL,
     "positive": pb.HEATMAP_SIGN_POSITIVE,
@@ -66,6 +79,9 @@ class Explanation:
     heatmaps_png: list[bytes] = field(default_factory=list)  # every row's, from the server
     image: bytes | None = None  # the encoded image that was sent, if one was
     tensor: np.ndarray | None = None  # the tensor that was sent, if one was
+    completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per row
+    seed: int | None = None  # SmoothGrad: the noise's seed, when the server drew it
+    layer: str = ""  # Grad-CAM: the layer used
 
     def label(self, row: int) -> str:
         return self.labels[row] if self.labels else str(int(self.targets[row]))
@@ -104,9 +120,17 @@ class ModelSummary:
     labels: tuple[str, ...]
     default_method: str
     takes_images: bool
+    # Each method the model serves → its parameters' names and defaults ("" where chosen
+    # per model or request).
+    methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    default_layer: str = ""  # Grad-CAM's layer when a request names none
     layout: str = "NCHW"  # of the input, from the preprocessing config; NCHW when unknown
     mean: tuple[float, ...] = (0.0,)  # the preprocessing's normalisation, to undo it
     std: tuple[float, ...] = (1.0,)
+    # Set when newer files for the model failed to load: the version described still serves.
+    reload_error: str = ""
+    # The server's stored sanity check (`onnxplain sanity --write`): (method, passed) pairs.
+    sanity: tuple[tuple[str, bool], ...] = ()
 
 
 class Client:
@@ -167,18 +191,26 @@ class Client:
         targets: int | str | Sequence[int | str] | None = None,
         heatmap: bool | HeatmapOptions = False,
         top_k: int | None = None,
+        **options: Any,
     ) -> Explanation:
         """Saliency of `targets` (default: each sample's top class) for an array or image.
 
         `data` is a preprocessed input array, a path to an .npy file or to a PNG/JPEG image,
-        or the bytes of an encoded image; `method` is vanilla, deconvnet or guided (None:
+        or the bytes of an encoded image; `method` is one of vanilla, deconvnet, guided,
+        gradcam, guided_gradcam, input_x_gradient, smoothgrad, integrated_gradients (None:
         the model's default). `targets` are class indices or class names (the model's
         labels), one per sample or one for all; `top_k` explains each sample's k best
         classes instead, in one call. `heatmap` (True, or the options) asks the server for
-        one heatmap PNG per row.
+        one heatmap PNG per row. `options` tune the newer methods (`model()` lists which
+        method takes which): layer, cam_style ("captum", "pytorch-grad-cam"), gradient
+        (vanilla, deconvnet, guided), steps, integration ("gausslegendre",
+        "riemann_trapezoid", ...), baseline ("zeros", a float, ("blur", sigma), or an
+        array), samples, sigma, seed, noise (an array [samples, *data shape]).
         """
         if method not in _METHODS:
-            raise ValueError(f"unknown method {method!r}; use vanilla, deconvnet or guided")
+            raise ValueError(
+                f"unknown method {method!r}; use one of {', '.join(_METHOD_NAMES.values())}"
+            )
         indices, names = _targets(targets)
         request = pb.ExplainRequest(
             model=model,
@@ -191,6 +223,7 @@ class Client:
         if isinstance(heatmap, HeatmapOptions):
             _set_heatmap_options(request, heatmap)
         _set_input(request, data)
+        _set_options(request, options)
         response = self._call(self._stub.Explain, request)
         return Explanation(
             saliency=to_array(response.saliency),
@@ -199,6 +232,13 @@ class Client:
             labels=list(response.target_labels),
             method=_METHOD_NAMES.get(response.method, ""),
             heatmap_png=response.heatmap_png or None,
+            completeness_gap=(
+                np.asarray(response.completeness_gap, np.float32)
+                if response.completeness_gap
+                else None
+            ),
+            seed=response.seed if response.HasField("seed") else None,
+            layer=response.layer,
             # A server from before top-k sends no samples: then row i is sample i.
             samples=np.asarray(response.samples or range(len(response.targets)), dtype=np.int64),
             target_scores=np.asarray(response.target_scores, dtype=np.float64),
@@ -325,6 +365,76 @@ def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes
         request.image = Path(data).read_bytes()
 
 
+def _set_options(request: pb.ExplainRequest, options: dict[str, Any]) -> None:
+    """The newer methods' keyword arguments into their request fields."""
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; use {', '.join(sorted(_OPTIONS))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if "layer" in given:
+        request.layer = str(given["layer"])
+    if "cam_style" in given:
+        _check_choice(_CAM_STYLES, given["cam_style"], "cam_style")
+        request.cam_style = _CAM_STYLES[given["cam_style"]]
+    if "gradient" in given:
+        if given["gradient"] not in ("vanilla", "deconvnet", "guided"):
+            raise ValueError(f"gradient {given['gradient']!r}: use vanilla, deconvnet or guided")
+        request.gradient = _METHODS[given["gradient"]]
+    if "integration" in given:
+        _check_choice(_INTEGRATIONS, given["integration"], "integration")
+        request.integration = _INTEGRATIONS[given["integration"]]
+    for name in ("steps", "samples", "seed"):
+        if name in given:
+            setattr(request, name, int(given[name]))
+    if "sigma" in given:
+        request.sigma = float(given["sigma"])
+    if "noise" in given:
+        request.noise.CopyFrom(to_tensor(np.asarray(given["noise"])))
+    if "baseline" in given:
+        _set_baseline(request.baseline, given["baseline"])
+
+
+_OPTIONS = {
+    "layer",
+    "cam_style",
+    "gradient",
+    "steps",
+    "integration",
+    "baseline",
+    "samples",
+    "sigma",
+    "seed",
+    "noise",
+}
+
+
+def _check_choice(table: Mapping[str, object], value: str, what: str) -> None:
+    if value not in table:
+        raise ValueError(f"{what} {value!r}: use one of {', '.join(table)}")
+
+
+def _set_baseline(baseline: pb.Baseline, value: object) -> None:
+    """ "zeros", a number (a constant), ("blur", sigma) or "blur:SIGMA", or an array."""
+    if isinstance(value, np.ndarray):
+        baseline.tensor.CopyFrom(to_tensor(value))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        baseline.constant = float(value)
+    elif value == "zeros":
+        baseline.zeros = True
+    elif isinstance(value, tuple) and len(value) == 2 and value[0] == "blur":
+        baseline.blur_sigma = float(value[1])
+    elif isinstance(value, str) and value.startswith(("blur:", "constant:")):
+        kind, _, number = value.partition(":")
+        if kind == "blur":
+            baseline.blur_sigma = float(number)
+        else:
+            baseline.constant = float(number)
+    else:
+        raise ValueError(
+            f"baseline {value!r}: use 'zeros', a number, ('blur', sigma), 'blur:SIGMA' or an array"
+        )
+
+
 def _summary(info: pb.ModelInfo) -> ModelSummary:
     return ModelSummary(
         name=info.name,
@@ -335,7 +445,11 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         labels=tuple(info.labels),
         default_method=_METHOD_NAMES.get(info.default_method, ""),
         takes_images=info.HasField("preprocessing"),
+        methods={m.name: {p.name: p.default_value for p in m.parameters} for m in info.method_info},
+        default_layer=info.default_layer,
         layout=info.preprocessing.layout or "NCHW",
         mean=tuple(info.preprocessing.mean) or (0.0,),
         std=tuple(info.preprocessing.std) or (1.0,),
+        reload_error=info.reload_error,
+        sanity=tuple((_METHOD_NAMES.get(r.method, str(r.method)), r.passed) for r in info.sanity),
     )

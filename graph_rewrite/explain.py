@@ -93,19 +93,14 @@ def _prepare(
     input_name: str | None,
     output_name: str | None,
     input_shapes: InputShapes | None,
-    spec: MethodSpec | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> _Prepared:
     opset = ai_onnx_opset(model)
     # Endpoints come from the model as exported: the opset converter may wrap an old
     # Softmax in Flatten/Reshape, and the logits should keep the exporter's name and shape.
     ends = resolve_endpoints(model, input_name, output_name)
-    graph_input = ends.input
     params = params or {}
-    if spec is not None and spec.prelude is not None:
-        # The prelude's forward reads a tensor it builds from the input: explain that one.
-        model, ends = spec.prelude(model, ends, params)
-    normalised = normalise(model, input_shapes, keep_inputs={graph_input})
+    normalised = normalise(model, input_shapes, keep_inputs={ends.input})
     # BatchNorm and per-channel affines after a conv go into its weights: the forward part
     # is then what a runtime would run anyway, and their backward costs nothing. A layer
     # the user names must stay, so the fold may not merge it away.
@@ -211,10 +206,8 @@ def check(
                 )
                 continue
             prepared = shared
-            if spec.prelude is not None or method_params.get("layer"):
-                prepared = _prepare(
-                    model, input_name, output_name, input_shapes, spec, method_params
-                )
+            if method_params.get("layer"):
+                prepared = _prepare(model, input_name, output_name, input_shapes, method_params)
             _differentiate(
                 prepared, spec, method_params, rectifiers, grad_name, saliency_name, target
             )
@@ -261,7 +254,7 @@ def build_explain_model(
             target=target,
             input_shapes=input_shapes,
         )
-    prepared = _prepare(model, input_name, output_name, input_shapes, spec, method_params)
+    prepared = _prepare(model, input_name, output_name, input_shapes, method_params)
     g, saliency = _differentiate(
         prepared, spec, method_params, rectifiers, grad_name, saliency_name, target
     )

@@ -9,7 +9,9 @@ Needs numpy, Pillow and matplotlib only (the `render` extra; `serve` includes it
     png = figure_png(comparison_figure(photo, [("guided", to_2d(s_guided[0])), ...]))
 """
 
-from .figure import Panel, comparison_figure, figure, figure_png
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .files import row_paths
 from .options import DEFAULT_COLORMAPS, DEFAULT_OPTIONS, SIGNS, HeatmapOptions, Sign
 from .overlay import (
@@ -22,6 +24,20 @@ from .overlay import (
     tensor_image,
 )
 from .scale import ScaledMap, colour_range, guess_layout, scale_map, to_2d
+
+if TYPE_CHECKING:
+    from .figures import Panel, comparison_figure, figure, figure_png
+
+# Figures need matplotlib's axes machinery (a second or more to import); the service draws
+# heatmaps without it, so the figure names load on first use.
+_FIGURE_NAMES = ("Panel", "comparison_figure", "figure", "figure_png")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIGURE_NAMES:
+        return getattr(importlib.import_module(".figures", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_COLORMAPS",

@@ -17,6 +17,9 @@ import numpy as np
 import onnx
 from onnxplain.graph_rewrite import ALL_METHODS, METHODS, Method, RewriteError
 
+# scipy and scikit-image (the [sanity] extra): missing, `onnxplain sanity` says what to install.
+from .cascade import reinit_draw
+from .check import run_sanity
 from .report import METRICS, SCORES, table
 
 if TYPE_CHECKING:
@@ -88,10 +91,6 @@ def run_sanity_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Imported here so that `onnxplain --help` works without the [sanity] and [serve] extras.
-    from .cascade import reinit_draw
-    from .check import run_sanity
-
     folder, model_path = _locate(args.model)
     if args.write and folder is None:
         raise UsageError("--write needs a model folder, not a bare .onnx file")

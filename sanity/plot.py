@@ -69,10 +69,10 @@ def plot_report(
                     ax.set_title(steps[depth], fontsize=6)
     verdicts = ", ".join(f"{m.method} {'pass' if m.passed else 'FAIL'}" for m in report.methods)
     fig.suptitle(
-        f"Cascading randomisation of {report.model or 'the model'}'s weights, from the logits "
+        f"{report.model or 'The model'}: weights randomised layer by layer from the logits "
         f"down ({report.inputs} inputs)\nverdict on the {report.score} {report.metric} ≤ "
         f"{report.max_similarity:g}: {verdicts}",
         fontsize=10,
     )
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)

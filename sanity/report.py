@@ -50,8 +50,12 @@ class SanityReport:
         return json.dumps(asdict(self), indent=1) + "\n"
 
     def write(self, folder: Path) -> Path:
+        # Written aside, then renamed: a server reloading the folder never reads half a
+        # report (its reload skips *.tmp files and sees the rename as the change).
         path = folder / REPORT_FILE
-        path.write_text(self.to_json())
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(self.to_json())
+        partial.replace(path)
         return path
 
 

@@ -15,6 +15,7 @@ colour bars, in saliency units, are what compare across panels.
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--sign", choices=SIGNS, default="all")
     parser.add_argument("--percentile", type=float, default=99.5, help="clip |map| here")
     parser.add_argument("--opacity", type=float, default=0.6)
+    parser.add_argument("--dpi", type=int, default=80, help="resolution of the PNG")
     args = parser.parse_args()
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -132,7 +134,10 @@ def main() -> None:
         rows.append(row)
     options = HeatmapOptions(sign=args.sign, opacity=args.opacity, percentile=args.percentile)
     fig = figure(rows, options)
-    fig.savefig(args.output, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=args.dpi)
+    # No alpha channel and Pillow's optimiser: a smaller PNG, pixel for pixel the same.
+    Image.open(buffer).convert("RGB").save(args.output, optimize=True)
     print(f"wrote {args.output}: {len(paths)} inputs x {', '.join(methods)} ({args.model})")
 
 

@@ -30,6 +30,7 @@ from .errors import (
     RequestTooLarge,
 )
 from .explainer import Explainer
+from .refusals import RefusalLog
 from .reload import Reloader, ReloadPending
 from .security import Security
 from .servicer import ExplainServicer
@@ -129,10 +130,14 @@ class ErrorMapping(grpc.ServerInterceptor):
     onnxplain services' calls behind the `gate` (health and reflection are not)."""
 
     def __init__(
-        self, known_model: Callable[[str], bool] = lambda _: False, gate: CallGate | None = None
+        self,
+        known_model: Callable[[str], bool] = lambda _: False,
+        gate: CallGate | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.known_model = known_model
         self.gate = gate or CallGate()
+        self.refusals = refusals or RefusalLog(log)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
@@ -147,6 +152,7 @@ class ErrorMapping(grpc.ServerInterceptor):
                 handler_call_details.method,
                 self.known_model,
                 self.gate if handler_call_details.method.startswith("/onnxplain.") else None,
+                self.refusals,
             ),
             request_deserializer=_tolerant(deserializer) if deserializer else None,
             response_serializer=handler.response_serializer,
@@ -165,6 +171,7 @@ def _guarded(
     method: str,
     known_model: Callable[[str], bool],
     gate: CallGate | None,
+    refusals: RefusalLog,
 ) -> Callable[[Any, Any], Any]:
     rpc = method.rsplit("/", 1)[-1]
 
@@ -189,8 +196,11 @@ def _guarded(
                 context.abort(code, "internal error; the server log has details")
             code = mapped
             if not isinstance(exc, ShuttingDown):
-                # One line per refused request, never a traceback: the fault is the client's.
-                log.info("%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc))
+                # One line per refused request (rate-limited), never a traceback: the fault
+                # is the client's.
+                refusals.refused(
+                    "%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc)
+                )
             context.abort(code, str(exc))
         finally:
             if entered and gate is not None:
@@ -213,10 +223,12 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
     """The model and saliency-method labels of one answered RPC, from a bounded set."""
     if isinstance(request, _Undecodable):
         return metrics.UNKNOWN, metrics.UNKNOWN
-    name = getattr(request, "model", None) or getattr(request, "name", None)
-    model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
-    if name is None:
+    field = next((f for f in ("model", "name") if hasattr(request, f)), None)
+    if field is None:
         model = ""  # an RPC about no model in particular (ListModels, health)
+    else:
+        name = getattr(request, field)
+        model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
     wire = getattr(response, "method", None)
     if wire is None:
         wire = getattr(request, "method", None)
@@ -242,6 +254,7 @@ class Service:
     health: health.HealthServicer
     port: int
     gate: CallGate = field(default_factory=CallGate)
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log))
     _cut_short: threading.Event = field(default_factory=threading.Event)
 
     def drain(self, delay_s: float, grace_s: float) -> None:
@@ -252,6 +265,7 @@ class Service:
         started = time.monotonic()
         self.gate.wait_idle(grace_s)
         self.server.stop(max(0.0, grace_s - (time.monotonic() - started))).wait()
+        self.refusals.flush()
 
     def stop_now(self) -> None:
         """Cancel in-flight calls and stop, cutting a running `drain` short."""
@@ -271,13 +285,13 @@ def build_server(
     admin service too when there is a `reloader`."""
     security = security or Security()  # plaintext, no token check
     workers = grpc_workers(core)
-    gate = CallGate()
+    gate, refusals = CallGate(), RefusalLog(log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain"),
         # The token check first: an unauthenticated call never reaches the error mapping.
         interceptors=[
             *security.interceptors(),
-            ErrorMapping(lambda name: name in core.repository.names(), gate),
+            ErrorMapping(lambda name: name in core.repository.names(), gate, refusals),
         ],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -311,7 +325,7 @@ def build_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Service(server, health_servicer, bound, gate)
+    return Service(server, health_servicer, bound, gate, refusals)
 
 
 def grpc_workers(core: Explainer) -> int:

@@ -70,7 +70,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST is --host)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics endpoint binds (default: --host)",
     )
     _add_security_args(p)
     p.set_defaults(func=run_serve)
@@ -111,26 +116,19 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, signals: Signals) -> int:
     if args.metrics_port is not None:
+        host = args.metrics_host or args.host
         try:
-            _, port = metrics.serve(args.host, args.metrics_port)
+            _, port = metrics.serve(host, args.metrics_port)
         except OSError as exc:
             print(f"onnxplain serve: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             return 2
-        log.info("metrics on http://%s:%d/metrics", args.host, port)
+        log.info("metrics on http://%s:%d/metrics", host, port)
     try:
         security = Security.from_files(
             args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file
         )
     except SecurityConfigError as exc:
         print(f"onnxplain serve: {exc}", file=sys.stderr)
-        return 2
-    if args.http is not None and (args.token_file or args.tls_client_ca):
-        # The web page has no login: it would be a way round the token or certificate check.
-        print(
-            "onnxplain serve: --http serves without authentication; it cannot be combined "
-            "with --token-file or --tls-client-ca",
-            file=sys.stderr,
-        )
         return 2
     try:
         sessions = SessionFactory(args.device, args.threads)
@@ -169,12 +167,15 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     web = None
     if args.http is not None:
         try:
-            web = start_web_page(core, args.host, args.http, limits.max_message_bytes)
-        except OSError as exc:
+            web = start_web_page(core, args.host, args.http, limits.max_message_bytes, security)
+        except (OSError, SecurityConfigError) as exc:
             service.server.stop(None)
-            print(f"onnxplain serve: web page: {exc} (is the port in use?)", file=sys.stderr)
+            if health_only is not None:
+                health_only.stop(None)
+            why = "" if isinstance(exc, SecurityConfigError) else " (is the port in use?)"
+            print(f"onnxplain serve: web page: {exc}{why}", file=sys.stderr)
             return 2
-        print(f"onnxplain serve: web page at http://{args.host}:{web.port}/", flush=True)
+        print(f"onnxplain serve: web page at {web.scheme}://{args.host}:{web.port}/", flush=True)
     serve_until_signal(service, signals, args.drain_delay, args.grace, reloader, args.poll)
     if health_only is not None:
         health_only.stop(None)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
-from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.graph_rewrite import Method
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
+from onnxplain.graph_rewrite.methods.integrated_gradients import GAP_OUTPUT
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
@@ -24,6 +26,7 @@ from PIL import Image
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
 from .errors import InvalidInput, RequestTooLarge
 from .imaging import decode, heatmap_pngs, preprocess
+from .method_params import GraphParams, MethodOptions, RunExtras, graph_params, run_extras
 from .repository import LoadedModel, Repository, Spec
 from .targets import explain_top_k, resolve_names, row_stats
 
@@ -38,6 +41,7 @@ class ExplainCall:
     heatmap_options: HeatmapOptions = DEFAULT_OPTIONS
     top_k: int = 0  # > 0: each sample's k best classes, one row each
     target_names: Sequence[str] = ()  # classes by label, instead of targets
+    options: MethodOptions = field(default_factory=MethodOptions)  # newer methods' parameters
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class Explanation:
     target_scores: np.ndarray  # each row's score at its target
     probabilities: np.ndarray  # softmax of the sample's scores at the target
     heatmaps_png: list[bytes]  # one per row when asked for
+    completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per row
+    seed: int | None = None  # SmoothGrad's noise seed, when drawn by the server
+    layer: str = ""  # Grad-CAM's layer
 
 
 class Explainer:
@@ -100,14 +107,26 @@ class Explainer:
         method = _method(call.method, model.config.default_method)
         image = self._image(model, call.input)
         x = self._input(model, image if image is not None else np.asarray(call.input))
+        params = graph_params(method, call.options)
+        extras = run_extras(method, params, call.options, x)
+        if call.top_k and extras.feeds:
+            raise InvalidInput(
+                f"top_k is not offered with {method}'s noise or given baseline; give targets"
+            )
+        layer = ""
+        if any(p.name == "layer" for p in REGISTRY[method].params):
+            layer = str(dict(params).get("layer") or model.default_layer() or "")
         given = list(call.targets)
         if call.target_names:
             given = resolve_names(call.target_names, model.config.labels, model.name)
+        gaps: list[np.ndarray] = []
 
         def run(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            scores, saliency, explained = self.queue(model).submit(
-                _batch_key(method, (), v), v, t, deadline, on_abandon
+            outputs = self.queue(model).submit(
+                _batch_key(method, params, v, extras), v, t, deadline, on_abandon
             )
+            scores, saliency, explained = outputs[:3]
+            gaps.extend(outputs[3:])
             explained = explained.astype(np.int64)
             _check_in_range(explained, scores)
             return scores, saliency, explained
@@ -142,6 +161,9 @@ class Explainer:
             target_scores=target_scores,
             probabilities=probabilities,
             heatmaps_png=pngs,
+            completeness_gap=gaps[0] if gaps else None,
+            seed=extras.seed,
+            layer=layer,
         )
 
     def queue(self, model: LoadedModel) -> ModelQueue:
@@ -178,9 +200,18 @@ def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
     return np.asarray(scores)
 
 
-def _batch_key(method: str, params: tuple[tuple[str, Hashable], ...], x: np.ndarray) -> Hashable:
+class _Feeds:
+    """A request's own extra feeds (SmoothGrad's noise, a given baseline): compared by
+    identity, so a request that has them never merges with another."""
+
+    def __init__(self, feeds: RunExtras) -> None:
+        self.feeds = dict(feeds.feeds)
+
+
+def _batch_key(method: str, params: GraphParams, x: np.ndarray, extras: RunExtras) -> Hashable:
     """Requests with equal keys run in one batch: same session, same sample shape."""
-    return (method, params, x.shape[1:], x.dtype.str)
+    own = _Feeds(extras) if extras.feeds else None
+    return (method, params, x.shape[1:], x.dtype.str, own)
 
 
 def _runner_for(model: LoadedModel) -> RunBatch:
@@ -190,12 +221,16 @@ def _runner_for(model: LoadedModel) -> RunBatch:
         key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
     ) -> list[np.ndarray]:
         assert isinstance(key, tuple)
-        method, params = key[0], key[1]
+        method, params, own = key[0], key[1], key[4]
         served = model.explain_session(method, params)
         feeds = {model.input.name: x, TARGETS_INPUT: targets}
+        if own is not None:
+            feeds.update(own.feeds)
         # A merged graph holds other methods too: compute only this one's outputs.
         options.only_execute_path_to_fetches = True
         names = [model.output.name, served.saliency, TARGETS_OUTPUT]
+        if method == "integrated_gradients":
+            names.append(GAP_OUTPUT)
         return [np.asarray(v) for v in served.session.run(names, feeds, options)]
 
     return run
@@ -217,12 +252,12 @@ def _check_in_range(explained: np.ndarray, scores: np.ndarray) -> None:
 
 
 def _method(given: str | None, default: Method) -> Method:
-    for method in METHODS:
+    for method in ALL_METHODS:
         if given == method:
             return method
     if given is None:
         return default
-    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(METHODS)}")
+    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(ALL_METHODS)}")
 
 
 def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:

@@ -7,7 +7,6 @@ import io
 import numpy as np
 from onnxplain.render import (
     HeatmapOptions,
-    enlarge,
     guess_layout,
     png_bytes,
     render_heatmap,
@@ -80,11 +79,3 @@ def heatmap_pngs(
             raise InvalidInput(f"no heatmap for this model: {exc}") from None
         pngs.append(png_bytes(render_heatmap(map2d, options, base)))
     return pngs
-
-
-def heatmap(saliency: np.ndarray, layout: str = "NCHW", scale: int = 1) -> Image.Image:
-    """|saliency| of one sample, scale x its size: kept for scripts/figure.py until it draws
-    with onnxplain.render's figures directly."""
-    map2d = np.abs(to_2d(saliency, layout))
-    image = render_heatmap(map2d, HeatmapOptions(sign="absolute", colormap="hot"))
-    return enlarge(image, image.width * scale)

@@ -12,6 +12,7 @@ method label is a method name or "unknown", a code label a gRPC status name.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -161,3 +162,11 @@ def observe_batch(model: str, method: str, size: int) -> None:
     """One session run over `size` samples (a dynamic batch may merge several requests)."""
     if _metrics is not None:
         _metrics.batch_size.labels(model, method).observe(size)
+
+
+def forget_model(model: str) -> None:
+    """Drop a removed model's queue-depth series, so that it does not linger at its last value."""
+    if _metrics is None:
+        return
+    with contextlib.suppress(KeyError):  # it never had one
+        _metrics.queue_depth.remove(model)

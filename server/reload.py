@@ -165,6 +165,7 @@ class Reloader:
     def _remove(self, name: str) -> Change:
         self.repository.replace(name, None)
         del self._loaded[name]
+        metrics.forget_model(name)
         log.info("model %s removed", name)
         return Change(name, Outcome.REMOVED)
 

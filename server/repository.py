@@ -32,12 +32,13 @@ from onnxplain.graph_rewrite import (
     default_input,
     default_output,
 )
+from onnxplain.graph_rewrite.explain import default_layer
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 
 from .combined import merge_explain_models
 from .config import ModelConfig, load_config
-from .errors import ConfigError, ModelNotFound, ModelUnavailable
+from .errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from .reasons import failure_reason
 from .runtime import DeviceUnavailable, SessionFactory, release_free_memory
 from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
@@ -81,6 +82,9 @@ SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
 FORWARD = "forward"
 # Served by one merged graph (combined.py): the parameterless gradient methods.
 MERGED_METHODS = frozenset(METHODS)
+# Sessions with graph-changing parameters kept per model.
+MAX_PARAMETERISED = 8
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,27 @@ class LoadedModel:
         self._failures: dict[SessionKey, str] = {}
         self._building: dict[SessionKey, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._layer: object = _UNKNOWN
+
+    @property
+    def lazy(self) -> LoadedModel:
+        """The sessions built on demand: this model itself (`built()`, `default_layer()`)."""
+        return self
+
+    def default_layer(self) -> str | None:
+        """Grad-CAM's default layer, looked up once; None where the model has none."""
+        with self._lock:
+            if self._layer is not _UNKNOWN:
+                return self._layer  # type: ignore[return-value]
+        try:
+            layer: str | None = default_layer(
+                onnx.load(str(self._path)), self.input.name, self.output.name
+            )
+        except RewriteError:
+            layer = None
+        with self._lock:
+            self._layer = layer
+        return layer
 
     @property
     def batchable(self) -> bool:
@@ -171,6 +196,8 @@ class LoadedModel:
                 else:
                     self.adopt(key, self._build(key))
             except RewriteError as exc:
+                if key[1]:  # a parameter the model cannot take (a layer it does not have)
+                    raise InvalidInput(f"method {key[0]!r} on this model: {exc}") from None
                 reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
                 with self._lock:
                     self._failures[key] = reason
@@ -179,7 +206,17 @@ class LoadedModel:
                 release_free_memory()  # the build's copies of the model, now freed
             log.info("model %s: session %s built", self.name, _describe(key))
             with self._lock:
-                return self._sessions[key]
+                served = self._sessions[key]
+                self._forget_oldest_parameterised()
+                return served
+
+    def _forget_oldest_parameterised(self) -> None:
+        """Keeps at most MAX_PARAMETERISED sessions with parameters (oldest built goes
+        first): a client cycling through sigmas or step counts rebuilds instead of growing
+        the server without bound. Holds _lock."""
+        keyed = [k for k in self._sessions if k[1]]
+        for key in keyed[: max(0, len(keyed) - MAX_PARAMETERISED)]:
+            del self._sessions[key]
 
     def _build_merged(self, key: SessionKey) -> None:
         """One session for `key`'s method and every gradient method already served."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.graph_rewrite import Method
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
 from onnxplain.render import HeatmapOptions, Sign
 from onnxplain.sanity import SanityReport, summarise
 
@@ -18,14 +19,28 @@ from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
 
 from .errors import InvalidInput
 from .explainer import ExplainCall, Explainer, Explanation
+from .method_params import MethodOptions, parameters
 from .repository import FailedModel, LoadedModel, Spec
 
 _METHOD_TO_WIRE: dict[Method, pb.Method] = {
     "vanilla": pb.METHOD_VANILLA,
     "deconvnet": pb.METHOD_DECONVNET,
     "guided": pb.METHOD_GUIDED,
+    "gradcam": pb.METHOD_GRADCAM,
+    "guided_gradcam": pb.METHOD_GUIDED_GRADCAM,
+    "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT,
+    "smoothgrad": pb.METHOD_SMOOTHGRAD,
+    "integrated_gradients": pb.METHOD_INTEGRATED_GRADIENTS,
 }
 _METHOD_FROM_WIRE = {wire: name for name, wire in _METHOD_TO_WIRE.items()}
+_INTEGRATIONS = {
+    pb.INTEGRATION_GAUSS_LEGENDRE: "gausslegendre",
+    pb.INTEGRATION_RIEMANN_TRAPEZOID: "riemann_trapezoid",
+    pb.INTEGRATION_RIEMANN_LEFT: "riemann_left",
+    pb.INTEGRATION_RIEMANN_RIGHT: "riemann_right",
+    pb.INTEGRATION_RIEMANN_MIDDLE: "riemann_middle",
+}
+_CAM_STYLES = {pb.CAM_STYLE_CAPTUM: "captum", pb.CAM_STYLE_PYTORCH_GRAD_CAM: "pytorch-grad-cam"}
 _SIGN_FROM_WIRE: dict[int, Sign] = {
     pb.HEATMAP_SIGN_UNSPECIFIED: "all",
     pb.HEATMAP_SIGN_ALL: "all",
@@ -71,6 +86,37 @@ def decode_call(request: pb.ExplainRequest) -> ExplainCall:
         heatmap_options=decode_heatmap_options(request),
         top_k=request.top_k,
         target_names=list(request.target_names),
+        options=decode_options(request),
+    )
+
+
+def decode_options(request: pb.ExplainRequest) -> MethodOptions:
+    """The newer methods' fields; unset ones stay None, so the method's defaults apply.
+    An enum number this server does not know passes through as text, for the core to refuse."""
+    baseline, baseline_tensor = None, None
+    kind = request.baseline.WhichOneof("kind") if request.HasField("baseline") else None
+    if kind == "zeros":
+        baseline = "zeros"
+    elif kind == "constant":
+        baseline = f"constant:{request.baseline.constant!r}"
+    elif kind == "blur_sigma":
+        baseline = f"blur:{request.baseline.blur_sigma!r}"
+    elif kind == "tensor":
+        baseline_tensor = to_array(request.baseline.tensor)
+    integration = request.integration
+    cam_style = request.cam_style
+    return MethodOptions(
+        layer=request.layer,
+        cam_style=_CAM_STYLES.get(cam_style, str(cam_style)) if cam_style else None,
+        gradient=decode_method(request.gradient),
+        steps=request.steps if request.HasField("steps") else None,
+        integration=_INTEGRATIONS.get(integration, str(integration)) if integration else None,
+        baseline=baseline,
+        baseline_tensor=baseline_tensor,
+        samples=request.samples if request.HasField("samples") else None,
+        sigma=request.sigma if request.HasField("sigma") else None,
+        seed=request.seed if request.HasField("seed") else None,
+        noise=to_array(request.noise) if request.HasField("noise") else None,
     )
 
 
@@ -106,6 +152,11 @@ def encode_explanation(result: Explanation) -> pb.ExplainResponse:
         heatmap_png=result.heatmap_png or b"",
         target_labels=result.labels,
         method=_METHOD_TO_WIRE[result.method],
+        completeness_gap=[]
+        if result.completeness_gap is None
+        else result.completeness_gap.tolist(),
+        seed=result.seed,
+        layer=result.layer,
         heatmaps_png=result.heatmaps_png,
         samples=result.samples.tolist(),
         target_scores=result.target_scores.tolist(),
@@ -125,8 +176,10 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
         input=encode_spec(entry.input),
         output=encode_spec(entry.output),
         labels=list(config.labels),
-        methods=[_METHOD_TO_WIRE[m] for m in METHODS],
+        methods=[_METHOD_TO_WIRE[m] for m in ALL_METHODS],
         default_method=_METHOD_TO_WIRE[config.default_method],
+        method_info=[encode_method(m) for m in ALL_METHODS],
+        default_layer=(entry.lazy.default_layer() or "") if entry.lazy else "",
     )
     pre = config.preprocessing
     if pre is not None:
@@ -159,3 +212,17 @@ def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
 def encode_spec(spec: Spec) -> pb.TensorSpec:
     shape = [-1 if d is None else d for d in spec.shape]
     return pb.TensorSpec(name=spec.name, dtype=dtype_code(spec.dtype), shape=shape)
+
+
+def encode_method(name: str) -> pb.MethodInfo:
+    return pb.MethodInfo(
+        method=_METHOD_TO_WIRE[name],
+        name=name,
+        summary=REGISTRY[name].summary,
+        parameters=[
+            pb.MethodParameter(
+                name=p, type=kind, default_value=default, description=text, choices=choices
+            )
+            for p, kind, default, text, choices in parameters(name)
+        ],
+    )

@@ -49,8 +49,15 @@ def top_k_rows(flat_scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
 def row_stats(
     flat_scores: np.ndarray, samples: np.ndarray, targets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's score and its probability (softmax over the sample's scores), float64."""
+    """Each row's score and its probability, float64.
+
+    The probability is the softmax of the sample's scores, unless the scores already are a
+    distribution (non-negative, each sample summing to 1: a config whose explained output
+    is a Softmax's), which a second softmax would flatten.
+    """
     scores = flat_scores.astype(np.float64)
+    if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return scores[samples, targets], scores[samples, targets]
     shifted = scores - scores.max(axis=1, keepdims=True)  # exp cannot overflow
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     return scores[samples, targets], probabilities[samples, targets]

@@ -27,6 +27,7 @@ from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, s
 from scipy import ndimage
 from torch import nn
 
+import runtimes
 from fd import session
 from nets import ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
 
@@ -243,3 +244,14 @@ def test_baked_batch_is_refused_clearly() -> None:
         build_smoothgrad_model(model)
     with pytest.raises(RewriteError, match="Integrated Gradients"):
         build_integrated_gradients_model(model)
+
+
+@pytest.mark.parametrize("runtime", runtimes.others())
+def test_blurred_baseline_and_noise_agree_across_runtimes(case: Case, runtime: str) -> None:
+    blur = build_integrated_gradients_model(case.model, 4, baseline=Baseline("blur", 1.5))
+    noisy = build_smoothgrad_model(case.model, "guided", 0.2)
+    z = smoothgrad_noise(tuple(case.image.shape), 3, seed=2)
+    for explain, feeds in ((blur, case.feeds()), (noisy, case.feeds(smoothgrad_noise=z))):
+        (want,) = runtimes.load(runtimes.REFERENCE, explain)(feeds, ["saliency"])
+        (got,) = runtimes.load(runtime, explain)(feeds, ["saliency"])
+        assert_close(got, want)

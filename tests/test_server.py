@@ -172,7 +172,7 @@ BAD_REQUESTS = {
         pb.ExplainRequest(model="digits", tensor=_tensor(np.repeat(GOOD, 2, 0)), targets=[1, 2, 3]),
         INVALID,
     ),
-    "unknown method": (pb.ExplainRequest(model="digits", tensor=_tensor(GOOD), method=7), INVALID),  # type: ignore[arg-type]
+    "unknown method": (pb.ExplainRequest(model="digits", tensor=_tensor(GOOD), method=42), INVALID),  # type: ignore[arg-type]
     "undecodable image": (pb.ExplainRequest(model="digits", image=b"\x89PNG not really"), INVALID),
     "GIF image": (pb.ExplainRequest(model="digits", image=_png("P", "GIF")), INVALID),
     "batch over the limit": (

@@ -4,13 +4,17 @@ line, never INTERNAL and never a traceback in the log."""
 
 from __future__ import annotations
 
+import logging
+import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from onnxplain.server.refusals import RefusalLog
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1.tensors import TensorError, to_array, to_tensor
@@ -81,6 +85,7 @@ def test_fuzzed_bodies_are_client_faults_with_one_log_line_each(tmp_path: Path) 
     bodies = _bodies()
     codes: dict[grpc.StatusCode, int] = {}
     with ServeProcess(make_repository(tmp_path), "--drain-delay", "0") as server:
+        started = time.monotonic()
         with grpc.insecure_channel(server.address) as channel:
             for path, body in bodies:
                 call = channel.unary_unary(path)  # raw bytes in and out: no serializers
@@ -99,17 +104,21 @@ def test_fuzzed_bodies_are_client_faults_with_one_log_line_each(tmp_path: Path) 
                 response_deserializer=pb.ExplainResponse.FromString,
             )(pb.ExplainRequest(model="digits", tensor=to_tensor(GOOD)), timeout=30)
             assert list(good.targets) == [3]
+        elapsed = time.monotonic() - started
         server.signal(signal.SIGTERM)
         assert server.wait(30) == 0
         log = server.log()
     # Most bodies do not decode at all; every one of those is INVALID_ARGUMENT.
     assert codes[grpc.StatusCode.INVALID_ARGUMENT] > len(bodies) // 2, codes
     assert "Traceback" not in log and "Exception deserializing" not in log
-    refused = [line for line in log.splitlines() if " from ipv" in line]
-    assert len(refused) == len(bodies) - codes.get(grpc.StatusCode.OK, 0)
-    # One short line each: the log grows by a bounded amount per bad body.
-    assert len(log.encode()) < 450 * len(bodies) + 4000, len(log.encode())
+    # One short line per refused body, up to 50 per 10 s window; the rest counted.
+    refused = len(bodies) - codes.get(grpc.StatusCode.OK, 0)
+    lines = [line for line in log.splitlines() if " from ipv" in line]
+    counted = sum(int(n) for n in re.findall(r"(\d+) more refused requests not logged", log))
+    windows = 1 + int(elapsed // 10) + 1  # the bodies may straddle a window's end
+    assert len(lines) + counted == refused and 50 <= len(lines) <= 50 * windows
     assert all(len(line) < 500 for line in log.splitlines())
+    assert len(log.encode()) < 500 * len(lines) + 4000, len(log.encode())
 
 
 @pytest.mark.parametrize("rank", [33, 65])
@@ -117,3 +126,29 @@ def test_too_many_dimensions_say_so(rank: int) -> None:
     tensor = pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[1] * rank, data=b"\0" * 4)
     with pytest.raises(TensorError, match=f"{rank} dimensions; at most 32"):
         to_array(tensor)
+
+
+def test_refusal_log_keeps_a_burst_per_window_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    refusals = RefusalLog(logging.getLogger("refusals-test"), 3, 10.0, lambda: now[0])
+    with caplog.at_level(logging.INFO, "refusals-test"):
+        for i in range(5):
+            refusals.refused("refused %d", i)
+        now[0] = 10.5  # the next window: the count of the first, then a fresh burst
+        refusals.refused("refused %d", 5)
+        for i in range(6, 9):
+            refusals.refused("refused %d", i)
+        refusals.flush()
+        refusals.flush()  # nothing more to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0",
+        "refused 1",
+        "refused 2",
+        "2 more refused requests not logged (over 3 lines in 10 s)",
+        "refused 5",
+        "refused 6",
+        "refused 7",
+        "1 more refused requests not logged (over 3 lines in 10 s)",
+    ]

@@ -131,6 +131,14 @@ def test_models_loaded_failed_and_reload_outcomes(running: Running, tmp_path: Pa
     assert value(samples, "onnxplain_model_loads_total", outcome="kept_previous") == (
         before_kept + 1
     )
+    # A removed model's queue-depth series goes with it.
+    metrics.observe_queue_depth("second", 2)
+    assert ("onnxplain_queue_depth", (("model", "second"),)) in scrape(running.metrics_port)
+    shutil.rmtree(root / "second")
+    running.admin.ReloadModels(admin_pb2.ReloadModelsRequest(), timeout=60)
+    samples = scrape(running.metrics_port)
+    assert ("onnxplain_queue_depth", (("model", "second"),)) not in samples
+    assert value(samples, "onnxplain_models", state="loaded") == 1
 
 
 def test_queue_depth_and_batch_size_hooks(running: Running) -> None:
@@ -153,7 +161,8 @@ def test_queue_depth_and_batch_size_hooks(running: Running) -> None:
 
 def test_metrics_port_flag_serves_them(tmp_path: Path) -> None:
     shutil.copytree(DEMO, tmp_path / "models" / "digits")
-    with ServeProcess(tmp_path / "models", "--metrics-port", "0", "--drain-delay", "0") as server:
+    flags = ("--metrics-port", "0", "--metrics-host", "127.0.0.1", "--drain-delay", "0")
+    with ServeProcess(tmp_path / "models", *flags) as server:
         found: list[int] = []
 
         def port_logged() -> bool:

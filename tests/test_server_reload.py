@@ -17,6 +17,7 @@ from onnxplain.server import Explainer, Limits, Repository, SessionFactory, buil
 from onnxplain.server import reload as reload_module
 from onnxplain.server.reload import Reloader, snapshot
 
+from onnxplain.cli import main
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc
 from onnxplain.v1 import explain_pb2 as pb
 
@@ -84,7 +85,7 @@ def replace_by_rename(source: Path, target: Path) -> None:
 
 
 def test_reload_adds_updates_keeps_previous_fails_and_removes(
-    running: Running, root: Path, tmp_path: Path
+    running: Running, root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     original = DEMO / "model.onnx"
     variant = save_variant(tmp_path / "variant.onnx")
@@ -123,6 +124,11 @@ def test_reload_adds_updates_keeps_previous_fails_and_removes(
     assert models["digits"].available and "not an ONNX model" in models["digits"].reload_error
     assert not models["broken"].available and "not an ONNX model" in models["broken"].error
     np.testing.assert_allclose(running.saliency("digits"), expected(variant), atol=1e-6)
+    summary = {m.name: m for m in running.client.models()}["digits"]
+    assert summary.available and "not an ONNX model" in summary.reload_error
+    assert main(["models", "--server", f"127.0.0.1:{running.service.port}"]) == 0
+    (line,) = [li for li in capsys.readouterr().out.splitlines() if li.startswith("digits\t")]
+    assert "newer files failed to load: model.onnx is not an ONNX model" in line
 
     # The fixed file clears the reason; a removed folder stops being served.
     replace_by_rename(original, root / "digits" / "model.onnx")

@@ -13,8 +13,10 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,11 +26,14 @@ from typing import Any, NoReturn
 import matplotlib
 import numpy as np
 import pytest
+from onnxplain.graph_rewrite.methods import ALL_METHODS
 from onnxplain.server import Explainer, Repository, SessionFactory
+from onnxplain.server.security import RECHECK_S, Security
 from onnxplain.server.web import WebPage, start_web_page
 from PIL import Image
 from scipy.special import softmax
 
+from certs import make_ca, make_leaf
 from test_server_support import SAMPLES, direct_explain, make_repository
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,26 +49,65 @@ MAX_UPLOAD = 64 * 1024
 DIGIT3 = (SAMPLES / "digit3.png").read_bytes()
 
 
+def _steps(*spearman_abs: float) -> list[dict[str, Any]]:
+    similarity = {"spearman": 0.0, "ssim": 0.5, "hog": 0.5}
+    return [
+        {"layer": f"conv{i}", "depth": i + 1, "similarity": {**similarity, "spearman_abs": v}}
+        for i, v in enumerate(spearman_abs)
+    ]
+
+
+# A stored sanity check for the demo model, as `onnxplain sanity --write` leaves it: vanilla
+# passes (mean 0.4 <= 0.5), guided fails (mean 0.85), deconvnet was not checked.
+SANITY = {
+    "model": "digits",
+    "metric": "spearman_abs",
+    "max_similarity": 0.5,
+    "score": "mean",
+    "inputs": 2,
+    "targets": [3, 7],
+    "methods": [
+        {"method": "vanilla", "steps": _steps(0.6, 0.2), "passed": True},
+        {"method": "guided", "steps": _steps(0.9, 0.8), "passed": False},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPage]:
+def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
     root = make_repository(tmp_path_factory.mktemp("models"))
-    core = Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
+    (root / "digits" / "sanity.json").write_text(json.dumps(SANITY))
+    return Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
+
+
+@pytest.fixture(scope="module")
+def web(core: Explainer) -> Iterator[WebPage]:
     page = start_web_page(core, "127.0.0.1", 0, max_upload=MAX_UPLOAD)
     yield page
     page.stop()
 
 
 def _url(web: WebPage, path: str) -> str:
-    return f"http://127.0.0.1:{web.port}{path}"
+    return f"{web.scheme}://127.0.0.1:{web.port}{path}"
 
 
-def _post(web: WebPage, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(_url(web, f"/api/explain?{query}"), data=body, method="POST")
+def _request(
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON answer) of a GET, or of a POST when there is a body."""
+    request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _post(web: WebPage, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    return _request(_url(web, f"/api/explain?{query}"), body)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -97,6 +141,19 @@ def test_models_lists_loaded_and_failed_models(web: WebPage) -> None:
     assert not models["garbage"]["available"] and models["garbage"]["error"]
     assert not models["norule"]["available"] and "Sin" in models["norule"]["error"]
     assert listing["signs"] == ["all", "positive", "negative", "absolute"]
+    assert models["digits"]["methods"] == list(ALL_METHODS)  # as ListModels offers them
+    assert all(models["digits"]["method_summaries"][m] for m in ALL_METHODS)
+    sanity = models["digits"]["sanity"]
+    assert (sanity["metric"], sanity["max_similarity"], sanity["score"]) == (
+        "spearman_abs",
+        0.5,
+        "mean",
+    )
+    assert set(sanity["methods"]) == {"vanilla", "guided"}
+    assert sanity["methods"]["vanilla"]["passed"] is True
+    assert sanity["methods"]["vanilla"]["spearman_abs"] == pytest.approx(0.4)
+    assert sanity["methods"]["guided"]["passed"] is False
+    assert sanity["methods"]["guided"]["spearman_abs"] == pytest.approx(0.85)
 
 
 def _blend(image: Path, map2d: np.ndarray, cmap: str, opacity: float) -> np.ndarray:
@@ -130,7 +187,7 @@ def test_top_classes_each_get_their_map_scores_and_probabilities(web: WebPage, m
         overlay = np.asarray(_decode_data_url(row["overlay_png"]).convert("RGB"), np.float64)
         assert overlay.shape == (8, 8, 3)  # the sent image's size
         expected = _blend(SAMPLES / "digit3.png", map2d, "RdBu_r", 0.7) * 255
-        # The renderer looks colours up in the colormap's 256-entry table, then rounds to uint8.
+        # One step of the colormap's 256-entry table, and uint8 rounding.
         assert np.abs(overlay - expected).max() <= 2.0
         peak = float(np.abs(map2d).max())
         assert row["range"] == pytest.approx([-peak, peak], rel=1e-5)
@@ -144,9 +201,8 @@ def test_heatmap_controls_reach_the_map_and_its_colour_bar(web: WebPage) -> None
     positive = np.maximum(saliency[0, 0].astype(np.float64), 0.0)
     (row,) = result["explained"]
     shown = np.asarray(_decode_data_url(row["overlay_png"]).convert("L"), np.float64)
-    np.testing.assert_allclose(
-        shown, positive / positive.max() * 255, atol=2.0
-    )  # 256-entry colormap table
+    expected = matplotlib.colormaps["gray"](positive / positive.max())[..., 0] * 255
+    np.testing.assert_allclose(shown, expected, atol=2.0)  # as above: a table step, rounding
     assert row["range"] == pytest.approx([0.0, positive.max()], rel=1e-5)
     bar = np.asarray(_decode_data_url(result["colour_bar_png"]).convert("L"), np.int32)[0]
     assert bar[0] <= 1 and bar[-1] >= 254 and (np.diff(bar) >= 0).all()  # black to white
@@ -160,6 +216,16 @@ def test_a_jpeg_of_another_size_and_mode_gets_its_map_at_its_own_size(web: WebPa
     assert status == 200, result
     overlay = _decode_data_url(result["explained"][0]["overlay_png"])
     assert overlay.size == (30, 20)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_the_newer_methods_draw_through_the_same_page(web: WebPage, method: str) -> None:
+    status, result = _post(web, f"model=digits&method={method}&top=2", DIGIT3)
+    assert status == 200, result
+    assert result["method"] == method and result["explained"][0]["index"] == 3
+    for row in result["explained"]:
+        assert _decode_data_url(row["overlay_png"]).size == (8, 8)
+        assert row["range"][1] > 0
 
 
 def test_a_chosen_target_is_explained_beside_the_top_classes(web: WebPage) -> None:
@@ -254,9 +320,15 @@ def _listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_serve_http_flag_serves_the_page_and_is_off_by_default(tmp_path: Path) -> None:
-    repo = make_repository(tmp_path)
-    plain, with_page = _serve(repo), _serve(repo, "--http", "0")
+def test_serve_http_flag_serves_the_page_with_the_ports_security_and_is_off_by_default(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    repo = make_repository(tmp_path / "models")
+    (tmp_path / "tokens").write_text("the-token\n")
+    cert, key = pki["server"]
+    security = ["--token-file", str(tmp_path / "tokens"), "--tls-cert", str(cert)]
+    plain = _serve(repo)
+    with_page = _serve(repo, "--http", "0", *security, "--tls-key", str(key))
     try:
         assert plain.stdout is not None and with_page.stdout is not None
         grpc_line = plain.stdout.readline()
@@ -268,10 +340,14 @@ def test_serve_http_flag_serves_the_page_and_is_off_by_default(tmp_path: Path) -
         while not lines[-1].startswith("onnxplain serve: web page at") and lines[-1]:
             lines.append(with_page.stdout.readline().strip())
         page_line = lines[-1]
-        assert page_line.startswith("onnxplain serve: web page at http://127.0.0.1:"), lines
+        assert page_line.startswith("onnxplain serve: web page at https://127.0.0.1:"), lines
         url = page_line.rsplit(" ", 1)[1]
-        with urllib.request.urlopen(url, timeout=10) as response:
+        context = _client_context(pki)
+        with urllib.request.urlopen(url, timeout=10, context=context) as response:
             assert b"<title>onnxplain</title>" in response.read()
+        assert _request(url + "api/models", context=context)[0] == 401
+        token = {"Authorization": "Bearer the-token"}
+        assert _request(url + "api/models", None, token, context)[0] == 200
     finally:
         for proc in (plain, with_page):
             proc.terminate()
@@ -288,6 +364,136 @@ def test_serve_http_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "web page at" not in out
     assert err.strip().splitlines()[-1].startswith("onnxplain serve: web page: ")
     assert "Traceback" not in err
+
+
+# --- the gRPC port's tokens and TLS hold for the page too ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(core: Explainer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPage]:
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens"
+    tokens.write_text("first-token\n  second-token \n")
+    page = start_web_page(core, security=Security.from_files(token_file=tokens))
+    yield page
+    page.stop()
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Basic first-token", "Bearer ", "first-token"]
+)
+def test_without_a_valid_token_the_api_answers_401(guarded: WebPage, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    for body in (None, DIGIT3):
+        path = "/api/models" if body is None else "/api/explain?model=digits"
+        status, payload = _request(_url(guarded, path), body, headers)
+        assert status == 401 and "needs a token" in payload["error"]
+    with urllib.request.urlopen(_url(guarded, "/"), timeout=10) as page:  # the page is open
+        assert b"token-form" in page.read()
+
+
+@pytest.mark.parametrize("token", ["first-token", "second-token"])
+def test_every_listed_token_opens_the_api(guarded: WebPage, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    assert _request(_url(guarded, "/api/models"), None, headers)[0] == 200
+    status, result = _request(_url(guarded, "/api/explain?model=digits&top=1"), DIGIT3, headers)
+    assert status == 200 and result["explained"][0]["index"] == 3
+
+
+def test_a_renewed_token_file_reaches_the_page_without_a_restart(
+    core: Explainer, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    page = start_web_page(core, security=Security.from_files(token_file=tokens))
+    url = _url(page, "/api/models")
+
+    def status(token: str) -> int:
+        return _request(url, None, {"Authorization": f"Bearer {token}"})[0]
+
+    try:
+        assert (status("old-token"), status("new-token")) == (200, 401)
+        time.sleep(RECHECK_S + 0.1)  # the file is looked at no more than once a RECHECK_S
+        tokens.write_text("new-token\n")  # the old one is revoked
+        assert (status("old-token"), status("new-token")) == (401, 200)
+        time.sleep(RECHECK_S + 0.1)
+        tokens.write_text("")  # a broken replacement is ignored: no lock-out
+        assert status("new-token") == 200
+    finally:
+        page.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = make_ca("onnxplain test CA"), make_ca("someone else's CA")
+    server = make_leaf(ca, "onnxplain server", server=True).write(folder, "server")
+    return {
+        "folder": folder,
+        "ca": ca,
+        "server": server,
+        "client": make_leaf(ca, "a browser", server=False).write(folder, "client"),
+        "stranger": make_leaf(other, "a stranger", server=False).write(folder, "stranger"),
+    }
+
+
+def _client_context(pki: dict[str, Any], cert: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=pki["ca"].cert_pem.decode())
+    if cert is not None:
+        context.load_cert_chain(*pki[cert])
+    return context
+
+
+def test_tls_serves_https_and_a_silent_client_does_not_stall_others(
+    core: Explainer, pki: dict[str, Any]
+) -> None:
+    page = start_web_page(core, security=Security.from_files(*pki["server"]))
+    try:
+        assert page.scheme == "https"
+        with socket.create_connection(("127.0.0.1", page.port)):  # connects, never handshakes
+            status, _ = _request(_url(page, "/api/models"), context=_client_context(pki))
+            assert status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plaintext page
+            urllib.request.urlopen(f"http://127.0.0.1:{page.port}/", timeout=10)
+    finally:
+        page.stop()
+
+
+def test_a_renewed_certificate_reaches_the_page_without_a_restart(
+    core: Explainer, tmp_path: Path
+) -> None:
+    old_ca, new_ca = make_ca("old CA"), make_ca("new CA")
+    cert, key = make_leaf(old_ca, "server", server=True).write(tmp_path, "server")
+    page = start_web_page(core, security=Security.from_files(cert, key))
+    url = _url(page, "/api/models")
+    trusts = {
+        ca: ssl.create_default_context(cadata=ca.cert_pem.decode()) for ca in (old_ca, new_ca)
+    }
+    try:
+        assert _request(url, context=trusts[old_ca])[0] == 200
+        time.sleep(RECHECK_S + 0.1)
+        make_leaf(new_ca, "server", server=True).write(tmp_path, "server")
+        assert _request(url, context=trusts[new_ca])[0] == 200
+        with pytest.raises(urllib.error.URLError):  # the old chain is gone
+            _request(url, context=trusts[old_ca])
+    finally:
+        page.stop()
+
+
+def test_mutual_tls_wants_a_browser_certificate_from_the_ca(
+    core: Explainer, pki: dict[str, Any]
+) -> None:
+    ca = pki["folder"] / "ca.crt"
+    ca.write_bytes(pki["ca"].cert_pem)
+    page = start_web_page(core, security=Security.from_files(*pki["server"], ca))
+    try:
+        url = _url(page, "/api/models")
+        assert _request(url, context=_client_context(pki, "client"))[0] == 200
+        for cert in (None, "stranger"):
+            with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+                _request(url, context=_client_context(pki, cert))
+        assert _request(url, context=_client_context(pki, "client"))[0] == 200
+    finally:
+        page.stop()
 
 
 # --- the page in a real browser -------------------------------------------------------------
@@ -354,6 +560,15 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     expect(page.locator("#model option")).to_have_count(3)
     assert page.locator("#model").input_value() == "digits"  # the first one that loaded
     assert "unavailable" in page.locator("#model option[value=garbage]").inner_text()
+    # The stored sanity check warns before anyone trusts guided backprop on this model.
+    methods = page.locator("#method option")
+    assert methods.all_inner_texts()[:3] == [
+        "vanilla (sanity: pass)",
+        "deconvnet",
+        "guided (sanity: FAIL)",
+    ]
+    assert "gradcam" in methods.all_inner_texts()  # every method the gRPC service offers
+    expect(page.locator("#sanity")).to_contain_text("vanilla passed (0.40), guided failed (0.85)")
     page.set_input_files("#image", str(upload))
     page.select_option("#method", "vanilla")
     page.fill("#percentile", "")  # the page clips at 99 by default; the API at the maximum
@@ -405,5 +620,34 @@ def test_the_page_shows_the_maps_and_the_classes_in_chromium(
     page.click("#explain")
     page.wait_for_selector("#result", state="visible")
     assert page.locator("#error").is_hidden()
+    assert errors == []
+    page.close()
+
+
+def test_the_page_asks_for_the_token_when_the_server_wants_one(
+    guarded: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(_url(guarded, "/"))
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#model option")).to_have_count(0)
+    page.fill("#token", "not-the-token")
+    page.click("#use-token")
+    expect(page.locator("#error")).to_have_text(
+        "401: this server needs a token: send 'Authorization: Bearer <token>'"
+    )
+    page.fill("#token", "second-token")
+    page.click("#use-token")
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.locator("#model option")).to_have_count(3)
+    page.set_input_files("#image", str(SAMPLES / "digit3.png"))
+    page.click("#explain")
+    expect(page.locator("figure.map")).to_have_count(3)
+    expect(page.locator("#error")).to_be_hidden()
+    page.screenshot(path=str(tmp_path / "token.png"), full_page=True)
     assert errors == []
     page.close()

@@ -1,13 +1,13 @@
-"""What a method is: a name, its parameters, an optional prelude and the backward it builds.
+"""What a method is: a name, its parameters and the backward it builds.
 
 A method's `build` gets a `Context` and returns the saliency tensor's name. It asks the
 context for gradients (`ctx.gradient(rectifier_rule, at=tensor)`: the one reverse walk of
 walk.py, with the method's rectifier override, stopped at the input or at a layer) and adds
 its own epilogue (weighting, upsampling) with the builder `ctx.g`.
 
-A `prelude` runs on the forward model before anything else (interpolation paths, noisy
-copies): it returns a model whose forward reads a tensor it builds from the explained input,
-and the endpoints to explain then.
+Methods that run another method on a batch of copies (SmoothGrad, Integrated Gradients)
+build their whole explain model instead (`whole_model`, batched.py: prelude, forward copy,
+epilogue).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from ..rules.rectifiers import Rectifiers, with_rectifier_rule
 from ..walk import Endpoints, Path, differentiated_path, missing_rules, reverse_walk
 
 Shape = tuple[Dim, ...] | None
-Prelude = Callable[
-    [onnx.ModelProto, Endpoints, Mapping[str, Any]], tuple[onnx.ModelProto, Endpoints]
-]
 # A method that builds its whole explain model (the batch methods: another method's walk on
 # a batch of copies, and outputs of their own): (model, resolved params, options) → model,
 # where the options are build_explain_model's input_name, output_name, rectifiers, target
@@ -113,7 +110,6 @@ class MethodSpec:
     params: tuple[Param, ...] = ()
     # The saliency's shape from the explained input's (e.g. one channel for Grad-CAM).
     saliency_shape: Callable[[Shape], Shape] = same_shape
-    prelude: Prelude | None = None
     # Set for methods that build the whole explain model themselves; `build` is then unused.
     whole_model: WholeModel | None = None
 

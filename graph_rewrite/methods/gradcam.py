@@ -57,7 +57,9 @@ def layer_map(ctx: Context) -> str:
 def upsampled_map(ctx: Context) -> str:
     """The layer map at the input's spatial size, in the chosen style: [N, 1, spatial of X]."""
     g, x = ctx.g, ctx.ends.input
-    layer_rank = g.tensor(ctx.layer()).rank
+    layer_rank = (
+        len(spatial_axes(g.tensor(ctx.layer()).rank, f"the Grad-CAM layer {ctx.layer()!r}")) + 2
+    )
     input_rank = len(spatial_axes(g.tensor(x).rank, f"the explained input {x!r}")) + 2
     if input_rank != layer_rank:
         raise RewriteError(

@@ -30,6 +30,26 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METHOD_VANILLA: _ClassVar[Method]
     METHOD_DECONVNET: _ClassVar[Method]
     METHOD_GUIDED: _ClassVar[Method]
+    METHOD_GRADCAM: _ClassVar[Method]
+    METHOD_GUIDED_GRADCAM: _ClassVar[Method]
+    METHOD_INPUT_X_GRADIENT: _ClassVar[Method]
+    METHOD_SMOOTHGRAD: _ClassVar[Method]
+    METHOD_INTEGRATED_GRADIENTS: _ClassVar[Method]
+
+class Integration(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTEGRATION_UNSPECIFIED: _ClassVar[Integration]
+    INTEGRATION_GAUSS_LEGENDRE: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_TRAPEZOID: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_LEFT: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_RIGHT: _ClassVar[Integration]
+    INTEGRATION_RIEMANN_MIDDLE: _ClassVar[Integration]
+
+class CamStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAM_STYLE_UNSPECIFIED: _ClassVar[CamStyle]
+    CAM_STYLE_CAPTUM: _ClassVar[CamStyle]
+    CAM_STYLE_PYTORCH_GRAD_CAM: _ClassVar[CamStyle]
 
 class HeatmapSign(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +76,20 @@ METHOD_UNSPECIFIED: Method
 METHOD_VANILLA: Method
 METHOD_DECONVNET: Method
 METHOD_GUIDED: Method
+METHOD_GRADCAM: Method
+METHOD_GUIDED_GRADCAM: Method
+METHOD_INPUT_X_GRADIENT: Method
+METHOD_SMOOTHGRAD: Method
+METHOD_INTEGRATED_GRADIENTS: Method
+INTEGRATION_UNSPECIFIED: Integration
+INTEGRATION_GAUSS_LEGENDRE: Integration
+INTEGRATION_RIEMANN_TRAPEZOID: Integration
+INTEGRATION_RIEMANN_LEFT: Integration
+INTEGRATION_RIEMANN_RIGHT: Integration
+INTEGRATION_RIEMANN_MIDDLE: Integration
+CAM_STYLE_UNSPECIFIED: CamStyle
+CAM_STYLE_CAPTUM: CamStyle
+CAM_STYLE_PYTORCH_GRAD_CAM: CamStyle
 HEATMAP_SIGN_UNSPECIFIED: HeatmapSign
 HEATMAP_SIGN_ALL: HeatmapSign
 HEATMAP_SIGN_POSITIVE: HeatmapSign
@@ -71,6 +105,44 @@ class Tensor(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Baseline(_message.Message):
+    __slots__ = ("zeros", "constant", "blur_sigma", "tensor")
+    ZEROS_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    zeros: bool
+    constant: float
+    blur_sigma: float
+    tensor: Tensor
+    def __init__(self, zeros: _Optional[bool] = ..., constant: _Optional[float] = ..., blur_sigma: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class MethodParameter(_message.Message):
+    __slots__ = ("name", "type", "default_value", "description", "choices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default_value: str
+    description: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ("method", "name", "summary", "parameters")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    method: Method
+    name: str
+    summary: str
+    parameters: _containers.RepeatedCompositeFieldContainer[MethodParameter]
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[MethodParameter, _Mapping]]] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("height", "width", "mean", "std", "layout", "color_mode")
@@ -99,7 +171,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "reload_error", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "method_info", "default_layer", "reload_error", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +181,8 @@ class ModelInfo(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    METHOD_INFO_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
     RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
     SANITY_FIELD_NUMBER: _ClassVar[int]
     SANITY_METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -123,12 +197,14 @@ class ModelInfo(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[Method]
     default_method: Method
     preprocessing: Preprocessing
+    method_info: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    default_layer: str
     reload_error: str
     sanity: _containers.RepeatedCompositeFieldContainer[SanityResult]
     sanity_metric: str
     sanity_max_similarity: float
     sanity_score: str
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., reload_error: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., method_info: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., reload_error: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
 
 class SanityResult(_message.Message):
     __slots__ = ("method", "passed", "spearman_abs", "spearman", "ssim", "hog")
@@ -147,13 +223,23 @@ class SanityResult(_message.Message):
     def __init__(self, method: _Optional[_Union[Method, str]] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
+    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SIGMA_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CAM_STYLE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_SIGN_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_OPACITY_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_COLORMAP_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +253,16 @@ class ExplainRequest(_message.Message):
     method: Method
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap: bool
+    layer: str
+    steps: int
+    integration: Integration
+    samples: int
+    sigma: float
+    baseline: Baseline
+    seed: int
+    cam_style: CamStyle
+    gradient: Method
+    noise: Tensor
     heatmap_sign: HeatmapSign
     heatmap_opacity: float
     heatmap_colormap: str
@@ -174,16 +270,19 @@ class ExplainRequest(_message.Message):
     heatmap_overlay: bool
     top_k: int
     target_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "heatmaps_png", "samples", "target_scores", "target_probabilities")
+    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "completeness_gap", "seed", "layer", "heatmaps_png", "samples", "target_scores", "target_probabilities")
     SALIENCY_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_GAP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
     HEATMAPS_PNG_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TARGET_SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -194,11 +293,14 @@ class ExplainResponse(_message.Message):
     heatmap_png: bytes
     target_labels: _containers.RepeatedScalarFieldContainer[str]
     method: Method
+    completeness_gap: _containers.RepeatedScalarFieldContainer[float]
+    seed: int
+    layer: str
     heatmaps_png: _containers.RepeatedScalarFieldContainer[bytes]
     samples: _containers.RepeatedScalarFieldContainer[int]
     target_scores: _containers.RepeatedScalarFieldContainer[float]
     target_probabilities: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

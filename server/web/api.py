@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from onnxplain.graph_rewrite import METHODS
+from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
 from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap, scale_map, to_2d
 from onnxplain.render import png_bytes as render_png
+from onnxplain.sanity import SanityReport, summarise
 
 from ..errors import InvalidInput
 from ..explainer import ExplainCall, Explainer, Explanation
@@ -47,11 +48,28 @@ def list_models(core: Explainer) -> dict[str, Any]:
                 "output": str(entry.output),
                 "classes": entry.output.classes,
                 "labels": list(config.labels),
-                "methods": list(METHODS),
+                # As ListModels: every registered method, each with its own defaults here.
+                "methods": list(ALL_METHODS),
+                "method_summaries": {m: REGISTRY[m].summary for m in ALL_METHODS},
                 "default_method": config.default_method,
+                "sanity": None if entry.sanity is None else _sanity(entry.sanity),
             }
         )
     return {"models": models, "signs": list(SIGNS), "max_top": MAX_TOP_K}
+
+
+def _sanity(report: SanityReport) -> dict[str, Any]:
+    """The stored sanity check (Adebayo et al.), one verdict and score per method, so that the
+    page can warn before a user trusts a method whose maps ignore the weights."""
+    return {
+        "metric": report.metric,
+        "max_similarity": report.max_similarity,
+        "score": report.score,
+        "methods": {
+            r.method: {"passed": r.passed, **summarise(r.steps, report.score)}
+            for r in report.methods
+        },
+    }
 
 
 def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[str, Any]:

@@ -6,9 +6,11 @@ service, and the machines it runs on are often offline, so no framework and no C
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ from ..errors import (
     RequestTooLarge,
 )
 from ..explainer import Explainer
+from ..security import Security
 from . import api
+from .tls import current_tls, current_tokens
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +61,49 @@ _SECURITY_HEADERS = {
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck browser connection must not block shutdown
 
-    def __init__(self, address: tuple[str, int], core: Explainer, max_upload: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], core: Explainer, max_upload: int, security: Security
+    ) -> None:
         if ":" in address[0]:  # an IPv6 address such as "::" or "::1"
             self.address_family = socket.AF_INET6
+        # Both read their files first, so a bad certificate fails here, before the bind.
+        self.tls = current_tls(security)
+        self.tokens = current_tokens(security)
+        self.scheme = "https" if security.tls else "http"
         super().__init__(address, _Handler)
         self.core = core
         self.max_upload = max_upload
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        context = self.tls()
+        if context is None:
+            return connection, address
+        # Wrapping does no I/O: the handshake runs on the request's own thread (at its first
+        # read, under the handler's timeout), so one silent client stalls no one else.
+        wrapped = context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            # A failed TLS handshake or a dropped connection is the client's business: one
+            # line, not socketserver's traceback on stderr.
+            log.info("web page: connection from %s failed: %s", client_address, error)
+        else:
+            log.exception("web page: a request from %s failed", client_address)
+
+    def authorized(self, header: str | None) -> bool:
+        """Open without tokens; else `Authorization: Bearer <one of the tokens>`."""
+        tokens = self.tokens()
+        if not tokens:
+            return True
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        presented = token.strip().encode()
+        # Every token is compared in full, so the time taken says nothing about a match.
+        return any([hmac.compare_digest(presented, known) for known in tokens])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,7 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/api/models":
-            self._json(HTTPStatus.OK, api.list_models(self.server.core))
+            if self._authorized():
+                self._json(HTTPStatus.OK, api.list_models(self.server.core))
         elif path in _STATIC:
             name, content_type = _STATIC[path]
             body = resources.files(__package__).joinpath("static", name).read_bytes()
@@ -87,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path != "/api/explain":
             self._error(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}")
+            return
+        if not self._authorized():
             return
         body = self._body()
         if body is None:
@@ -103,6 +147,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
             )
+
+    def _authorized(self) -> bool:
+        """The static page is open (it holds no data); the API needs a token when set."""
+        if self.server.authorized(self.headers.get("Authorization")):
+            return True
+        self.close_connection = True  # an unread body must not be parsed as a request
+        self._error(
+            HTTPStatus.UNAUTHORIZED,
+            "this server needs a token: send 'Authorization: Bearer <token>'",
+        )
+        return False
 
     def _body(self) -> bytes | None:
         """The upload, or None after answering why it was refused (unread, so unbuffered)."""
@@ -133,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, message: str) -> None:
         # Overloaded is brief (one explanation finishing frees a slot): say when to retry.
         extra = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else {}
+        if status == HTTPStatus.UNAUTHORIZED:
+            extra = {"WWW-Authenticate": 'Bearer realm="onnxplain"'}
         self._send(status, json.dumps({"error": message}).encode(), "application/json", extra)
 
     def _send(
@@ -163,6 +220,10 @@ class WebPage:
     def port(self) -> int:
         return int(self.server.server_address[1])
 
+    @property
+    def scheme(self) -> str:
+        return self.server.scheme
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -170,10 +231,19 @@ class WebPage:
 
 
 def start_web_page(
-    core: Explainer, host: str = "127.0.0.1", port: int = 0, max_upload: int = 16 << 20
+    core: Explainer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_upload: int = 16 << 20,
+    security: Security | None = None,
 ) -> WebPage:
-    """Serve the page on host:port (0 picks one) in a background thread. OSError if busy."""
-    server = _Server((host, port), core, max_upload)
+    """Serve the page on host:port (0 picks one) in a background thread. OSError if the port
+    is busy, SecurityConfigError if the TLS files do not work.
+
+    `security` is the gRPC port's (`Security.from_files`): its tokens and TLS files guard the
+    page too, and their renewals reach it as they reach the gRPC port.
+    """
+    server = _Server((host, port), core, max_upload, security or Security())
     thread = threading.Thread(target=server.serve_forever, name="web-page", daemon=True)
     thread.start()
     return WebPage(server, thread)

@@ -23,6 +23,7 @@ const number = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toPrecision(3) : v.toE
 function modelChosen() {
   const model = models.find((m) => m.name === $("model").value);
   $("method").replaceChildren();
+  $("sanity").textContent = "";
   $("target").replaceChildren(option("", "the top classes"));
   if (!model) return;
   if (!model.available) {
@@ -31,7 +32,9 @@ function modelChosen() {
   }
   $("model-info").textContent = `input ${model.input}, output ${model.output}` +
     (model.takes_images ? "" : " (no image preprocessing configured: this model takes tensors only)");
-  $("method").append(...model.methods.map((m) => option(m, m)));
+  $("method").append(...model.methods.map((m) => Object.assign(
+    option(m, m + sanityNote(model.sanity, m)), { title: model.method_summaries[m] || "" })));
+  $("sanity").textContent = sanityLine(model.sanity);
   $("method").value = model.default_method;
   const count = model.classes || model.labels.length;
   for (let i = 0; i < count; i++) {
@@ -42,9 +45,38 @@ function modelChosen() {
   $("top").value = String(Math.min(Number($("top").value), Number($("top").max)));
 }
 
+// With a token file on the server, the API wants the token on every call. It is kept in
+// this page's memory only: a reload asks again.
+let token = "";
+const authorization = () => (token ? { Authorization: `Bearer ${token}` } : {});
+
+// The stored sanity check (cascading randomisation of the weights): a method whose maps stay
+// similar while the weights are destroyed does not explain this model.
+function sanityNote(sanity, method) {
+  const result = sanity && sanity.methods[method];
+  if (!result) return "";
+  return result.passed ? " (sanity: pass)" : " (sanity: FAIL)";
+}
+
+function sanityLine(sanity) {
+  if (!sanity) return "";
+  const parts = Object.entries(sanity.methods).map(([method, r]) =>
+    `${method} ${r.passed ? "passed" : "failed"} (${r[sanity.metric].toFixed(2)})`);
+  return `Sanity check, ${sanity.score} ${sanity.metric} similarity to the trained model's maps ` +
+    `as the weights are randomised (pass at most ${sanity.max_similarity}): ${parts.join(", ")}.`;
+}
+
 async function loadModels() {
-  const response = await fetch("/api/models");
+  const response = await fetch("/api/models", { headers: authorization() });
   const listing = await response.json();
+  if (response.status === 401) {
+    $("token-form").hidden = false;
+    showError(token ? `401: ${listing.error}` : "");
+    return;
+  }
+  if (!response.ok) throw new Error(`${response.status}: ${listing.error}`);
+  $("token-form").hidden = true;
+  showError("");
   models = listing.models;
   $("sign").replaceChildren(...listing.signs.map((s) => option(s, s)));
   $("top").dataset.max = String(listing.max_top);
@@ -97,7 +129,7 @@ async function explain(event) {
   $("explain").disabled = true;
   try {
     const response = await fetch(`/api/explain?${query}`, {
-      method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file,
+      method: "POST", headers: { "Content-Type": "application/octet-stream", ...authorization() }, body: file,
     });
     const payload = await response.json();
     if (!response.ok) {
@@ -118,5 +150,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("model").addEventListener("change", modelChosen);
   $("opacity").addEventListener("input", () => { $("opacity-value").textContent = $("opacity").value; });
   $("explain-form").addEventListener("submit", explain);
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = $("token").value.trim();
+    loadModels().catch((err) => showError(`could not list the models: ${err}`));
+  });
   loadModels().catch((err) => showError(`could not list the models: ${err}`));
 });

@@ -23,7 +23,10 @@ from .overlay import as_image, render_heatmap
 from .scale import colour_range, scale_map
 
 PANEL_INCHES = 3.0
+# Pixels per inch: at least 100; more when a panel's image is larger, so that a panel shows
+# the user's image at its own resolution (up to 300 dpi: 900 pixels a panel).
 DPI = 100
+MAX_DPI = 300
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ def figure(
     n_cols = max((len(r) for r in rows), default=0)
     if n_rows == 0 or n_cols == 0:
         raise ValueError("a figure needs at least one panel")
-    fig = Figure(figsize=(PANEL_INCHES * 1.25 * n_cols, PANEL_INCHES * n_rows + 0.4), dpi=DPI)
+    sides = [max(as_image(p.image).size) for r in rows for p in r if p.image is not None]
+    dpi = min(MAX_DPI, max([DPI] + [side / PANEL_INCHES for side in sides]))
+    fig = Figure(figsize=(PANEL_INCHES * 1.25 * n_cols, PANEL_INCHES * n_rows + 0.4), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, row in enumerate(rows):
@@ -75,12 +80,12 @@ def comparison_figure(
 
 def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi="figure")
     return buffer.getvalue()
 
 
 def _draw_panel(fig: Figure, ax: Axes, panel: Panel, options: HeatmapOptions) -> None:
-    ax.set_title(panel.title, fontsize=10)
+    ax.set_title(panel.title, fontsize=9)
     if panel.map2d is None:
         if panel.image is not None:
             ax.imshow(as_image(panel.image).convert("RGB"), interpolation="nearest")
@@ -93,4 +98,4 @@ def _draw_panel(fig: Figure, ax: Axes, panel: Panel, options: HeatmapOptions) ->
         low, high, cmap = high, low, cmap.reversed()
     bar = fig.colorbar(ScalarMappable(Normalize(low, high), cmap), ax=ax, fraction=0.046, pad=0.04)
     bar.ax.tick_params(labelsize=7)
-    bar.ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    bar.ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
