@@ -122,8 +122,9 @@ class Explainer:
         gaps: list[np.ndarray] = []
 
         def run(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            key = _batch_key(method, params, v, extras)
-            outputs = self.queue(model).submit(key, v, t, deadline, on_abandon)
+            outputs = self.queue(model).submit(
+                _batch_key(method, params, v, extras), v, t, deadline, on_abandon
+            )
             scores, saliency, explained = outputs[:3]
             gaps.extend(outputs[3:])
             explained = explained.astype(np.int64)
@@ -199,18 +200,17 @@ def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
     return np.asarray(scores)
 
 
-class _OwnFeeds:
-    """A request's own feeds (SmoothGrad's noise, a given baseline). Part of its batch key,
-    equal only to itself: such a request is never merged with another."""
+class _Feeds:
+    """A request's own extra feeds (SmoothGrad's noise, a given baseline): compared by
+    identity, so a request that has them never merges with another."""
 
-    def __init__(self, extras: RunExtras) -> None:
-        self.feeds = dict(extras.feeds)
+    def __init__(self, feeds: RunExtras) -> None:
+        self.feeds = dict(feeds.feeds)
 
 
 def _batch_key(method: str, params: GraphParams, x: np.ndarray, extras: RunExtras) -> Hashable:
-    """Requests with equal keys run in one batch: same session, same sample shape, and
-    no feeds of their own."""
-    own = _OwnFeeds(extras) if extras.feeds else None
+    """Requests with equal keys run in one batch: same session, same sample shape."""
+    own = _Feeds(extras) if extras.feeds else None
     return (method, params, x.shape[1:], x.dtype.str, own)
 
 
@@ -230,7 +230,7 @@ def _runner_for(model: LoadedModel) -> RunBatch:
         options.only_execute_path_to_fetches = True
         names = [model.output.name, served.saliency, TARGETS_OUTPUT]
         if method == "integrated_gradients":
-            names.append(GAP_OUTPUT)  # one per row, like the others
+            names.append(GAP_OUTPUT)
         return [np.asarray(v) for v in served.session.run(names, feeds, options)]
 
     return run

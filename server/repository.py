@@ -80,10 +80,10 @@ class Spec:
 # pairs; FORWARD names the plain forward pass.
 SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
 FORWARD = "forward"
-# Sessions per model with graph-changing parameters (Grad-CAM's layer, IG's steps, ...).
-MAX_PARAMETERISED = 8
 # Served by one merged graph (combined.py): the parameterless gradient methods.
 MERGED_METHODS = frozenset(METHODS)
+# Sessions with graph-changing parameters kept per model.
+MAX_PARAMETERISED = 8
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,11 @@ class LoadedModel:
         self._failures: dict[SessionKey, str] = {}
         self._building: dict[SessionKey, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    @property
+    def lazy(self) -> LoadedModel:
+        """The sessions built on demand: this model itself (`built()`, `default_layer()`)."""
+        return self
 
     @property
     def batchable(self) -> bool:
@@ -180,11 +185,9 @@ class LoadedModel:
                 else:
                     self.adopt(key, self._build(key))
             except RewriteError as exc:
+                if key[1]:  # a parameter the model cannot take (a layer it does not have)
+                    raise InvalidInput(f"method {key[0]!r} on this model: {exc}") from None
                 reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
-                if key[1]:
-                    # The request's parameters (a layer the model lacks, ...): its own fault,
-                    # and not remembered, so that made-up values cannot grow the server.
-                    raise InvalidInput(f"{reason} (parameters {_describe(key)})") from None
                 with self._lock:
                     self._failures[key] = reason
                 raise ModelUnavailable(reason) from None
@@ -193,17 +196,16 @@ class LoadedModel:
             log.info("model %s: session %s built", self.name, _describe(key))
             with self._lock:
                 served = self._sessions[key]
-                if key[1]:
-                    self._evict_parameterised(keep=key)
+                self._forget_oldest_parameterised()
                 return served
 
-    def _evict_parameterised(self, keep: SessionKey) -> None:
-        """At most MAX_PARAMETERISED sessions with parameters, oldest built first out: a
-        client cycling through step counts or sigmas rebuilds rather than growing the
-        server. Runs in flight keep their session alive. Called with the lock held."""
-        keyed = [k for k in self._sessions if k[1] and k != keep]
-        for old in keyed[: max(0, len(keyed) + 1 - MAX_PARAMETERISED)]:
-            del self._sessions[old]
+    def _forget_oldest_parameterised(self) -> None:
+        """Keeps at most MAX_PARAMETERISED sessions with parameters (oldest built goes
+        first): a client cycling through sigmas or step counts rebuilds instead of growing
+        the server without bound. Holds _lock."""
+        keyed = [k for k in self._sessions if k[1]]
+        for key in keyed[: max(0, len(keyed) - MAX_PARAMETERISED)]:
+            del self._sessions[key]
 
     def _build_merged(self, key: SessionKey) -> None:
         """One session for `key`'s method and every gradient method already served."""
