@@ -194,3 +194,22 @@ def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
         )  # fmt: skip
     assert run.returncode == 2 and f"metrics port {port}" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_queue_and_batches_of_real_requests_are_counted(running: Running) -> None:
+    """The request queue (server/batching.py) reports through the hooks: every run's
+    samples land in the batch-size histogram, and the queue's depth is a series per model."""
+    before = scrape(running.metrics_port)
+    x = np.concatenate([X, X, X])  # one request of three samples
+    assert running.explain("digits", x, pb.METHOD_VANILLA) == grpc.StatusCode.OK
+    assert running.explain("digits", X, pb.METHOD_VANILLA) == grpc.StatusCode.OK
+    after = scrape(running.metrics_port)
+    labels = {"model": "digits", "method": "vanilla"}
+
+    def delta(name: str, **more: str) -> float:
+        return value(after, name, **labels, **more) - value(before, name, **labels, **more)
+
+    # Two runs (one request each, sent one after the other), 3 + 1 samples.
+    assert delta("onnxplain_batch_size_count") == 2 and delta("onnxplain_batch_size_sum") == 4
+    assert ("onnxplain_queue_depth", (("model", "digits"),)) in after
+    assert value(after, "onnxplain_queue_depth", model="digits") == 0  # nothing waits now
