@@ -84,7 +84,6 @@ FORWARD = "forward"
 MERGED_METHODS = frozenset(METHODS)
 # Sessions with graph-changing parameters kept per model.
 MAX_PARAMETERISED = 8
-_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class LoadedModel:
         self._failures: dict[SessionKey, str] = {}
         self._building: dict[SessionKey, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._layer: object = _UNKNOWN
+        self._layer: str | None = None
 
     @property
     def lazy(self) -> LoadedModel:
@@ -127,19 +126,8 @@ class LoadedModel:
         return self
 
     def default_layer(self) -> str | None:
-        """Grad-CAM's default layer, looked up once; None where the model has none."""
-        with self._lock:
-            if self._layer is not _UNKNOWN:
-                return self._layer  # type: ignore[return-value]
-        try:
-            layer: str | None = default_layer(
-                onnx.load(str(self._path)), self.input.name, self.output.name
-            )
-        except RewriteError:
-            layer = None
-        with self._lock:
-            self._layer = layer
-        return layer
+        """Grad-CAM's default layer, found at load time; None where the model has none."""
+        return self._layer
 
     @property
     def batchable(self) -> bool:
@@ -378,6 +366,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     # The default method is built now: a model that cannot be explained fails here, at
     # start-up, and the most common request finds its session ready.
     key: SessionKey = (config.default_method, ())
+    layer = _default_layer(model, ends)  # Grad-CAM's, for GetModel: found once, here
     explain = explain_model(model, config.default_method, ends)
     del model
     _check_single_input(explain, ends.input)
@@ -390,8 +379,16 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         factory=sessions,
         sanity=_sanity_report(folder),
     )
+    loaded._layer = layer
     loaded.adopt(key, explain)
     return loaded
+
+
+def _default_layer(model: onnx.ModelProto, ends: Endpoints) -> str | None:
+    try:
+        return default_layer(model, ends.input, ends.output)
+    except RewriteError:
+        return None
 
 
 def _sanity_report(folder: Path) -> SanityReport | None:
