@@ -23,7 +23,13 @@ from onnxplain.render import (
 from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, Retry, ServiceError
-from .method_options import METHOD_NAMES, add_method_options, method_options, method_report
+from .method_options import (
+    METHOD_NAMES,
+    add_method_options,
+    method_options,
+    method_report,
+    methods_lines,
+)
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -209,6 +215,8 @@ def run_models(args: argparse.Namespace) -> int:
             + _sanity_column(m.sanity)
             + (f"\tnewer files failed to load: {m.reload_error}" if m.reload_error else "")
         )
+        for line in methods_lines(m.methods, m.default_layer):
+            print(line)
     return 0
 
 

@@ -80,3 +80,14 @@ def method_report(result: Explanation) -> list[str]:
         gaps = ", ".join(f"{g:.4g}" for g in result.completeness_gap)
         lines.append(f"completeness gap: {gaps}")
     return lines
+
+
+def methods_lines(methods: dict[str, dict[str, str]], default_layer: str) -> list[str]:
+    """`onnxplain models`' lines under a model: each method and its parameters' defaults."""
+    lines = []
+    for name, params in methods.items():
+        shown = ", ".join(f"{p}={d}" if d else p for p, d in params.items())
+        lines.append(f"  {name}" + (f" ({shown})" if shown else ""))
+    if default_layer:
+        lines.append(f"  Grad-CAM's default layer: {default_layer}")
+    return lines

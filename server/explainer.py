@@ -161,7 +161,7 @@ class Explainer:
             target_scores=target_scores,
             probabilities=probabilities,
             heatmaps_png=pngs,
-            completeness_gap=gaps[0] if gaps else None,
+            completeness_gap=gaps[0] if gaps and not call.top_k else None,
             seed=extras.seed,
             layer=layer,
         )

@@ -3,9 +3,9 @@
 The newer methods take parameters. Some change the graph (Grad-CAM's layer and style, the
 gradient method that SmoothGrad averages, its sigma, Integrated Gradients' steps, quadrature
 and kind of baseline): each combination is its own explain model, built on first use
-(LoadedModel.explain_session in repository.py). The others are fed at run time (SmoothGrad's
-noise, drawn here from a seed, and a baseline the caller gives), so one session serves every
-value of them.
+(LoadedModel.session, in repository.py). The others are fed at run time (SmoothGrad's
+noise, drawn here from a seed, and a baseline the caller gives), so one session serves
+every value of them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from onnxplain.graph_rewrite.methods.smoothgrad import (
 
 from .errors import InvalidInput, RequestTooLarge
 
-# Methods served by the sessions built at start-up (repository.py); the rest are lazy.
-EAGER = ("vanilla", "deconvnet", "guided")
 # One explain run holds samples (or steps) x batch copies of the input: bounded, as the
 # batch is, so that one request cannot take the server's memory.
 MAX_COPIES = 1024

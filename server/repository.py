@@ -104,12 +104,14 @@ class LoadedModel:
         path: Path,
         factory: SessionFactory,
         sanity: SanityReport | None = None,
+        layer: str | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.input = input
         self.output = output
         self.sanity = sanity  # `onnxplain sanity --write`'s sanity.json, if any
+        self.layer = layer  # Grad-CAM's default layer
         self.weights = WeightStore()  # one copy per process, read by every session below
         self._path = path
         self._stamp = _stamp(path)
@@ -118,16 +120,11 @@ class LoadedModel:
         self._failures: dict[SessionKey, str] = {}
         self._building: dict[SessionKey, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._layer: str | None = None
 
     @property
     def lazy(self) -> LoadedModel:
         """The sessions built on demand: this model itself (`built()`, `default_layer()`)."""
         return self
-
-    def default_layer(self) -> str | None:
-        """Grad-CAM's default layer, found at load time; None where the model has none."""
-        return self._layer
 
     @property
     def batchable(self) -> bool:
@@ -152,6 +149,10 @@ class LoadedModel:
     def forward(self) -> ort.InferenceSession:
         """The plain forward pass (the explained output among its outputs), built on use."""
         return self._get((FORWARD, ())).session
+
+    def default_layer(self) -> str | None:
+        """Grad-CAM's default layer (found when the model was loaded); None where it has none."""
+        return self.layer
 
     def built(self) -> list[SessionKey]:
         with self._lock:
@@ -366,7 +367,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     # The default method is built now: a model that cannot be explained fails here, at
     # start-up, and the most common request finds its session ready.
     key: SessionKey = (config.default_method, ())
-    layer = _default_layer(model, ends)  # Grad-CAM's, for GetModel: found once, here
+    layer = _default_layer(model, ends)
     explain = explain_model(model, config.default_method, ends)
     del model
     _check_single_input(explain, ends.input)
@@ -378,13 +379,14 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
         path=path,
         factory=sessions,
         sanity=_sanity_report(folder),
+        layer=layer,
     )
-    loaded._layer = layer
     loaded.adopt(key, explain)
     return loaded
 
 
 def _default_layer(model: onnx.ModelProto, ends: Endpoints) -> str | None:
+    """Read now, from the version being loaded: a reload may replace the file later."""
     try:
         return default_layer(model, ends.input, ends.output)
     except RewriteError:

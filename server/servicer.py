@@ -179,7 +179,7 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
         methods=[_METHOD_TO_WIRE[m] for m in ALL_METHODS],
         default_method=_METHOD_TO_WIRE[config.default_method],
         method_info=[encode_method(m) for m in ALL_METHODS],
-        default_layer=(entry.lazy.default_layer() or "") if entry.lazy else "",
+        default_layer=entry.default_layer() or "",
     )
     pre = config.preprocessing
     if pre is not None:

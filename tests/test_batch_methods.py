@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
-from onnxplain.graph_rewrite import RewriteError
+from onnxplain.graph_rewrite import RewriteError, default_output
 from onnxplain.graph_rewrite.methods.integrated_gradients import (
     Baseline,
     build_integrated_gradients_model,
@@ -255,3 +255,36 @@ def test_blurred_baseline_and_noise_agree_across_runtimes(case: Case, runtime: s
         (want,) = runtimes.load(runtimes.REFERENCE, explain)(feeds, ["saliency"])
         (got,) = runtimes.load(runtime, explain)(feeds, ["saliency"])
         assert_close(got, want)
+
+
+def test_seed_computed_inside_the_graph_from_the_explained_output(case: Case) -> None:
+    """A post-pass may replace the `output_grad` input by a seed computed in the graph from
+    the explained output of x (e.g. the one-hot of a targets input): the explained output
+    is the caller's [N, ...] one, so that works for the batch methods too."""
+    from onnx import TensorProto, helper
+    from onnxplain.graph_rewrite.batched import _sort_topologically
+
+    explain = build_integrated_gradients_model(case.model, 4)
+    graph = explain.graph
+    graph.input.remove(next(i for i in graph.input if i.name == "output_grad"))
+    graph.input.append(helper.make_tensor_value_info("targets", TensorProto.INT64, ["batch"]))
+    on_off = helper.make_tensor("on_off", TensorProto.FLOAT, [2], [0.0, 1.0])
+    graph.initializer.append(on_off)
+    # The seed reads the explained output (the logits of x) for its class count.
+    explained = default_output(case.model)
+    graph.node.extend(
+        [
+            helper.make_node("Shape", [explained], ["classes"], start=1),
+            helper.make_node("OneHot", ["targets", "classes", "on_off"], ["output_grad"]),
+        ]
+    )
+    _sort_topologically(graph)
+    got = session(explain).run(
+        ["saliency", "completeness_gap"],
+        {"image": case.image.numpy(), "targets": np.array(TARGETS, np.int64)},
+    )
+    want = session(build_integrated_gradients_model(case.model, 4)).run(
+        ["saliency", "completeness_gap"], case.feeds()
+    )
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

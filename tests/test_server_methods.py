@@ -75,14 +75,13 @@ def test_get_model_lists_every_method_its_parameters_and_the_default_layer(
 def test_sessions_are_built_on_first_use_only(
     client: Client, server: tuple[Service, Explainer]
 ) -> None:
-    lazy = server[1].repository.get("digits").lazy
-    assert lazy is not None
-    before = lazy.built()
+    model = server[1].repository.get("digits")
+    before = model.built()
     assert all(method != "input_x_gradient" for method, _ in before)
     x = batch()
     client.explain("digits", x, method="input_x_gradient")
     client.explain("digits", x, method="input_x_gradient", targets=2)
-    built = [key for key in lazy.built() if key not in before]
+    built = [key for key in model.built() if key not in before]
     assert built == [("input_x_gradient", ())]
 
 
@@ -205,3 +204,16 @@ def test_explain_cli_passes_the_options(server: tuple[Service, Explainer], tmp_p
         {"steps": 6, "baseline": "constant:0.2"},
     )  # fmt: skip
     np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-6)
+
+
+def test_models_cli_lists_methods_and_the_default_layer(
+    server: tuple[Service, Explainer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onnxplain.cli import main
+
+    assert main(["models", "--server", f"127.0.0.1:{server[0].port}"]) == 0
+    out = capsys.readouterr().out
+    assert "  integrated_gradients (gradient=vanilla, steps=50," in out
+    assert "  vanilla\n" in out
+    layer = default_layer(onnx.load(DEMO / "model.onnx"), "input", "logits")
+    assert f"  Grad-CAM's default layer: {layer}" in out

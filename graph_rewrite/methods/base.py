@@ -58,6 +58,8 @@ class Context:
     opset: int  # the model's own, for error messages
     default_layer: Callable[[], str | None]
     _paths: dict[str, Path] = field(default_factory=dict)
+    _default: str | None = None
+    _default_searched: bool = False
 
     def gradient(self, rectifier_rule: Rule | None = None, at: str | None = None) -> str:
         """d(output · seed)/d(`at`), the input by default, with every rectifier's backward
@@ -75,7 +77,9 @@ class Context:
         given = self.params.get("layer")
         if given:
             return str(given)
-        found = self.default_layer()
+        if not self._default_searched:  # once per build: Guided Grad-CAM asks several times
+            self._default, self._default_searched = self.default_layer(), True
+        found = self._default
         if found is None:
             raise RewriteError(
                 f"no default layer: nothing on the path to {self.ends.output!r} pools or "

@@ -56,14 +56,12 @@ def layer_map(ctx: Context) -> str:
 
 def upsampled_map(ctx: Context) -> str:
     """The layer map at the input's spatial size, in the chosen style: [N, 1, spatial of X]."""
-    g, x = ctx.g, ctx.ends.input
-    layer_rank = (
-        len(spatial_axes(g.tensor(ctx.layer()).rank, f"the Grad-CAM layer {ctx.layer()!r}")) + 2
-    )
+    g, x, layer = ctx.g, ctx.ends.input, ctx.layer()
+    layer_rank = len(spatial_axes(g.tensor(layer).rank, f"the Grad-CAM layer {layer!r}")) + 2
     input_rank = len(spatial_axes(g.tensor(x).rank, f"the explained input {x!r}")) + 2
     if input_rank != layer_rank:
         raise RewriteError(
-            f"the Grad-CAM layer {ctx.layer()!r} is {layer_rank}-D but the input {x!r} is "
+            f"the Grad-CAM layer {layer!r} is {layer_rank}-D but the input {x!r} is "
             f"{input_rank}-D: the map cannot be brought to the input's size"
         )
     cam = layer_map(ctx)
