@@ -21,7 +21,8 @@ _COMMAND_MODULES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxplain",
-        description="Saliency maps (vanilla gradient, deconvnet, guided backprop) for ONNX models.",
+        description="Saliency maps (gradient, deconvnet, guided backprop, Grad-CAM, SmoothGrad, "
+        "Integrated Gradients, ...) for ONNX models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name, commands, extra in _COMMAND_MODULES:
