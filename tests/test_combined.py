@@ -16,7 +16,7 @@ from onnxplain.server.repository import Endpoints, explain_model
 from fd import session
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
-METHODS = ("guided", "vanilla", "deconvnet")
+METHODS = ("guided", "vanilla", "deconvnet", "gradcam", "guided_gradcam", "input_x_gradient")
 
 
 def test_merged_graph_gives_each_method_its_own_saliency() -> None:
