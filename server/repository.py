@@ -125,11 +125,6 @@ class LoadedModel:
         self._lock = threading.Lock()
 
     @property
-    def lazy(self) -> LoadedModel:
-        """The sessions built on demand: this model itself (`built()`, `default_layer()`)."""
-        return self
-
-    @property
     def batchable(self) -> bool:
         """Whether requests may be merged: the batch dimension is free."""
         return self.input.shape[0] is None
