@@ -7,10 +7,14 @@ skip locally, and fail when the CI environment variable is set, so CI never pass
 
 from __future__ import annotations
 
+import ast
 import base64
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from tools import require, require_on_path
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "tests" / "node_client"
 PROTOS = ("explain", "admin")
+# Pinned, as the Python tools are (constraints.txt): a new buf may add lint rules.
+BUF = "@bufbuild/buf@1.75.0"
 GENERATED = tuple(
     f"{p}{suffix}" for p in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 )
@@ -37,7 +43,7 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_buf_lint_standard_is_clean() -> None:
     npx = require_on_path("npx", "install Node.js (npx runs @bufbuild/buf)")
     run = subprocess.run(
-        [npx, "--yes", "@bufbuild/buf", "lint"],
+        [npx, "--yes", BUF, "lint"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -46,25 +52,83 @@ def test_buf_lint_standard_is_clean() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
+def _generate(out: Path) -> None:
     subprocess.run(
         [
             sys.executable,
             "-m",
             "grpc_tools.protoc",
             "-Iproto",
-            f"--python_out={tmp_path}",
-            f"--pyi_out={tmp_path}",
-            f"--grpc_python_out={tmp_path}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
             *(f"proto/onnxplain/v1/{p}.proto" for p in PROTOS),
         ],
         cwd=ROOT,
         check=True,
     )
+
+
+def _serve_requirements() -> dict[str, str]:
+    """The serve and test extras' requirements, by package name: {"grpcio": ">=1.85.1"}."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    found = {}
+    for requirement in [*extras["serve"], *extras["test"]]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement)
+        assert match, requirement
+        found[match[1].lower()] = match[2].replace(" ", "")
+    return found
+
+
+def _generated_versions() -> tuple[str, str]:
+    """(grpcio, protobuf) versions the committed code was generated for, as it states them."""
+    grpc_code = (ROOT / "onnxplain" / "v1" / "explain_pb2_grpc.py").read_text()
+    pb_code = (ROOT / "onnxplain" / "v1" / "explain_pb2.py").read_text()
+    grpc_version = re.search(r"GRPC_GENERATED_VERSION = '([0-9.]+)'", grpc_code)
+    pb_version = re.search(r"Protobuf Python Version: ([0-9.]+)", pb_code)
+    assert grpc_version and pb_version, "the generated files no longer state their versions"
+    return grpc_version[1], pb_version[1]
+
+
+def test_generator_is_pinned_and_runtime_bounds_match_the_generated_code() -> None:
+    """A registry release must not change what the freshness test expects, and an install
+    that pip accepts must import the generated code (which refuses older grpcio/protobuf)."""
+    grpc_version, pb_version = _generated_versions()
+    wanted = _serve_requirements()
+    assert wanted["grpcio-tools"] == f"=={grpc_version}"
+    for package in ("grpcio", "grpcio-health-checking", "grpcio-reflection"):
+        assert wanted[package] == f">={grpc_version}", package
+    major = int(pb_version.split(".")[0])
+    assert wanted["protobuf"] == f">={pb_version},<{major + 1}"
+
+
+def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    """Regenerated with the pinned grpcio-tools, the committed files are byte for byte the
+    same; the descriptors are compared first, so a changed .proto is named as such."""
+    grpc_tools = pytest.importorskip("grpc_tools")
+    pinned = _serve_requirements()["grpcio-tools"].removeprefix("==")
+    installed = importlib.metadata.version("grpcio-tools")
+    assert installed == pinned, (
+        f"grpcio-tools {installed} is installed; the committed code is {pinned}'s: "
+        f"pip install grpcio-tools=={pinned}"
+    )
+    del grpc_tools
+    _generate(tmp_path)
+    from onnxplain.v1 import admin_pb2, explain_pb2
+
+    for proto, module in (("explain", explain_pb2), ("admin", admin_pb2)):
+        source = (tmp_path / "onnxplain" / "v1" / f"{proto}_pb2.py").read_text()
+        fresh = re.search(r"AddSerializedFile\((b'.*?')\)", source, re.S)
+        assert fresh, f"no serialized descriptor in the fresh {proto}_pb2.py"
+        assert ast.literal_eval(fresh[1]) == module.DESCRIPTOR.serialized_pb, (
+            f"proto/onnxplain/v1/{proto}.proto changed since onnxplain/v1/ was generated: "
+            "run scripts/gen_proto.sh"
+        )
     for name in GENERATED:
-        fresh = (tmp_path / "onnxplain" / "v1" / name).read_text()
+        fresh_text = (tmp_path / "onnxplain" / "v1" / name).read_text()
         committed = (ROOT / "onnxplain" / "v1" / name).read_text()
-        assert fresh == committed, f"onnxplain/v1/{name} is stale: run scripts/gen_proto.sh"
+        assert fresh_text == committed, f"onnxplain/v1/{name} is stale: run scripts/gen_proto.sh"
 
 
 def _grpcurl(*args: str) -> str:
