@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from engines import OpenVinoEngine
+from engines import load
 
 
 def layer_times(
@@ -19,7 +19,7 @@ def layer_times(
     """Milliseconds per layer type, the median over `runs` inferences after one warm-up."""
     # A "Reference" layer is an ONNX op OpenVINO has no optimised kernel for; name the op.
     op_types = {node.name: node.op_type for node in model.graph.node}
-    engine = OpenVinoEngine(model, feeds, threads, profiling=True)
+    engine = load("openvino", model, feeds, threads, profiling=True)
     engine.run()
     samples: dict[str, list[float]] = {}
     for _ in range(runs):

@@ -23,7 +23,7 @@ from .check import run_sanity
 from .report import METRICS, SCORES, table
 
 if TYPE_CHECKING:
-    from onnxplain.server.config import ModelConfig
+    from onnxplain.server.store.config import ModelConfig
 
 _MODEL_FILE = "model.onnx"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -147,8 +147,8 @@ def _locate(given: Path) -> tuple[Path | None, Path]:
 def _config(folder: Path | None) -> ModelConfig | None:
     if folder is None:
         return None
-    from onnxplain.server.config import load_config
-    from onnxplain.server.errors import ConfigError
+    from onnxplain.server.core.errors import ConfigError
+    from onnxplain.server.store.config import load_config
 
     try:
         return load_config(folder)
@@ -190,8 +190,8 @@ def _image(path: Path, config: ModelConfig | None) -> np.ndarray:
     pre = config.preprocessing if config is not None else None
     if pre is None:
         raise UsageError(f"{path} is an image, but the model has no [preprocessing] config")
-    from onnxplain.server.errors import InvalidInput
-    from onnxplain.server.imaging import preprocess
+    from onnxplain.server.core.errors import InvalidInput
+    from onnxplain.server.core.imaging import preprocess
 
     try:
         return preprocess(path.read_bytes(), pre)

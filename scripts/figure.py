@@ -30,8 +30,8 @@ from onnxplain.graph_rewrite import (
     default_output,
 )
 from onnxplain.render import SIGNS, HeatmapOptions, Panel, figure, to_2d
-from onnxplain.server.config import ModelConfig, load_config
-from onnxplain.server.imaging import preprocess
+from onnxplain.server.core.imaging import preprocess
+from onnxplain.server.store.config import ModelConfig, load_config
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,8 +1,7 @@
 """The gRPC Explain service: a model repository and explainer core behind a thin servicer."""
 
-from .app import Limits, Service, build_server
-from .batching import QueueLimits
-from .errors import (
+from .core.batching import QueueLimits
+from .core.errors import (
     Cancelled,
     DeadlineExceeded,
     ExplainError,
@@ -12,8 +11,9 @@ from .errors import (
     Overloaded,
     RequestTooLarge,
 )
-from .explainer import ExplainCall, Explainer, Explanation
-from .repository import DeviceUnavailable, Repository, SessionFactory
+from .core.explainer import ExplainCall, Explainer, Explanation
+from .protocols.grpc.app import Limits, Service, build_server
+from .store.repository import DeviceUnavailable, Repository, SessionFactory
 
 __all__ = [
     "Cancelled",

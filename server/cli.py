@@ -7,15 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from . import metrics
-from .app import Limits, build_server
-from .batching import QueueLimits
-from .explainer import Explainer
-from .lifecycle import Signals, serve_until_signal
-from .reload import Reloader, snapshot
-from .repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
-from .security import Security, SecurityConfigError, health_server
-from .web import start_web_page
+from .core.batching import QueueLimits
+from .core.explainer import Explainer
+from .ops import metrics
+from .ops.lifecycle import Signals, serve_until_signal
+from .ops.reload import Reloader, snapshot
+from .ops.security import Security, SecurityConfigError, health_server
+from .protocols.grpc.app import Limits, build_server
+from .protocols.web import start_web_page
+from .store.repository import DeviceUnavailable, FailedModel, Repository, SessionFactory
 
 log = logging.getLogger("onnxplain.server")
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnxplain.graph_rewrite import SALIENCY_OUTPUT, default_input, default_output
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT
 from onnxplain.server.combined import merge_explain_models
-from onnxplain.server.repository import Endpoints, explain_model
+from onnxplain.server.store.repository import Endpoints, explain_model
 
 from fd import session
 

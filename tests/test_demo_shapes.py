@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxplain.server.config import load_config
-from onnxplain.server.imaging import preprocess
+from onnxplain.server.core.imaging import preprocess
+from onnxplain.server.store.config import load_config
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]

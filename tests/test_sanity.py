@@ -16,8 +16,8 @@ import pytest
 from onnx import numpy_helper
 from onnxplain.client import Client
 from onnxplain.sanity import cascade, parameter_layers, read_report, run_sanity, similarities
-from onnxplain.server.config import load_config
-from onnxplain.server.imaging import preprocess
+from onnxplain.server.core.imaging import preprocess
+from onnxplain.server.store.config import load_config
 from scipy.stats import spearmanr
 
 from onnxplain.cli import main

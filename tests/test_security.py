@@ -21,8 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from onnxplain.client import Client, ServiceError
 from onnxplain.client.client import Retry
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
-from onnxplain.server import security as security_module
-from onnxplain.server.security import Security, SecurityConfigError, health_server
+from onnxplain.server.ops import security as security_module
+from onnxplain.server.ops.security import Security, SecurityConfigError, health_server
 
 from certs import Pair, make_ca, make_leaf
 from test_server_support import DEMO, SAMPLES

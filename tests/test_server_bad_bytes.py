@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from onnxplain.server.refusals import RefusalLog
+from onnxplain.server.ops.refusals import RefusalLog
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1.tensors import TensorError, to_array, to_tensor

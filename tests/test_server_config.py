@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from onnxplain.server import Repository, SessionFactory
-from onnxplain.server.config import load_config
-from onnxplain.server.errors import ConfigError
-from onnxplain.server.repository import FailedModel, LoadedModel
+from onnxplain.server.core.errors import ConfigError
+from onnxplain.server.store.config import load_config
+from onnxplain.server.store.repository import FailedModel, LoadedModel
 
 from test_server_support import DEMO
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server, metrics
-from onnxplain.server.reload import Reloader, snapshot
+from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
+from onnxplain.server.ops import metrics
+from onnxplain.server.ops.reload import Reloader, snapshot
 from prometheus_client.parser import text_string_to_metric_families
 
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc
@@ -197,7 +198,7 @@ def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_queue_and_batches_of_real_requests_are_counted(running: Running) -> None:
-    """The request queue (server/batching.py) reports through the hooks: every run's
+    """The request queue (server/core/batching.py) reports through the hooks: every run's
     samples land in the batch-size histogram, and the queue's depth is a series per model."""
     before = scrape(running.metrics_port)
     x = np.concatenate([X, X, X])  # one request of three samples

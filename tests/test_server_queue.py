@@ -31,9 +31,9 @@ from onnxplain.server import (
     Repository,
     SessionFactory,
     build_server,
-    hooks,
 )
-from onnxplain.server.batching import ModelQueue
+from onnxplain.server.core.batching import ModelQueue
+from onnxplain.server.ops import hooks
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from onnxplain.client import Client, ServiceError
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
-from onnxplain.server import reload as reload_module
-from onnxplain.server.reload import Reloader, snapshot
+from onnxplain.server.ops import reload as reload_module
+from onnxplain.server.ops.reload import Reloader, snapshot
 
 from onnxplain.cli import main
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from onnxplain.client import Client, ServiceError
 from onnxplain.render import HeatmapOptions, render_heatmap, tensor_image, to_2d
-from onnxplain.server.config import load_config
-from onnxplain.server.imaging import preprocess
+from onnxplain.server.core.imaging import preprocess
+from onnxplain.server.store.config import load_config
 from PIL import Image
 from scipy.special import softmax
 

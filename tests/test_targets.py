@@ -1,12 +1,12 @@
-"""server/targets.py on its own: top-k order, ties, names, and probabilities (scipy's softmax
+"""server/core/targets.py on its own: top-k order, ties, names, and probabilities (scipy's softmax
 as the oracle)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxplain.server.errors import InvalidInput
-from onnxplain.server.targets import resolve_names, row_stats, top_k_rows
+from onnxplain.server.core.errors import InvalidInput
+from onnxplain.server.core.targets import resolve_names, row_stats, top_k_rows
 from scipy.special import softmax
 
 

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite.methods import ALL_METHODS
 from onnxplain.server import Explainer, Repository, SessionFactory
-from onnxplain.server.security import RECHECK_S, Security
-from onnxplain.server.web import WebPage, start_web_page
+from onnxplain.server.ops.security import RECHECK_S, Security
+from onnxplain.server.protocols.web import WebPage, start_web_page
 from PIL import Image
 from scipy.special import softmax
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc
 
-from .reload import Change, Outcome, Reloader, ReloadPending
+from ...ops.reload import Change, Outcome, Reloader, ReloadPending
 
 _OUTCOME_TO_WIRE = {
     Outcome.ADDED: admin_pb2.RELOAD_OUTCOME_ADDED,

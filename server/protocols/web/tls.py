@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from ..security import Security, SecurityConfigError, Watched, read_tokens
+from ...ops.security import Security, SecurityConfigError, Watched, read_tokens
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:

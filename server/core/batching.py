@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from . import hooks
+from ..ops import hooks
 from .errors import Cancelled, DeadlineExceeded, Overloaded
 
 # Runs one batch: key, input rows, targets (one per row), and the options that can stop it.

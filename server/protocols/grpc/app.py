@@ -17,10 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
-from . import metrics
-from .admin import AdminServicer
-from .batching import QueueLimits
-from .errors import (
+from ...core.batching import QueueLimits
+from ...core.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidInput,
@@ -29,10 +27,12 @@ from .errors import (
     Overloaded,
     RequestTooLarge,
 )
-from .explainer import Explainer
-from .refusals import RefusalLog
-from .reload import Reloader, ReloadPending
-from .security import Security
+from ...core.explainer import Explainer
+from ...ops import metrics
+from ...ops.refusals import RefusalLog
+from ...ops.reload import Reloader, ReloadPending
+from ...ops.security import Security
+from .admin import AdminServicer
 from .servicer import ExplainServicer
 
 log = logging.getLogger(__name__)

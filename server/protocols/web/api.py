@@ -19,10 +19,10 @@ from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap
 from onnxplain.render import png_bytes as render_png
 from onnxplain.sanity import SanityReport, summarise
 
-from ..errors import InvalidInput
-from ..explainer import ExplainCall, Explainer, Explanation
-from ..repository import FailedModel
-from ..targets import MAX_TOP_K, row_stats
+from ...core.errors import InvalidInput
+from ...core.explainer import ExplainCall, Explainer, Explanation
+from ...core.targets import MAX_TOP_K, row_stats
+from ...store.repository import FailedModel
 
 # Classes explained (top mode) and listed when the request does not say.
 DEFAULT_TOP = 3

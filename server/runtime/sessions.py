@@ -13,7 +13,7 @@ import threading
 import onnx
 import onnxruntime as ort
 
-from .weights import WeightStore
+from ..store.weights import WeightStore
 
 
 class DeviceUnavailable(RuntimeError):

@@ -23,11 +23,11 @@ from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_C
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
 
+from ..store.repository import LoadedModel, Repository, Spec
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
 from .errors import InvalidInput, RequestTooLarge
 from .imaging import decode, heatmap_pngs, preprocess
 from .method_params import GraphParams, MethodOptions, RunExtras, graph_params, run_extras
-from .repository import LoadedModel, Repository, Spec
 from .targets import explain_top_k, resolve_names, row_stats
 
 

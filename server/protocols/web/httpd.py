@@ -20,15 +20,15 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import (
+from ...core.errors import (
     InvalidInput,
     ModelNotFound,
     ModelUnavailable,
     Overloaded,
     RequestTooLarge,
 )
-from ..explainer import Explainer
-from ..security import Security
+from ...core.explainer import Explainer
+from ...ops.security import Security
 from . import api
 from .tls import current_tls, current_tokens
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 _LAYOUTS = ("NCHW", "NHWC")
 _COLOR_MODES = ("L", "RGB")

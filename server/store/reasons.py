@@ -11,7 +11,7 @@ import re
 from google.protobuf.message import DecodeError
 from onnxplain.graph_rewrite import RewriteError
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 _MAX_LENGTH = 500
 # An absolute path: a slash not preceded by a word character (so "NCHW/NHWC" is no path).

@@ -17,10 +17,10 @@ from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
 
-from .errors import InvalidInput
-from .explainer import ExplainCall, Explainer, Explanation
-from .method_params import MethodOptions, parameters
-from .repository import FailedModel, LoadedModel, Spec
+from ...core.errors import InvalidInput
+from ...core.explainer import ExplainCall, Explainer, Explanation
+from ...core.method_params import MethodOptions, parameters
+from ...store.repository import FailedModel, LoadedModel, Spec
 
 _METHOD_TO_WIRE: dict[Method, pb.Method] = {
     "vanilla": pb.METHOD_VANILLA,

@@ -15,7 +15,7 @@ from onnxplain.render import (
 )
 from PIL import Image, UnidentifiedImageError
 
-from .config import Preprocessing
+from ..store.config import Preprocessing
 from .errors import InvalidInput
 
 _FORMATS = ("PNG", "JPEG")

@@ -36,11 +36,11 @@ from onnxplain.graph_rewrite.explain import default_layer
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 
-from .combined import merge_explain_models
+from ..combined import merge_explain_models
+from ..core.errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
+from ..runtime.sessions import DeviceUnavailable, SessionFactory, release_free_memory
 from .config import ModelConfig, load_config
-from .errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from .reasons import failure_reason
-from .runtime import DeviceUnavailable, SessionFactory, release_free_memory
 from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
 from .weights import WeightStore
 
@@ -280,7 +280,7 @@ def _describe(key: SessionKey) -> str:
 class Repository:
     """Every model in a folder, each either loaded or failed with a reason.
 
-    `replace` swaps one model's entry while requests run (server/reload.py decides what to
+    `replace` swaps one model's entry while requests run (server/ops/reload.py decides what to
     swap): readers always see a whole dict, since a swap builds a new one and rebinds it.
     """
 

@@ -21,7 +21,7 @@ import threading
 import time
 from types import FrameType, TracebackType
 
-from .app import Service
+from ..protocols.grpc.app import Service
 from .reload import Reloader
 
 log = logging.getLogger(__name__)

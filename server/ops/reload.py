@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ..store.reasons import failure_reason
+from ..store.repository import FailedModel, LoadedModel, Repository, SessionFactory, load_model
+from ..store.scan import empty_hint, model_folders, skipped_hints
 from . import metrics
-from .reasons import failure_reason
-from .repository import FailedModel, LoadedModel, Repository, SessionFactory, load_model
-from .scan import empty_hint, model_folders, skipped_hints
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Operations: security, metrics, reloads, signals and the rate-limited logs."""
