@@ -115,7 +115,7 @@ def demo(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def _light(name: str, folder: Path) -> np.ndarray:
-    import lightzoo
+    from helpers import lightzoo
 
     model = lightzoo.load(name)
     folder.mkdir(parents=True)

@@ -28,7 +28,7 @@ from onnxplain.graph_rewrite import default_input, default_output
 from torch import nn
 from wheels import fetch
 
-from nets import NETS
+from helpers.nets import NETS
 
 CLASS = 281  # the class explained in the classifiers (tabby cat)
 

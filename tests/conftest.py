@@ -7,7 +7,7 @@ import pytest
 # The test helpers (fd.py, nets.py, ...) live beside the tests and import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tools import in_ci
+from helpers.tools import in_ci
 
 pytest_plugins = ["pytester"]  # tests/test_ci_honesty.py runs pytest on throwaway files
 

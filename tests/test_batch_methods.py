@@ -27,9 +27,9 @@ from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, s
 from scipy import ndimage
 from torch import nn
 
-import runtimes
-from fd import session
-from nets import ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
+from helpers import runtimes
+from helpers.fd import session
+from helpers.nets import ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
 
 TARGETS = [3, 7]
 CLASSES = 10

@@ -1,4 +1,4 @@
-"""SmoothGrad and Integrated Gradients on the pretrained models of tests/realmodels.py:
+"""SmoothGrad and Integrated Gradients on the pretrained models of tests/helpers/realmodels.py:
 each converts (its fixed batch of 1 freed), runs, and gives the same map and completeness
 gap on every chosen runtime as on onnxruntime CPU.
 
@@ -16,8 +16,7 @@ from onnxplain.graph_rewrite import RewriteError, build_explain_model, default_o
 from onnxplain.graph_rewrite.methods.smoothgrad import smoothgrad_noise
 from test_models_wheels import CASES, NAMES, fixed_input_shape
 
-import realmodels
-import runtimes
+from helpers import realmodels, runtimes
 
 SAMPLES, STEPS = 2, 3
 # Relative L2 between runtimes: onnxruntime and OpenVINO's base maps agree to 1e-6..1e-5

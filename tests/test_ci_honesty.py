@@ -1,6 +1,6 @@
 """Under CI a missing tool fails the run; on a developer's machine it skips.
 
-The rule lives in tests/tools.py and tests/conftest.py; these run it on a throwaway test
+The rule lives in tests/helpers/tools.py and tests/conftest.py; these run it on a throwaway test
 file, in a pytest of its own, with CI set and unset.
 """
 
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tools import in_ci
+from helpers.tools import in_ci
 
 HERE = Path(__file__).resolve().parent
 
 NEEDS_TOOLS = """
 import pytest
-from tools import require_on_path, require_module
+from helpers.tools import require_on_path, require_module
 
 def test_importorskip():
     pytest.importorskip("no_such_module_onnxplain")
@@ -46,7 +46,9 @@ def test_never_reached():
 
 def _run(pytester: pytest.Pytester, ci: str | None, *args: str) -> pytest.RunResult:
     pytester.makeconftest((HERE / "conftest.py").read_text())
-    shutil.copy(HERE / "tools.py", pytester.path / "tools.py")
+    (pytester.path / "helpers").mkdir()
+    (pytester.path / "helpers" / "__init__.py").write_text("")
+    shutil.copy(HERE / "helpers" / "tools.py", pytester.path / "helpers" / "tools.py")
     pytester.makepyfile(test_needs_tools=NEEDS_TOOLS, test_whole_file=WHOLE_FILE)
     if ci is None:
         pytester._monkeypatch.delenv("CI", raising=False)

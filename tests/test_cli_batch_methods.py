@@ -14,8 +14,8 @@ from onnxplain.graph_rewrite.methods.integrated_gradients import (
 from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, smoothgrad_noise
 from test_cli_rewrite import run_cli
 
-from fd import session
-from tiny import tiny_classifier
+from helpers.fd import session
+from helpers.tiny import tiny_classifier
 
 X = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
 SEED = np.eye(5, dtype=np.float32)[[1, 4]]

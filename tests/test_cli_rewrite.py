@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnxplain.graph_rewrite import ALL_METHODS
 
-from fd import session
-from tiny import tiny_classifier
+from helpers.fd import session
+from helpers.tiny import tiny_classifier
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:

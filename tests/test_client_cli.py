@@ -13,7 +13,7 @@ from PIL import Image
 
 from onnxplain.cli import main
 
-from test_server_support import SAMPLES, direct_explain, make_repository, running_server
+from helpers.server_support import SAMPLES, direct_explain, make_repository, running_server
 
 
 @pytest.fixture(scope="module")

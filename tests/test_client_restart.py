@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from onnxplain.client import Client, Retry, ServiceError
 
-from test_server_support import DEMO, SAMPLES
+from helpers.server_support import DEMO, SAMPLES
 
 CYCLES = 3
 

@@ -13,7 +13,7 @@ from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT
 from onnxplain.server.combined import merge_explain_models
 from onnxplain.server.store.repository import Endpoints, explain_model
 
-from fd import session
+from helpers.fd import session
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
 METHODS = ("guided", "vanilla", "deconvnet", "gradcam", "guided_gradcam", "input_x_gradient")

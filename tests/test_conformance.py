@@ -1,4 +1,4 @@
-"""Conformance: every method on small nets exported from PyTorch (tests/nets.py), on every
+"""Conformance: every method on small nets exported from PyTorch (tests/helpers/nets.py), on every
 runtime in ONNXPLAIN_RUNTIMES, against onnxruntime CPU and the float64 oracle.
 
 The same checks run on the light zoo (test_models_light.py) and on pretrained models from
@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-import runtimes
-from nets import AllCNNC, ResNetStyle, SquareFC, VGGStyle, export_onnx, randomise_batchnorm
-from subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
+from helpers import runtimes
+from helpers.nets import AllCNNC, ResNetStyle, SquareFC, VGGStyle, export_onnx, randomise_batchnorm
+from helpers.subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
 
 CLASSES, SIDE = 10, 32
 TARGETS = [3, 7]

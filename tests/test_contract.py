@@ -15,8 +15,8 @@ from onnxplain.graph_rewrite import (
     default_output,
 )
 
-from fd import assert_vjp_matches, session
-from tiny import tiny_classifier
+from helpers.fd import assert_vjp_matches, session
+from helpers.tiny import tiny_classifier
 
 X = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
 

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import pytest
 
-from tools import missing
+from helpers.tools import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -16,9 +16,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnxplain.graph_rewrite import build_explain_model, default_output
 
-import lightzoo
-from fd import assert_vjp_matches, session, with_first_output
-from oracle import Oracle, TorchReference
+from helpers import lightzoo
+from helpers.fd import assert_vjp_matches, session, with_first_output
+from helpers.oracle import Oracle, TorchReference
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, 3, 10, 10)).astype(np.float32)

@@ -36,9 +36,9 @@ from onnxplain.client import Client, Retry
 
 from onnxplain.cli import build_parser
 
-from certs import make_ca, make_leaf
-from test_server_support import DEMO, SAMPLES
-from tools import missing, require_module
+from helpers.certs import make_ca, make_leaf
+from helpers.server_support import DEMO, SAMPLES
+from helpers.tools import missing, require_module
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

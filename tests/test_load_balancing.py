@@ -16,7 +16,7 @@ import pytest
 from onnxplain.client import Client, Retry
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
 
-from test_server_support import DEMO
+from helpers.server_support import DEMO
 
 CALLS = 20
 

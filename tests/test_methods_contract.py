@@ -24,8 +24,8 @@ from onnxplain.graph_rewrite import (
     default_layer,
 )
 
-from fd import session
-from tiny import tiny_classifier
+from helpers.fd import session
+from helpers.tiny import tiny_classifier
 
 X = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
 SEED = np.eye(5, dtype=np.float32)[[1, 3]]

@@ -25,9 +25,9 @@ from captum.attr import GuidedGradCam, InputXGradient, LayerAttribution, LayerGr
 from onnxplain.graph_rewrite import build_explain_model, default_layer
 from torch import nn
 
-from fd import session
-from nets import ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
-from pytorch_grad_cam_import import pytorch_grad_cam
+from helpers.fd import session
+from helpers.nets import ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
+from helpers.pytorch_grad_cam_import import pytorch_grad_cam
 
 TARGETS = [3, 7]
 CLASSES = 10

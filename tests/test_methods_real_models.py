@@ -21,9 +21,8 @@ from onnxplain.graph_rewrite.model_info import ModelInfo, normalise
 from onnxplain.graph_rewrite.walk import Endpoints, differentiated_path
 from test_models_wheels import CASES, SLOW, fixed_input_shape
 
-import realmodels
-import runtimes
-from oracle import cut_at, max_error, relative_l2
+from helpers import realmodels, runtimes
+from helpers.oracle import cut_at, max_error, relative_l2
 
 # (method, parameters): every new method, Grad-CAM in both conventions.
 VARIANTS = {
@@ -33,7 +32,7 @@ VARIANTS = {
     "input_x_gradient": ("input_x_gradient", {}),
 }
 # Without kinks or ties near rounding, float32 maps of these models sit 1e-7 to 2e-6 apart
-# between CPU runtimes (tests/subject.py). Every new method is built from the true
+# between CPU runtimes (tests/helpers/subject.py). Every new method is built from the true
 # gradient, so where the runtimes' vanilla maps differ more (orientation: 2.6e-3 relative
 # L2, hard-swish kinks within rounding, which test_models_wheels's float64 oracle
 # accounts for), a new method may differ by FACTOR times that, no more.

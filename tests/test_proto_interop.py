@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_server_support import SAMPLES, direct_explain, make_repository, running_server
-from tools import require, require_on_path
+from helpers.server_support import SAMPLES, direct_explain, make_repository, running_server
+from helpers.tools import require, require_on_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_CLIENT = ROOT / "tests" / "node_client"

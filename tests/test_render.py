@@ -142,7 +142,7 @@ def test_batch_rows_get_one_file_each_named_by_sample_and_class() -> None:
 def test_blend_matches_pytorch_grad_cams_show_cam_on_image() -> None:
     import cv2
 
-    from pytorch_grad_cam_import import pytorch_grad_cam
+    from helpers.pytorch_grad_cam_import import pytorch_grad_cam
 
     show_cam_on_image = pytorch_grad_cam().utils.image.show_cam_on_image
     gray = RNG.uniform(0, 1, size=(12, 10))

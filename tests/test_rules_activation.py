@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, session, single_op_model
+from helpers.fd import assert_vjp_matches, session, single_op_model
 
 RNG = np.random.default_rng(1)
 X = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)

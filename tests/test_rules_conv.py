@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, session, single_op_model
+from helpers.fd import assert_vjp_matches, session, single_op_model
 
 CASES = [
     # (spatial, kernel, attrs, constant weights?)

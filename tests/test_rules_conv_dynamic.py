@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
+from helpers.fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
 
 CONV_CASES = [
     # (spatial, kernel, attrs)

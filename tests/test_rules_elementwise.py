@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from fd import assert_vjp_matches, dynamic_batch, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, single_op_model
 
 RNG = np.random.default_rng(2)
 

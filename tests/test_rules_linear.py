@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, dynamic_batch, session, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 RNG = np.random.default_rng(3)
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import session, single_op_model
+from helpers.fd import session, single_op_model
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

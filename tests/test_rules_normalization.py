@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from onnxplain.graph_rewrite import build_explain_model
 from onnxplain.graph_rewrite.errors import RewriteError
 
-from fd import assert_vjp_matches, session, single_op_model
+from helpers.fd import assert_vjp_matches, session, single_op_model
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

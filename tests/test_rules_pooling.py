@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, dynamic_batch, session, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 MAX_POOL_CASES = [
     # (spatial, attrs)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
+from helpers.fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
 
 AVERAGE_POOL_CASES = [
     # (spatial, attrs); each case also runs at spatial + 1 on every axis

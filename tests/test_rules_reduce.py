@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnxplain.graph_rewrite import build_explain_model
 
-from fd import assert_vjp_matches, dynamic_batch, session, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 RNG = np.random.default_rng(4)
 X = np.asarray(RNG.standard_normal((2, 3, 4)), dtype=np.float32)

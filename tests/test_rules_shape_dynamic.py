@@ -10,7 +10,7 @@ import pytest
 from onnxplain.graph_rewrite import build_explain_model
 from onnxplain.graph_rewrite.errors import RewriteError
 
-from fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
+from helpers.fd import assert_vjp_matches_at_sizes, dynamic_dims, single_op_model
 
 I32_MAX = 2**31 - 1
 

@@ -24,7 +24,7 @@ from onnxplain.cli import main
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 
-from test_server_support import DEMO, running_server
+from helpers.server_support import DEMO, running_server
 
 
 def served_model_info(root: Path, name: str) -> pb.ModelInfo:

@@ -24,8 +24,8 @@ from onnxplain.server import Explainer, Limits, Repository, SessionFactory, buil
 from onnxplain.server.ops import security as security_module
 from onnxplain.server.ops.security import Security, SecurityConfigError, health_server
 
-from certs import Pair, make_ca, make_leaf
-from test_server_support import DEMO, SAMPLES
+from helpers.certs import Pair, make_ca, make_leaf
+from helpers.server_support import DEMO, SAMPLES
 
 NO_RETRY = Retry(total_s=0)  # a refused handshake is UNAVAILABLE: answer at once
 

@@ -20,7 +20,7 @@ from onnxplain.graph_rewrite import (
 )
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, seed_from_targets
 
-from fd import session
+from helpers.fd import session
 
 DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
 SAMPLES = sorted((DEMO / "samples").glob("*.npy"))

@@ -21,7 +21,7 @@ from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_tensor
 
-from test_server_support import SAMPLES, direct_explain, make_repository, running_server
+from helpers.server_support import SAMPLES, direct_explain, make_repository, running_server
 
 METHODS = ("vanilla", "deconvnet", "guided")
 

@@ -19,8 +19,8 @@ from onnxplain.server.ops.refusals import RefusalLog
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1.tensors import TensorError, to_array, to_tensor
 
-from serve_process import ServeProcess
-from test_server_support import SAMPLES, make_repository
+from helpers.serve_process import ServeProcess
+from helpers.server_support import SAMPLES, make_repository
 
 # A fuzzed body may happen to decode into a request the server refuses for what it says
 # (unknown model, wrong shape) or even a valid one; it must never be the server's fault.

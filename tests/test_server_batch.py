@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnxplain.client import Client
 
-from test_server_support import DEMO, SAMPLES, direct_explain, running_server
+from helpers.server_support import DEMO, SAMPLES, direct_explain, running_server
 
 
 def _stored_with_batch_minus_one(root: Path) -> Path:

@@ -14,7 +14,7 @@ from onnxplain.server.core.errors import ConfigError
 from onnxplain.server.store.config import load_config
 from onnxplain.server.store.repository import FailedModel, LoadedModel
 
-from test_server_support import DEMO
+from helpers.server_support import DEMO
 
 SESSIONS = SessionFactory("cpu", threads=1)
 

@@ -19,8 +19,8 @@ from onnxplain.graph_rewrite.explain import default_layer
 from onnxplain.graph_rewrite.methods.smoothgrad import NOISE_INPUT, smoothgrad_noise
 from onnxplain.server import Explainer, Service
 
-from fd import session
-from test_server_support import DEMO, SAMPLES, make_repository, running_server
+from helpers.fd import session
+from helpers.server_support import DEMO, SAMPLES, make_repository, running_server
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1.tensors import to_tensor
 
-from serve_process import ServeProcess, wait_for
-from test_server_support import DEMO, SAMPLES, make_repository
+from helpers.serve_process import ServeProcess, wait_for
+from helpers.server_support import DEMO, SAMPLES, make_repository
 
 X = np.load(SAMPLES / "digit0.npy")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -1,7 +1,7 @@
 """The per-model queue: waiting instead of refusing, merging, deadlines and cancellation.
 
 Merged runs are checked against the explain model run on each caller's input alone (the
-oracle of test_server_support), over a real loopback socket; the queue's own rules on a
+oracle of helpers/server_support), over a real loopback socket; the queue's own rules on a
 queue whose runs are plain numpy; stopping work by the server process's CPU time.
 """
 
@@ -39,7 +39,7 @@ from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_tensor
 
-from test_server_support import DEMO, SAMPLES, direct_explain
+from helpers.server_support import DEMO, SAMPLES, direct_explain
 
 
 @contextmanager

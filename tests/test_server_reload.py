@@ -21,7 +21,7 @@ from onnxplain.cli import main
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc
 from onnxplain.v1 import explain_pb2 as pb
 
-from test_server_support import DEMO, SAMPLES, direct_explain, save_variant
+from helpers.server_support import DEMO, SAMPLES, direct_explain, save_variant
 
 X = np.load(SAMPLES / "digit7.npy")
 Outcome = admin_pb2.ReloadOutcome

@@ -25,8 +25,8 @@ from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_tensor
 
-from serve_process import ServeProcess, health, list_models, wait_for
-from test_server_support import DEMO, SAMPLES
+from helpers.serve_process import ServeProcess, health, list_models, wait_for
+from helpers.server_support import DEMO, SAMPLES
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 RUNS = int(os.environ.get("ONNXPLAIN_SIGNAL_RUNS", "4"))

@@ -18,8 +18,8 @@ from captum.attr import Deconvolution, GuidedBackprop
 from onnxplain.graph_rewrite import build_explain_model
 from torch import nn
 
-from fd import session
-from nets import AllCNNC, ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
+from helpers.fd import session
+from helpers.nets import AllCNNC, ResNetStyle, VGGStyle, export_onnx, randomise_batchnorm
 
 TARGETS = [3, 7]
 CLASSES = 10

@@ -19,8 +19,8 @@ import torch
 from onnxplain.graph_rewrite import build_explain_model
 from torch import nn
 
-from fd import session
-from nets import export_onnx
+from helpers.fd import session
+from helpers.nets import export_onnx
 
 CLASSES = 10
 TARGETS = [2, 5]

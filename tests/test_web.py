@@ -33,8 +33,8 @@ from onnxplain.server.protocols.web import WebPage, start_web_page
 from PIL import Image
 from scipy.special import softmax
 
-from certs import make_ca, make_leaf
-from test_server_support import SAMPLES, direct_explain, make_repository
+from helpers.certs import make_ca, make_leaf
+from helpers.server_support import SAMPLES, direct_explain, make_repository
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

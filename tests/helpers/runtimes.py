@@ -18,7 +18,7 @@ import pytest
 from onnxplain.server.runtime.engines import GPU_RUNTIMES, RUNTIMES, EngineOptions, load_engine
 from onnxplain.server.runtime.engines import missing as _missing
 
-from tools import in_ci
+from helpers.tools import in_ci
 
 REFERENCE = "onnxruntime-cpu"
 DEFAULT = "onnxruntime-cpu,openvino-cpu"

@@ -19,9 +19,9 @@ from onnx import TensorProto, helper
 from onnxplain.graph_rewrite import GRAD_INPUT, SALIENCY_OUTPUT, build_explain_model
 from onnxplain.server import Explainer, Limits, Repository, Service, SessionFactory, build_server
 
-from fd import session
+from helpers.fd import session
 
-DEMO = Path(__file__).resolve().parents[1] / "models" / "digits"
+DEMO = Path(__file__).resolve().parents[2] / "models" / "digits"
 SAMPLES = DEMO / "samples"
 
 

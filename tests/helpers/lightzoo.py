@@ -16,7 +16,7 @@ import torch
 from onnx import helper, numpy_helper
 from onnxplain.graph_rewrite import default_input
 
-from nets import TORCH_OPS, node_attributes
+from helpers.nets import TORCH_OPS, node_attributes
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 NAMES = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "wheels"
 
 
 @dataclass(frozen=True)

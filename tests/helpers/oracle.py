@@ -76,7 +76,7 @@ def _stub_torchvision() -> None:
         return
 
     def missing(*_: Any, **__: Any) -> Any:
-        raise NotImplementedError("torchvision is a stub in the tests (tests/oracle.py)")
+        raise NotImplementedError("torchvision is a stub in the tests (tests/helpers/oracle.py)")
 
     vision = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")

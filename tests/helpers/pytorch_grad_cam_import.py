@@ -14,7 +14,7 @@ from typing import Any
 
 def _missing(*_: Any, **__: Any) -> Any:
     raise NotImplementedError(
-        "torchvision is a stub in the tests (tests/pytorch_grad_cam_import.py)"
+        "torchvision is a stub in the tests (tests/helpers/pytorch_grad_cam_import.py)"
     )
 
 

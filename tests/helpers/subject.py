@@ -13,7 +13,7 @@ The checks:
 - `check_onnxruntime_target`: the target="onnxruntime" explain model against the
   portable one, both on onnxruntime CPU.
 Every bound is max(FACTOR x what float32 rounding alone does to the map on this model
-and input, a floor): see tests/oracle.py.
+and input, a floor): see tests/helpers/oracle.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnxplain.graph_rewrite import build_explain_model, default_input, default_output
 
-import runtimes
-from oracle import Oracle, TorchReference, cut_at
+from helpers import runtimes
+from helpers.oracle import Oracle, TorchReference, cut_at
 
 # A float32 map may sit this many times further from float64 than the float32 controls
 # do (the control and the spread sample rounding; another float32 code is another

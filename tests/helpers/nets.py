@@ -180,8 +180,8 @@ def export_onnx(
 # ---------------------------------------------------------------- ONNX ops as torch ops
 #
 # The ops of the onnx package's light models as of their opset (9), as torch functions:
-# tests/lightzoo.py runs the graph with them to calibrate BatchNorm statistics on an image.
-# (The oracles are onnx2torch's and Captum's: tests/oracle.py.)
+# tests/helpers/lightzoo.py runs the graph with them to calibrate BatchNorm statistics on an image.
+# (The oracles are onnx2torch's and Captum's: tests/helpers/oracle.py.)
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
