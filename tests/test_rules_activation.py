@@ -24,7 +24,42 @@ CASES = [
     ("LogSoftmax", {"axis": 1}, {}),
     ("Clip", {}, {"lo": np.array(0.0, np.float32), "hi": np.array(0.5, np.float32)}),
     ("PRelu", {}, {"slope": RNG.uniform(0.1, 0.3, (3, 1, 1)).astype(np.float32)}),
+    ("Celu", {}, {}),
+    ("Celu", {"alpha": 0.5}, {}),
+    ("Softsign", {}, {}),
 ]
+
+# Activations with a kink or a jump (Selu's slope jumps at 0, ThresholdedRelu's output at
+# alpha): onnxruntime has no float64 kernel for them, and float32 central differences
+# across a kink are wrong, so their oracle is torch's float64 autograd on the same input.
+KINKED = [
+    ("Selu", {}, lambda t, torch: torch.nn.functional.selu(t)),
+    (
+        "Selu",
+        {"alpha": 1.2, "gamma": 0.8},
+        lambda t, torch: 0.8 * torch.where(t > 0, t, 1.2 * (torch.exp(t) - 1)),
+    ),
+    ("ThresholdedRelu", {}, lambda t, torch: torch.nn.functional.threshold(t, 1.0, 0.0)),
+    (
+        "ThresholdedRelu",
+        {"alpha": 0.3},
+        lambda t, torch: torch.nn.functional.threshold(t, 0.3, 0.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "reference"), KINKED, ids=[f"{c[0]}-{i}" for i, c in enumerate(KINKED)]
+)
+def test_kinked_activation_matches_torch(op: str, attrs: dict, reference) -> None:
+    torch = pytest.importorskip("torch")
+    explain = build_explain_model(single_op_model(op, {"x": X}, attrs), "vanilla")
+    dy = RNG.standard_normal(X.shape).astype(np.float32)
+    (ours,) = session(explain).run(["saliency"], {"x": X, "output_grad": dy})
+    t = torch.tensor(X, dtype=torch.float64, requires_grad=True)
+    (reference(t, torch) * torch.tensor(dy, dtype=torch.float64)).sum().backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnxplain.graph_rewrite import build_explain_model
 
-from helpers.fd import assert_vjp_matches, dynamic_batch, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 RNG = np.random.default_rng(2)
 
@@ -66,6 +67,9 @@ UNARY = [
     ("Cast", normal(2, 3, 4), {"to": onnx.TensorProto.DOUBLE}, 17),
     ("Gelu", normal(2, 3, 4), {}, 20),
     ("Gelu", normal(2, 3, 4), {"approximate": "tanh"}, 20),
+    ("Mish", 3 * normal(2, 3, 4), {}, 18),
+    ("Sin", 3 * normal(2, 3, 4), {}, 17),
+    ("Cos", 3 * normal(2, 3, 4), {}, 17),
 ]
 
 
@@ -75,6 +79,20 @@ UNARY = [
 def test_unary(op: str, x: np.ndarray, attrs: dict, opset: int) -> None:
     model = single_op_model(op, {"x": x}, attrs, opset=opset)
     assert_vjp_matches(model, {"x": x}, wrt="x")
+
+
+def test_mish_slope_stays_finite_in_both_tails() -> None:
+    """torch's own Mish backward is the oracle where finite differences lose precision."""
+    torch = pytest.importorskip("torch")
+    x = np.asarray([[-100.0, -30.0, -5.0, 0.0, 5.0, 30.0, 100.0]], np.float32)
+    model = single_op_model("Mish", {"x": x}, opset=18)
+    explain = build_explain_model(model, "vanilla")
+    dy = np.ones_like(x)
+    (dx,) = session(explain).run(["saliency"], {"x": x, "output_grad": dy})
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.mish(t).sum().backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_inference_mode_with_mask_output() -> None:

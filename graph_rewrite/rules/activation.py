@@ -90,3 +90,59 @@ def log_softmax(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[boo
     dy, y = upstream(node, dys), node.outputs[0]
     axes = g.ints([int(node.attr("axis", -1))])
     return [g.Sub(dy, g.Mul(g.Exp(y), g.ReduceSum(dy, axes, keepdims=1)))]
+
+
+@register("Mish")
+def mish(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """mish(x) = x·tanh(softplus(x)): the slope is t + x·(1 - t²)·σ(x), t = tanh(softplus(x)).
+
+    The dynamo exporter writes Mish as one op (CSPDarknet, YOLOv4-style nets). Both tails
+    stay finite: for large x, 1 - t² is 0; for very negative x, σ(x) is."""
+    dy, x = upstream(node, dys), node.inputs[0]
+    t = g.Tanh(g.Softplus(x))
+    sech2 = g.Sub(g.scalar_like(1.0, x), g.Mul(t, t))
+    slope = g.Add(t, g.Mul(g.Mul(x, sech2), g.Sigmoid(x)))
+    return [g.Mul(dy, slope)]
+
+
+@register("Selu")
+def selu(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """γ above zero, γ·α·eˣ at and below (ONNX's defaults are SELU's constants)."""
+    dy, x = upstream(node, dys), node.inputs[0]
+    alpha = float(node.attr("alpha", 1.67326319217681884765625))
+    gamma = float(node.attr("gamma", 1.05070102214813232421875))
+    positive = float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
+    # Min(x, 0) keeps eˣ from overflowing where the positive branch is taken anyway.
+    below = g.Mul(g.scalar_like(alpha, x), g.Exp(g.Min(x, g.scalar_like(0.0, x))))
+    slope = g.Add(positive, g.Mul(g.Sub(g.scalar_like(1.0, x), positive), below))
+    return [g.Mul(dy, g.Mul(g.scalar_like(gamma, x), slope))]
+
+
+@register("Celu")
+def celu(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """1 above zero, exp(x/α) at and below."""
+    dy, x = upstream(node, dys), node.inputs[0]
+    alpha = float(node.attr("alpha", 1.0))
+    positive = float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
+    scaled = g.Mul(g.Min(x, g.scalar_like(0.0, x)), g.scalar_like(1.0 / alpha, x))
+    below = g.Mul(g.Sub(g.scalar_like(1.0, x), positive), g.Exp(scaled))
+    return [g.Mul(dy, g.Add(positive, below))]
+
+
+@register("Softsign")
+def softsign(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """x / (1 + |x|) has slope 1 / (1 + |x|)²."""
+    dy, x = upstream(node, dys), node.inputs[0]
+    d = g.Add(g.Abs(x), g.scalar_like(1.0, x))
+    return [g.Div(dy, g.Mul(d, d))]
+
+
+@register("ThresholdedRelu")
+def thresholded_relu(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    """x above alpha, else 0: the plain gradient [x > alpha]. Not a rectifier for the
+    methods' ReLU rule: its output jumps from 0 to alpha, so it is no ReLU."""
+    dy, x = upstream(node, dys), node.inputs[0]
+    above = float_mask(g, g.Greater(x, g.scalar_like(float(node.attr("alpha", 1.0)), x)), x)
+    return [g.Mul(dy, above)]

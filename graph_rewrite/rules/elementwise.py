@@ -228,3 +228,15 @@ def elu(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> l
     # 1 above zero, alpha·e^x = y + alpha below.
     below = g.Mul(g.Sub(g.scalar_like(1.0, x), positive), g.Add(y, alpha))
     return [g.Mul(dy, g.Add(positive, below))]
+
+
+@register("Sin")
+def sin(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, x = upstream(node, dys), node.inputs[0]
+    return [g.Mul(dy, g.Cos(x))]
+
+
+@register("Cos")
+def cos(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    dy, x = upstream(node, dys), node.inputs[0]
+    return [g.Neg(g.Mul(dy, g.Sin(x)))]
