@@ -37,7 +37,9 @@ CONFIG = f"""\
 input = "input"
 output = "logits"
 labels = "labels.txt"
-default_method = "guided"
+# Grad-CAM: class-discriminative (the top classes get different maps) and the clearest
+# pass of the stored sanity check (sanity.json); guided backprop fails it here.
+default_method = "gradcam"
 
 [preprocessing]
 height = {SIZE}

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from onnxplain.graph_rewrite.methods import ALL_METHODS
 from onnxplain.server import Repository, SessionFactory
 from onnxplain.server.core.errors import ConfigError
 from onnxplain.server.store.config import load_config
@@ -28,6 +29,11 @@ def test_the_shipped_config_still_loads() -> None:
     config = load_config(DEMO)
     assert config.default_method == "guided" and config.preprocessing is not None
     assert config.preprocessing.color_mode == "L" and len(config.labels) == 10
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_served_method_may_be_the_default(tmp_path: Path, method: str) -> None:
+    assert load_config(_config(tmp_path, f'default_method = "{method}"\n')).default_method == method
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from scipy.special import softmax
 from helpers.certs import make_ca, make_leaf
 from helpers.server_support import SAMPLES, direct_explain, make_repository
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -73,10 +74,35 @@ SANITY = {
 }
 
 
+# What the sample endpoints must not serve, beside the demo's PNGs and .npy tensors.
+PHOTO = "photo.jpg"  # a real JPEG: served
+NOT_SERVED = {
+    "fake.png": "a text file named like a PNG",
+    ".hidden.png": "a hidden file",
+    "notes.txt": "not an image",
+    "folder.png": "a folder",
+    "escape.png": "a link to a PNG outside samples/",
+}
+
+
+def _add_odd_samples(model: Path) -> None:
+    samples = model / "samples"
+    photo = io.BytesIO()
+    Image.open(samples / "digit5.png").convert("RGB").save(photo, format="JPEG")
+    (samples / PHOTO).write_bytes(photo.getvalue())
+    (samples / "fake.png").write_text("not a png")
+    (samples / ".hidden.png").write_bytes((samples / "digit3.png").read_bytes())
+    (samples / "notes.txt").write_text("notes")
+    (samples / "folder.png").mkdir()
+    (model / "outside.png").write_bytes(_png(Image.new("RGB", (3, 3), (1, 2, 3))))
+    (samples / "escape.png").symlink_to(model / "outside.png")
+
+
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
     root = make_repository(tmp_path_factory.mktemp("models"))
     (root / "digits" / "sanity.json").write_text(json.dumps(SANITY))
+    _add_odd_samples(root / "digits")
     return Explainer(Repository.load(root, SessionFactory("cpu", threads=1)), max_batch=16)
 
 
@@ -139,7 +165,7 @@ def test_models_lists_loaded_and_failed_models(web: WebPage) -> None:
     assert models["digits"]["labels"] == [str(d) for d in range(10)]
     assert models["digits"]["default_method"] == "guided"
     assert not models["garbage"]["available"] and models["garbage"]["error"]
-    assert not models["norule"]["available"] and "Sin" in models["norule"]["error"]
+    assert not models["norule"]["available"] and "Acosh" in models["norule"]["error"]
     assert listing["signs"] == ["all", "positive", "negative", "absolute"]
     assert models["digits"]["methods"] == list(ALL_METHODS)  # as ListModels offers them
     assert all(models["digits"]["method_summaries"][m] for m in ALL_METHODS)
@@ -291,6 +317,83 @@ def test_a_post_without_length_and_unknown_paths_are_refused(web: WebPage) -> No
     assert _post(web, "model=digits", (SAMPLES / "digit0.png").read_bytes())[0] == 200
 
 
+# --- the model's samples -------------------------------------------------------------------
+
+
+def _get_bytes(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """(status, Content-Type, body) of a GET."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def _served_samples(core: Explainer) -> Path:
+    return core.repository.get("digits").folder / "samples"
+
+
+def test_samples_lists_the_models_png_and_jpeg_files_only(web: WebPage) -> None:
+    status, listing = _request(_url(web, "/api/models/digits/samples"))
+    assert status == 200, listing
+    images = [*(p.name for p in SAMPLES.glob("*.png")), PHOTO]
+    assert [s["name"] for s in listing["samples"]] == sorted(images)
+    assert not set(NOT_SERVED) & {s["name"] for s in listing["samples"]}
+    assert all(s["url"] == f"/api/models/digits/samples/{s['name']}" for s in listing["samples"])
+
+
+def test_each_listed_sample_is_served_as_its_file(web: WebPage, core: Explainer) -> None:
+    _, listing = _request(_url(web, "/api/models/digits/samples"))
+    for sample in listing["samples"]:
+        status, content_type, body = _get_bytes(_url(web, sample["url"]))
+        assert status == 200
+        assert body == (_served_samples(core) / sample["name"]).read_bytes()
+        want = "image/jpeg" if sample["name"].endswith(".jpg") else "image/png"
+        assert content_type == want
+        Image.open(io.BytesIO(body)).verify()  # Pillow reads it as the image it claims to be
+
+
+def _raw_get(web: WebPage, target: str) -> tuple[int, dict[str, Any]]:
+    """A GET of `target` exactly as written (urllib and browsers would normalise `..`)."""
+    answer = _raw(web, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head, _, body = answer.partition("\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "message"),
+    [
+        ("/api/models/digits/samples/..%2Fconfig.toml", 400, "not a sample name"),
+        ("/api/models/digits/samples/..%2F..%2F..%2F..%2Fetc%2Fpasswd", 400, "not a sample name"),
+        ("/api/models/digits/samples/%2Fetc%2Fpasswd", 400, "not a sample name"),
+        ("/api/models/digits/samples/%2e%2e", 400, "not a sample name"),
+        ("/api/models/digits/samples/..%5Cmodel.onnx", 400, "not a sample name"),
+        ("/api/models/digits/samples/digit3.png%00.png", 400, "not a sample name"),
+        ("/api/models/digits/samples/../config.toml", 404, "no endpoint"),
+        ("/api/models/digits/samples//etc/passwd", 404, "no endpoint"),
+        ("/api/models/digits/samples/digit3.npy", 400, "not a PNG or JPEG file"),
+        ("/api/models/digits/samples/notes.txt", 400, "not a PNG or JPEG file"),
+        ("/api/models/digits/samples/fake.png", 400, "'fake.png' is not a PNG image"),
+        ("/api/models/digits/samples/.hidden.png", 400, "hidden file"),
+        ("/api/models/digits/samples/folder.png", 404, "no sample 'folder.png'"),
+        ("/api/models/digits/samples/escape.png", 404, "no sample 'escape.png'"),
+        ("/api/models/digits/samples/missing.png", 404, "no sample 'missing.png'"),
+        ("/api/models/..%2Fdigits/samples", 404, "no model named '../digits'"),
+        ("/api/models/nope/samples/digit3.png", 404, "no model named 'nope'"),
+        ("/api/models/garbage/samples", 409, "failed to load"),
+        ("/api/models/digits/config.toml", 404, "no endpoint"),
+    ],
+)
+def test_sample_requests_outside_the_samples_images_are_refused(
+    web: WebPage, target: str, status: int, message: str
+) -> None:
+    got, payload = _raw_get(web, target)
+    assert got == status and message in payload["error"], payload
+    assert "Traceback" not in payload["error"] and "/tmp" not in payload["error"]
+    assert _raw_get(web, "/api/models/digits/samples")[0] == 200  # still serving
+
+
 # --- the --http flag ------------------------------------------------------------------------
 
 
@@ -387,6 +490,9 @@ def test_without_a_valid_token_the_api_answers_401(guarded: WebPage, header: str
         path = "/api/models" if body is None else "/api/explain?model=digits"
         status, payload = _request(_url(guarded, path), body, headers)
         assert status == 401 and "needs a token" in payload["error"]
+    for path in ("/api/models/digits/samples", "/api/models/digits/samples/digit3.png"):
+        status, payload = _request(_url(guarded, path), None, headers)
+        assert status == 401 and "needs a token" in payload["error"]
     with urllib.request.urlopen(_url(guarded, "/"), timeout=10) as page:  # the page is open
         assert b"token-form" in page.read()
 
@@ -395,6 +501,9 @@ def test_without_a_valid_token_the_api_answers_401(guarded: WebPage, header: str
 def test_every_listed_token_opens_the_api(guarded: WebPage, token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     assert _request(_url(guarded, "/api/models"), None, headers)[0] == 200
+    assert _request(_url(guarded, "/api/models/digits/samples"), None, headers)[0] == 200
+    status, _, body = _get_bytes(_url(guarded, "/api/models/digits/samples/digit3.png"), headers)
+    assert (status, body) == (200, DIGIT3)
     status, result = _request(_url(guarded, "/api/explain?model=digits&top=1"), DIGIT3, headers)
     assert status == 200 and result["explained"][0]["index"] == 3
 
@@ -651,3 +760,290 @@ def test_the_page_asks_for_the_token_when_the_server_wants_one(
     page.screenshot(path=str(tmp_path / "token.png"), full_page=True)
     assert errors == []
     page.close()
+
+
+# --- the page's preview, samples, downloads, legend and sanity note, in Chromium ------------
+
+
+def _open(browser: Any, url: str, **context: Any) -> tuple[Any, list[str]]:
+    """A new page at `url`, with the errors it throws collected."""
+    page = browser.new_context(viewport={"width": 1100, "height": 900}, **context).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return page, errors
+
+
+def _explained(
+    page: Any,
+    web: WebPage,
+    click: Any,
+    image: bytes,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """`click()` makes the page explain `image`; the answer the API gives that request.
+
+    The page's query is read off its request, and the same request is sent again: Playwright
+    shows neither a File body nor (for a file-picker upload) the response's. The caller ties
+    the two together through what the page shows (each map's data: URL)."""
+    with (
+        page.expect_request(lambda r: "/api/explain?" in r.url) as request,
+        page.expect_response(lambda r: "/api/explain?" in r.url, timeout=60_000) as response,
+    ):
+        click()
+    assert response.value.status == 200
+    page.locator("#busy").wait_for(state="hidden")  # the answer is on the page
+    url = _url(web, "/api/explain?" + request.value.url.split("?", 1)[1])
+    status, result = _request(url, image, headers, context)
+    assert status == 200, result
+    shown = page.locator("figure.map img.overlay")
+    assert [shown.nth(i).get_attribute("src") for i in range(shown.count())] == [
+        row["overlay_png"] for row in result["explained"]
+    ]
+    return result
+
+
+def test_the_preview_shows_the_chosen_file_before_anything_is_sent(
+    web: WebPage, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    upload = REPO / "models" / "shapes" / "samples" / "star.png"  # in colour: every channel
+    page, errors = _open(browser, _url(web, "/"))
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/explain" in r.url else None)
+    expect(page.locator("#preview-figure")).to_be_hidden()
+    page.set_input_files("#image", str(upload))
+    preview = page.locator("#preview")
+    expect(preview).to_be_visible()
+    assert preview.get_attribute("alt") == "preview of star.png, the image to explain"
+    expect(page.locator("#preview-caption")).to_have_text("to explain: star.png")
+    assert preview.evaluate(_DECODED_WIDTH) == 48
+    want = np.asarray(Image.open(upload).convert("RGBA")).reshape(-1)
+    np.testing.assert_array_equal(np.asarray(preview.evaluate(_PIXELS_OF), np.uint8), want)
+    assert page.locator("#result").is_hidden() and sent == []  # nothing explained yet
+    # A file the browser cannot draw says so, and Explain still asks the server.
+    page.set_input_files(
+        "#image", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"text"}]
+    )
+    expect(page.locator("#preview-caption")).to_contain_text("the browser cannot show it")
+    assert errors == []
+    page.context.close()
+
+
+def test_a_sample_click_sends_that_file_and_shows_its_maps(
+    web: WebPage, browser: Any, core: Explainer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page, errors = _open(browser, _url(web, "/"))
+    buttons = page.locator("#sample-list button.sample")
+    expect(buttons).to_have_count(6)  # the five digits' PNGs and the JPEG, nothing else
+    assert buttons.all_inner_texts() == [
+        "digit0.png",
+        "digit3.png",
+        "digit5.png",
+        "digit7.png",
+        "digit8.png",
+        PHOTO,
+    ]
+    with page.expect_request(lambda r: "/api/explain?" in r.url) as request:
+        result = _explained(
+            page,
+            web,
+            lambda: page.get_by_role("button", name="Explain sample digit3.png").click(),
+            (_served_samples(core) / "digit3.png").read_bytes(),
+        )
+    assert "method=guided" in request.value.url  # the model's default_method, preselected
+    maps = page.locator("figure.map")
+    expect(maps).to_have_count(3)
+    assert result["explained"][0]["index"] == 3  # the demo reads its own sample right
+    for i, row in enumerate(result["explained"]):
+        assert (
+            maps.nth(i).locator("figcaption").inner_text().startswith(f"guided for {row['label']}")
+        )
+    expect(page.locator("#preview-caption")).to_have_text("to explain: digit3.png")
+    assert page.locator("#image").evaluate("input => input.files[0].name") == "digit3.png"
+    page.screenshot(path=str(tmp_path / "sample.png"), full_page=True)
+    assert errors == []
+    page.context.close()
+
+
+def test_each_maps_download_is_the_overlay_png_the_api_sent(
+    web: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page, errors = _open(browser, _url(web, "/"))
+    page.set_input_files("#image", str(SAMPLES / "digit7.png"))
+    page.select_option("#method", "vanilla")
+    page.select_option("#sign", "positive")
+    result = _explained(
+        page, web, lambda: page.click("#explain"), (SAMPLES / "digit7.png").read_bytes()
+    )
+    links = page.locator("figure.map a.download")
+    expect(links).to_have_count(3)
+    for i, row in enumerate(result["explained"]):
+        link = links.nth(i)
+        assert (
+            link.get_attribute("aria-label") == f"Download PNG: the vanilla map of {row['label']}"
+        )
+        with page.expect_download() as download:
+            link.click()
+        saved = tmp_path / f"download{i}.png"
+        download.value.save_as(saved)
+        sent = base64.b64decode(row["overlay_png"].removeprefix("data:image/png;base64,"))
+        assert saved.read_bytes() == sent  # byte for byte what the server rendered
+        assert download.value.suggested_filename == (
+            f"digits_vanilla_class{row['index']}-{row['label']}_positive.png"
+            if row["label"] != str(row["index"])
+            else f"digits_vanilla_class{row['index']}_positive.png"
+        )
+        assert Image.open(saved).size == (8, 8)
+    assert errors == []
+    page.context.close()
+
+
+def test_the_legend_says_what_the_colours_mean_for_the_sign_drawn(
+    web: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    page, errors = _open(browser, _url(web, "/"))
+    page.set_input_files("#image", str(SAMPLES / "digit3.png"))
+    page.select_option("#method", "vanilla")
+    expected = {
+        "all": "Red: raises the class's score; blue: lowers it; white: no effect.",
+        "positive": "Only what raises the class's score is drawn: the deeper the red",
+        "negative": "Only what lowers the class's score is drawn: the deeper the blue",
+        "absolute": "either way (the sign is dropped): from dark purple (none) to yellow",
+    }
+    texts = {}
+    for sign, says in expected.items():
+        page.select_option("#sign", sign)
+        result = _explained(page, web, lambda: page.click("#explain"), DIGIT3)
+        legend = page.locator("#legend-text").inner_text()
+        assert legend.startswith(f'Sign "{sign}": ') and says in legend, legend
+        assert page.locator("#legend-bar").get_attribute("src") == result["colour_bar_png"]
+        texts[sign] = legend
+        page.screenshot(path=str(tmp_path / f"legend-{sign}.png"), full_page=True)
+    assert len(set(texts.values())) == 4
+    # A sign changed but not yet drawn leaves the legend of the maps on screen.
+    page.select_option("#sign", "positive")
+    assert page.locator("#legend-text").inner_text() == texts["absolute"]
+    # Another colormap's colours are not named: the bar's ends are.
+    page.select_option("#sign", "all")
+    page.select_option("#colormap", "viridis")
+    _explained(page, web, lambda: page.click("#explain"), DIGIT3)
+    legend = page.locator("#legend-text").inner_text()
+    assert "right end: raises the class's score" in legend and "Red" not in legend
+    assert errors == []
+    page.context.close()
+
+
+def test_the_method_picker_states_the_stored_verdict_and_warns_on_a_failure(
+    web: WebPage, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page, errors = _open(browser, _url(web, "/"))
+    note = page.locator("#method-sanity")
+    # The test repository's digits default to guided, which its stored check fails.
+    assert page.locator("#method").input_value() == "guided"
+    expect(note).to_have_text(
+        "guided failed this model's sanity check (spearman_abs 0.85, over 0.5): its maps "
+        "hardly change when the model's weights are randomised, so they show the image more "
+        "than what this model learned."
+    )
+    expect(note).to_have_class("hint failed")
+    page.select_option("#method", "vanilla")
+    expect(note).to_have_text(
+        "vanilla passed this model's sanity check (spearman_abs 0.40, at most 0.5)."
+    )
+    expect(note).to_have_class("hint")
+    page.select_option("#method", "deconvnet")
+    expect(note).to_have_text("deconvnet is not in this model's stored sanity check.")
+    page.select_option("#model", "garbage")  # no methods, no samples, no note
+    expect(note).to_have_text("")
+    expect(page.locator("#samples")).to_be_hidden()
+    assert errors == []
+    page.context.close()
+
+
+def test_the_shapes_demo_page_preselects_a_method_that_passed_and_maps_differ_by_class(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Issue 21: the demo's page opened on guided backprop, which failed its sanity check and
+    drew the same map for each of the three classes."""
+    from playwright.sync_api import expect
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "shapes").symlink_to(REPO / "models" / "shapes")
+    core = Explainer(
+        Repository.load(tmp_path / "models", SessionFactory("cpu", threads=1)), max_batch=8
+    )
+    web = start_web_page(core)
+    try:
+        page, errors = _open(browser, _url(web, "/"))
+        default = core.repository.get("shapes").config.default_method
+        assert page.locator("#method").input_value() == default
+        expect(page.locator("#method-sanity")).to_contain_text(
+            f"{default} passed this model's sanity check"
+        )
+        result = _explained(
+            page,
+            web,
+            lambda: page.get_by_role("button", name="Explain sample triangle.png").click(),
+            (REPO / "models" / "shapes" / "samples" / "triangle.png").read_bytes(),
+        )
+        assert result["explained"][0]["label"] == "triangle"
+        maps = [
+            np.asarray(_decode_data_url(r["overlay_png"]).convert("RGB"))
+            for r in result["explained"]
+        ]
+        assert not np.array_equal(maps[0], maps[1]) and not np.array_equal(maps[0], maps[2])
+        page.screenshot(path=str(tmp_path / "shapes.png"), full_page=True)
+        page.select_option("#method", "guided")
+        expect(page.locator("#method-sanity")).to_contain_text("guided failed this model's")
+        assert errors == []
+        page.context.close()
+    finally:
+        web.stop()
+
+
+def test_over_https_with_a_token_samples_maps_and_downloads_work(
+    core: Explainer, browser: Any, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("page-token\n")
+    security = Security.from_files(*pki["server"], token_file=tokens)
+    web = start_web_page(core, security=security)
+    try:
+        # The test CA is not the browser's: its certificate errors are waived, TLS stays on.
+        page, errors = _open(browser, _url(web, "/"), ignore_https_errors=True)
+        assert page.url.startswith("https://")
+        expect(page.locator("#token-form")).to_be_visible()
+        expect(page.locator("#samples")).to_be_hidden()
+        page.fill("#token", "page-token")
+        page.click("#use-token")
+        expect(page.locator("#sample-list button.sample")).to_have_count(6)
+        result = _explained(
+            page,
+            web,
+            lambda: page.get_by_role("button", name="Explain sample digit8.png").click(),
+            (SAMPLES / "digit8.png").read_bytes(),
+            {"Authorization": "Bearer page-token"},
+            _client_context(pki),
+        )
+        with page.expect_download() as download:
+            page.locator("figure.map a.download").first.click()
+        saved = tmp_path / "map.png"
+        download.value.save_as(saved)
+        sent = result["explained"][0]["overlay_png"].removeprefix("data:image/png;base64,")
+        assert saved.read_bytes() == base64.b64decode(sent)
+        page.screenshot(path=str(tmp_path / "https.png"), full_page=True)
+        assert errors == []
+        page.context.close()
+    finally:
+        web.stop()

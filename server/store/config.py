@@ -3,7 +3,7 @@
 input = "input"             # explained input (default: the first float graph input)
 output = "logits"           # explained output (default: the logits behind a Softmax)
 labels = "labels.txt"       # one class name per line, relative to the model folder
-default_method = "guided"   # vanilla | deconvnet | guided
+default_method = "guided"   # any served method (`onnxplain models` lists them)
 
 [preprocessing]             # how an encoded image becomes the input tensor
 height = 224
@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.graph_rewrite.methods import ALL_METHODS, Method
 
 from ..core.errors import ConfigError
 
@@ -64,8 +64,12 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
     _reject_unknown(raw, ModelConfig)
     method = raw.get("default_method", "guided")
-    if method not in METHODS:
-        raise ConfigError(f"config.toml: default_method {method!r} is not one of {METHODS}")
+    # Any served method may be the default; one that cannot build on this model (e.g. a
+    # method needing a noise input) fails the model's load, which builds the default.
+    if method not in ALL_METHODS:
+        raise ConfigError(
+            f"config.toml: default_method {method!r} is not one of {', '.join(ALL_METHODS)}"
+        )
     return ModelConfig(
         input=_optional_str(raw, "input"),
         output=_optional_str(raw, "output"),

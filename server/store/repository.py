@@ -148,6 +148,11 @@ class LoadedModel:
         """The plain forward pass (the explained output among its outputs), built on use."""
         return self._get((FORWARD, ())).session
 
+    @property
+    def folder(self) -> Path:
+        """The model's folder in the repository (its samples/, sanity.json, config.toml)."""
+        return self._path.parent
+
     def default_layer(self) -> str | None:
         """Grad-CAM's default layer (found when the model was loaded); None where it has none."""
         return self.layer

@@ -31,7 +31,7 @@ def make_repository(root: Path) -> Path:
     (root / "garbage" / "model.onnx").write_bytes(b"this is not an ONNX model")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Sin", ["x"], ["y"])], "norule", [x], [y])
+    graph = helper.make_graph([helper.make_node("Acosh", ["x"], ["y"])], "norule", [x], [y])
     (root / "norule").mkdir()
     onnx.save(
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),

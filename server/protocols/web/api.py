@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
@@ -19,7 +21,7 @@ from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap
 from onnxplain.render import png_bytes as render_png
 from onnxplain.sanity import SanityReport, summarise
 
-from ...core.errors import InvalidInput
+from ...core.errors import InvalidInput, ModelNotFound
 from ...core.explainer import ExplainCall, Explainer, Explanation
 from ...core.targets import MAX_TOP_K, row_stats
 from ...store.repository import FailedModel
@@ -178,3 +180,71 @@ def _number(params: Mapping[str, str], key: str, kind: type[Any], what: str) -> 
     if kind is float and not np.isfinite(number):
         raise InvalidInput(f"{what} must be a finite number; got {value!r}")
     return number
+
+
+# --- sample images: the model folder's samples/, offered as one-click inputs ---------------
+
+SAMPLES_FOLDER = "samples"
+# What the page may fetch from samples/: images it can show and the core can decode. The
+# bytes must agree with the name, so a renamed .npy or text file is not served as a picture.
+_SAMPLE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
+
+
+class SampleNotFound(ModelNotFound):
+    """The model has no such sample; a 404, as a missing model is (httpd maps the base)."""
+
+
+def list_samples(core: Explainer, model: str) -> dict[str, Any]:
+    """The model's sample images, by file name, each with the URL that serves it."""
+    folder = _samples_folder(core, model)
+    names = []
+    if folder.is_dir():
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            try:
+                _sample_path(folder, path.name)
+            except (InvalidInput, SampleNotFound):
+                continue  # not an image the page may show: left out of the list
+            names.append(path.name)
+    base = f"/api/models/{quote(model, safe='')}/samples/"
+    return {
+        "model": model,
+        "samples": [{"name": n, "url": base + quote(n, safe="")} for n in names],
+    }
+
+
+def sample(core: Explainer, model: str, name: str) -> tuple[bytes, str]:
+    """One sample's bytes and content type. `name` is a file name in samples/, nothing more:
+    a path, a hidden file or another type is refused (InvalidInput), a missing file or a
+    link leading out of the folder is not found (SampleNotFound)."""
+    path = _sample_path(_samples_folder(core, model), name)
+    return path.read_bytes(), _SAMPLE_TYPES[path.suffix.lower()]
+
+
+def _samples_folder(core: Explainer, model: str) -> Path:
+    # Only a model that loaded: its samples are inputs for explaining it.
+    return core.repository.get(model).folder / SAMPLES_FOLDER
+
+
+def _sample_path(folder: Path, name: str) -> Path:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InvalidInput(f"{name!r} is not a sample name: give a file name from samples/")
+    if name.startswith("."):
+        raise InvalidInput(f"{name!r} is a hidden file; samples are PNG or JPEG files")
+    content_type = _SAMPLE_TYPES.get(Path(name).suffix.lower())
+    if content_type is None:
+        raise InvalidInput(f"{name!r} is not a PNG or JPEG file; only images are served")
+    missing = SampleNotFound(f"this model has no sample {name!r}")
+    path = folder / name
+    try:
+        resolved = path.resolve(strict=True)
+        inside = resolved.parent == folder.resolve(strict=True)
+        with resolved.open("rb") as file:
+            head = file.read(len(_SIGNATURES[content_type]))
+    except OSError:  # missing, a folder, unreadable
+        raise missing from None
+    if not inside:  # a link that leads out of samples/
+        raise missing
+    if head != _SIGNATURES[content_type]:
+        raise InvalidInput(f"{name!r} is not a {content_type.split('/')[1].upper()} image")
+    return path

@@ -1,4 +1,4 @@
-"""The HTTP server: one static page, two JSON endpoints, the core's errors as status codes.
+"""The HTTP server: one static page, its JSON endpoints, the core's errors as status codes.
 
 stdlib `http.server` only: the page is a demo and an operator's tool beside the gRPC
 service, and the machines it runs on are often offline, so no framework and no CDN.
@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...core.errors import (
     InvalidInput,
@@ -42,6 +42,9 @@ STATUS_OF: dict[type[Exception], HTTPStatus] = {
     RequestTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
 }
+
+# /api/models/NAME/samples[/FILE]: a model's sample images (api.list_samples, api.sample).
+_MODEL_PREFIX = "/api/models/"
 
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -118,6 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/models":
             if self._authorized():
                 self._json(HTTPStatus.OK, api.list_models(self.server.core))
+        elif path.startswith(_MODEL_PREFIX):
+            if self._authorized():
+                self._sample_route(path)
         elif path in _STATIC:
             name, content_type = _STATIC[path]
             body = resources.files(__package__).joinpath("static", name).read_bytes()
@@ -144,6 +150,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(status, str(exc))
         except Exception:
             log.exception("web page: explain failed")
+            self._error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
+            )
+
+    def _sample_route(self, path: str) -> None:
+        """GET /api/models/NAME/samples (the list) and /api/models/NAME/samples/FILE (one).
+
+        Split before unquoting, so an encoded slash stays inside its part, where the api
+        refuses it; a path with more parts (`..` among them) matches no route."""
+        parts = [unquote(p) for p in path[len(_MODEL_PREFIX) :].split("/")]
+        try:
+            if len(parts) == 2 and parts[1] == api.SAMPLES_FOLDER:
+                self._json(HTTPStatus.OK, api.list_samples(self.server.core, parts[0]))
+            elif len(parts) == 3 and parts[1] == api.SAMPLES_FOLDER:
+                body, content_type = api.sample(self.server.core, parts[0], parts[2])
+                self._send(HTTPStatus.OK, body, content_type)
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no endpoint at {path}")
+        except tuple(STATUS_OF) as exc:
+            status = next(STATUS_OF[c] for c in type(exc).__mro__ if c in STATUS_OF)
+            self._error(status, str(exc))
+        except Exception:
+            log.exception("web page: sample request failed")
             self._error(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
             )

@@ -24,6 +24,7 @@ function modelChosen() {
   const model = models.find((m) => m.name === $("model").value);
   $("method").replaceChildren();
   $("sanity").textContent = "";
+  clearModelExtras();
   $("target").replaceChildren(option("", "the top classes"));
   if (!model) return;
   if (!model.available) {
@@ -43,6 +44,7 @@ function modelChosen() {
   }
   $("top").max = String(Math.min(count || Infinity, $("top").dataset.max));
   $("top").value = String(Math.min(Number($("top").value), Number($("top").max)));
+  showModelExtras(model);
 }
 
 // With a token file on the server, the API wants the token on every call. It is kept in
@@ -116,6 +118,7 @@ function showResult(result, file) {
   const explained = new Set(result.explained.map((r) => r.index));
   $("classes").tBodies[0].replaceChildren(...result.top.map((c) => classRow(c, explained)));
   $("result").hidden = false;
+  decorateResult(result);
 }
 
 async function explain(event) {
@@ -156,4 +159,161 @@ document.addEventListener("DOMContentLoaded", () => {
     loadModels().catch((err) => showError(`could not list the models: ${err}`));
   });
   loadModels().catch((err) => showError(`could not list the models: ${err}`));
+});
+
+// --- What surrounds the picked model, method and maps: the method's sanity verdict, the
+// chosen image's preview, the model's samples as one-click inputs, each map's download
+// link and the colour legend. Hooked in by clearModelExtras/showModelExtras (modelChosen)
+// and decorateResult (showResult); everything else listens for itself.
+
+function clearModelExtras() {
+  $("method-sanity").textContent = "";
+  showSamples(null);
+}
+
+function showModelExtras(model) {
+  showMethodSanity();
+  showSamples(model);
+}
+
+const chosenModel = () => models.find((m) => m.name === $("model").value);
+
+// The stored verdict of the picked method, in words; a failed one says what that means.
+function showMethodSanity() {
+  const line = $("method-sanity");
+  const model = chosenModel();
+  const method = $("method").value;
+  const sanity = model && model.available ? model.sanity : null;
+  const result = sanity && sanity.methods[method];
+  line.classList.toggle("failed", Boolean(result && !result.passed));
+  if (!sanity || !method) {
+    line.textContent = "";
+  } else if (!result) {
+    line.textContent = `${method} is not in this model's stored sanity check.`;
+  } else {
+    const score = `${sanity.metric} ${result[sanity.metric].toFixed(2)}`;
+    line.textContent = result.passed
+      ? `${method} passed this model's sanity check (${score}, at most ${sanity.max_similarity}).`
+      : `${method} failed this model's sanity check (${score}, over ${sanity.max_similarity}): ` +
+        "its maps hardly change when the model's weights are randomised, so they show the image " +
+        "more than what this model learned.";
+  }
+}
+
+// The preview: the file as the browser decodes it, before anything is sent.
+let previewUrl = "";
+function showPreview(file) {
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = file ? URL.createObjectURL(file) : "";
+  $("preview-figure").hidden = !file;
+  if (!file) return;
+  $("preview").alt = `preview of ${file.name}, the image to explain`;
+  $("preview").src = previewUrl;
+  $("preview-caption").textContent = `to explain: ${file.name}`;
+}
+
+function previewFailed() {
+  $("preview-caption").textContent =
+    `${$("image").files[0]?.name || "this file"}: the browser cannot show it; Explain says whether the server can read it`;
+}
+
+// The samples are fetched with the token like every /api/ call, so they are shown from
+// blob: URLs (an <img src> could not send the Authorization header).
+let samplesShown = 0;
+let sampleUrls = [];
+
+async function showSamples(model) {
+  const generation = ++samplesShown;
+  sampleUrls.forEach((url) => URL.revokeObjectURL(url));
+  sampleUrls = [];
+  $("sample-list").replaceChildren();
+  $("samples").hidden = true;
+  if (!model || !model.available) return;
+  try {
+    const response = await fetch(`/api/models/${encodeURIComponent(model.name)}/samples`, { headers: authorization() });
+    if (!response.ok) return; // the listing says nothing the model picker has not said
+    const listing = await response.json();
+    const fetched = await Promise.all(listing.samples.map(async (sample) => {
+      const image = await fetch(sample.url, { headers: authorization() });
+      return image.ok ? { name: sample.name, blob: await image.blob() } : null;
+    }));
+    if (generation !== samplesShown) return; // another model was picked meanwhile
+    const buttons = fetched.filter(Boolean).map(sampleButton);
+    $("sample-list").replaceChildren(...buttons);
+    $("samples").hidden = buttons.length === 0;
+  } catch (err) {
+    if (generation === samplesShown) showError(`could not load the samples: ${err}`);
+  }
+}
+
+function sampleButton({ name, blob }) {
+  const url = URL.createObjectURL(blob);
+  sampleUrls.push(url);
+  const button = element("button", { type: "button", className: "sample", title: `Explain ${name}` },
+    element("img", { src: url, alt: "" }), element("span", { textContent: name }));
+  button.setAttribute("aria-label", `Explain sample ${name}`);
+  button.addEventListener("click", () => explainSample(new File([blob], name, { type: blob.type })));
+  return button;
+}
+
+// A sample becomes the form's file, as if chosen in the file picker, and is explained.
+function explainSample(file) {
+  const transfer = new DataTransfer();
+  transfer.items.add(file);
+  $("image").files = transfer.files;
+  showPreview(file);
+  $("explain-form").requestSubmit();
+}
+
+// What the maps were drawn with, read when Explain is pressed (the controls may change
+// while the answer is on its way).
+let drawn = { model: "", sign: "all", colormap: "" };
+function rememberDrawing() {
+  drawn = { model: $("model").value, sign: $("sign").value, colormap: $("colormap").value };
+}
+
+// The sign's default colours, as render/options.py's DEFAULT_COLORMAPS draws them.
+const DEFAULT_COLOURS = {
+  all: "Red: raises the class's score; blue: lowers it; white: no effect. The deeper the colour, the stronger.",
+  positive: "Only what raises the class's score is drawn: the deeper the red, the more it raises it.",
+  negative: "Only what lowers the class's score is drawn: the deeper the blue, the more it lowers it.",
+  absolute: "How strongly each pixel moves the class's score, either way (the sign is dropped): from dark purple (none) to yellow (the most).",
+};
+const OTHER_COLOURS = {
+  all: "The bar's right end: raises the class's score; its left end: lowers it; its middle: no effect.",
+  positive: "Only what raises the class's score is drawn: from the bar's left end (none) to its right end (the most).",
+  negative: "Only what lowers the class's score is drawn: from the bar's left end (none) to its right end (lowers it the most).",
+  absolute: "How strongly each pixel moves the class's score, either way (the sign is dropped): from the bar's left end (none) to its right end (the most).",
+};
+
+function legendText(sign, colormap) {
+  const text = (colormap ? OTHER_COLOURS : DEFAULT_COLOURS)[sign] || "";
+  return `Sign "${sign}": ${text} The numbers under each bar are the saliency at its two ends.`;
+}
+
+const safeName = (text) => text.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "");
+
+function mapFileName(row, method) {
+  const label = row.label !== String(row.index) ? `-${row.label}` : "";
+  return `${safeName(`${drawn.model}_${method}_class${row.index}${label}_${drawn.sign}`)}.png`;
+}
+
+function decorateResult(result) {
+  $("legend-bar").src = result.colour_bar_png;
+  $("legend-text").textContent = legendText(drawn.sign, drawn.colormap);
+  const figures = $("images").querySelectorAll("figure.map");
+  result.explained.forEach((row, i) => {
+    if (!figures[i]) return;
+    const link = element("a", { className: "download", href: row.overlay_png,
+      download: mapFileName(row, result.method), textContent: "Download PNG" });
+    link.setAttribute("aria-label", `Download PNG: the ${result.method} map of ${row.label}`);
+    figures[i].append(link);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("method").addEventListener("change", showMethodSanity);
+  $("image").addEventListener("change", () => showPreview($("image").files[0]));
+  $("preview").addEventListener("error", () => { if (previewUrl) previewFailed(); });
+  $("explain-form").addEventListener("submit", rememberDrawing);
 });
