@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
 
+from helpers import runtimes
 from helpers.fd import assert_vjp_matches, session, single_op_model
 
 RNG = np.random.default_rng(1)
@@ -143,3 +145,42 @@ def test_sigmoid_gradient_keeps_its_precision_where_sigmoid_saturates() -> None:
     x64 = x.astype(np.float64)
     want = np.exp(-np.abs(x64)) / (1.0 + np.exp(-np.abs(x64))) ** 2
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("runtime", runtimes.others())
+def test_newer_activations_agree_across_runtimes(runtime: str) -> None:
+    """The rules added for modern exports (Mish, Selu, Celu, Softsign, ThresholdedRelu,
+    Sin, Cos, GroupNormalization) give the same map on every runtime."""
+    chain = [
+        ("Mish", {}),
+        ("Selu", {}),
+        ("Celu", {"alpha": 0.5}),
+        ("Softsign", {}),
+        ("ThresholdedRelu", {"alpha": -0.2}),
+        ("Sin", {}),
+        ("Cos", {}),
+    ]
+    nodes, last = [], "x"
+    for i, (op, attrs) in enumerate(chain):
+        nodes.append(onnx.helper.make_node(op, [last], [f"t{i}"], **attrs))
+        last = f"t{i}"
+    scale = onnx.numpy_helper.from_array(RNG.standard_normal(3).astype(np.float32), "scale")
+    bias = onnx.numpy_helper.from_array(RNG.standard_normal(3).astype(np.float32), "bias")
+    nodes.append(
+        onnx.helper.make_node("GroupNormalization", [last, "scale", "bias"], ["y"], num_groups=3)
+    )
+    shape = list(X.shape)
+    graph = onnx.helper.make_graph(
+        nodes,
+        "newer_activations",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+        [scale, bias],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    explain = build_explain_model(model, "vanilla")
+    feeds = {"x": X, "output_grad": RNG.standard_normal(X.shape).astype(np.float32)}
+    (reference,) = runtimes.load(runtimes.REFERENCE, explain)(feeds, ["saliency"])
+    (other,) = runtimes.load(runtime, explain)(feeds, ["saliency"])
+    assert np.linalg.norm(other - reference) <= 1e-5 * np.linalg.norm(reference)

@@ -74,6 +74,54 @@ def test_instance_norm(spatial, wrt) -> None:
     assert_vjp_matches(model, inputs, wrt=wrt)
 
 
+@pytest.mark.parametrize(
+    ("opset", "spatial", "groups"),
+    [(21, (5, 6), 2), (21, (7,), 3), (21, (3, 4, 2), 1), (18, (5, 6), 2), (18, (4,), 6)],
+)
+@pytest.mark.parametrize("wrt", ["x", "scale", "bias"])
+def test_group_norm(opset, spatial, groups, wrt) -> None:
+    # Opset 18 scales and shifts per group, opset 21 per channel.
+    rng = _rng()
+    affine = 6 if opset >= 21 else groups
+    inputs = {
+        "x": rng.standard_normal((2, 6, *spatial)).astype(np.float32),
+        "scale": rng.standard_normal(affine).astype(np.float32),
+        "bias": rng.standard_normal(affine).astype(np.float32),
+    }
+    attrs = {"num_groups": groups, "epsilon": 0.1}
+    model = single_op_model("GroupNormalization", inputs, attrs, opset=opset)
+    assert_vjp_matches(model, inputs, wrt=wrt)
+
+
+def test_group_norm_matches_torch() -> None:
+    """torch's GroupNorm (per-channel affine, as opset 21) in float64 as a second oracle."""
+    torch = pytest.importorskip("torch")
+    rng = _rng()
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    scale, bias = (
+        rng.standard_normal(6).astype(np.float32),
+        rng.standard_normal(6).astype(np.float32),
+    )
+    model = single_op_model(
+        "GroupNormalization",
+        {"x": x},
+        {"num_groups": 3, "epsilon": 1e-5},
+        {"scale": scale, "bias": bias},
+        opset=21,
+    )
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    (ours,) = session(build_explain_model(model, "vanilla")).run(
+        ["saliency"], {"x": x, "output_grad": dy}
+    )
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.group_norm(
+        t, 3, torch.tensor(scale, dtype=torch.float64), torch.tensor(bias, dtype=torch.float64)
+    )
+    (y * torch.tensor(dy, dtype=torch.float64)).sum().backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
 LAYER_NORM_CASES = [
     # (shape, axis)
     ((2, 3, 5), -1),

@@ -114,6 +114,40 @@ def layer_norm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool
     return [dx if wants[0] else None, dscale, dbias][: len(node.inputs)]
 
 
+@register("GroupNormalization")
+def group_norm(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """Instance normalization over groups of channels, in the grouped view [N, G, rest].
+
+    Opset 18 scales and shifts per group ([G]), opset 21 per channel ([C]): the scale is
+    applied in the view where it broadcasts."""
+    dy = upstream(node, dys)
+    x, scale, bias = node.inputs[0], node.inputs[1], node.inputs[2]
+    rank = _rank(g, node, x)
+    groups = int(node.attr("num_groups"))
+    grouped, shape = g.ints([0, groups, -1]), g.shape_of(x)
+    x3, dy3 = g.Reshape(x, grouped), g.Reshape(dy, grouped)
+    per_channel = g.info.opset >= 21
+    if per_channel:
+        gx3 = g.Reshape(g.Mul(dy, _per_channel(g, scale, rank)), grouped)
+    else:
+        gx3 = g.Mul(dy3, g.Reshape(scale, g.ints([groups, 1])))
+    mean, inv_std = _statistics(g, x3, [2], float(node.attr("epsilon", 1e-5)))
+    dx3, x_hat3 = _normalized_input_grad(g, x3, gx3, mean, inv_std, [2])
+    dscale = dbias = None
+    if wants[1] or wants[2]:
+        if per_channel:  # sums over every axis but the channels'
+            others = g.ints([0, *range(2, rank)])
+            x_hat = g.Reshape(x_hat3, shape)
+            dscale = g.ReduceSum(g.Mul(dy, x_hat), others, keepdims=0) if wants[1] else None
+            dbias = g.ReduceSum(dy, others, keepdims=0) if wants[2] else None
+        else:  # sums over the batch and each group's elements
+            both = g.ints([0, 2])
+            dscale = g.ReduceSum(g.Mul(dy3, x_hat3), both, keepdims=0) if wants[1] else None
+            dbias = g.ReduceSum(dy3, both, keepdims=0) if wants[2] else None
+    del bias
+    return [g.Reshape(dx3, shape) if wants[0] else None, dscale, dbias]
+
+
 def _through_statistics_outputs(
     g: Builder,
     node: Node,

@@ -52,6 +52,12 @@ def single_op_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     model = onnx.shape_inference.infer_shapes(model)
+    for output in model.graph.output:
+        # onnx infers no type through some function ops (GroupNormalization): take the
+        # first input's, which every such op here keeps.
+        if output.type.tensor_type.elem_type == TensorProto.UNDEFINED:
+            first = next(iter(inputs.values()))
+            output.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(first.dtype)
     return model
 
 
