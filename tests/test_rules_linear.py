@@ -10,7 +10,9 @@ import numpy as np
 import onnx
 import pytest
 from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite.errors import RewriteError
 
+from helpers import runtimes
 from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 RNG = np.random.default_rng(3)
@@ -122,3 +124,57 @@ def test_matmul_of_two_vectors() -> None:
         explain = build_explain_model(model, "vanilla", input_name=wrt, output_name="y0")
         got = session(explain).run(["saliency"], {"a": a, "b": b, "output_grad": u})[0]
         np.testing.assert_allclose(got, u * other, rtol=1e-6)
+
+
+EINSUM_CASES = [
+    # (equation, operand shapes)
+    ("ij,jk->ik", [(3, 4), (4, 5)]),
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),  # attention scores
+    ("bhqk,bhkd->bhqd", [(2, 3, 4, 6), (2, 3, 6, 5)]),
+    ("bij,bjk", [(2, 3, 4), (2, 4, 5)]),  # implicit output: bik
+    ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+    ("ij->ji", [(3, 4)]),
+    ("ijk->i", [(3, 4, 5)]),  # j and k summed over the only operand: spread back
+    ("ij,k->ijk", [(3, 4), (5,)]),  # an outer product
+    ("bchw,c->bhw", [(2, 3, 4, 5), (3,)]),
+]
+
+
+@pytest.mark.parametrize(("equation", "shapes"), EINSUM_CASES, ids=[c[0] for c in EINSUM_CASES])
+def test_einsum_matches_finite_differences(equation: str, shapes: list[tuple[int, ...]]) -> None:
+    rng = np.random.default_rng(7)
+    names = [f"x{i}" for i in range(len(shapes))]
+    inputs = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes)}
+    model = single_op_model("Einsum", inputs, {"equation": equation}, opset=12)
+    for wrt in names:
+        assert_vjp_matches(model, inputs, wrt=wrt)
+
+
+@pytest.mark.parametrize(
+    ("equation", "shapes", "refused"),
+    [
+        ("ii->i", [(3, 3)], "repeats an axis"),
+        ("...ij,...jk->...ik", [(1, 3, 4), (2, 4, 5)], "may broadcast"),
+    ],
+)
+def test_einsum_refusals_say_why(equation: str, shapes: list, refused: str) -> None:
+    rng = np.random.default_rng(7)
+    inputs = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    model = single_op_model("Einsum", inputs, {"equation": equation}, opset=12)
+    with pytest.raises(RewriteError, match=refused):
+        build_explain_model(model, "vanilla", input_name="x0")
+
+
+@pytest.mark.parametrize("runtime", runtimes.others())
+def test_einsum_agrees_across_runtimes(runtime: str) -> None:
+    rng = np.random.default_rng(8)
+    inputs = {
+        "q": rng.standard_normal((2, 3, 4, 5)).astype(np.float32),
+        "k": rng.standard_normal((2, 3, 6, 5)).astype(np.float32),
+    }
+    model = single_op_model("Einsum", inputs, {"equation": "bhqd,bhkd->bhqk"}, opset=12)
+    explain = build_explain_model(model, "vanilla", input_name="q")
+    feeds = {**inputs, "output_grad": rng.standard_normal((2, 3, 4, 6)).astype(np.float32)}
+    (reference,) = runtimes.load(runtimes.REFERENCE, explain)(feeds, ["saliency"])
+    (other,) = runtimes.load(runtime, explain)(feeds, ["saliency"])
+    assert np.linalg.norm(other - reference) <= 1e-5 * np.linalg.norm(reference)

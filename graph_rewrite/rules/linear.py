@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..builder import Builder, Node
+from ..errors import RewriteError
 from . import Grad, register
 from .common import known_rank, sum_to, unbroadcast, unshared_weight, upstream
 
@@ -120,3 +121,80 @@ def _broadcast_batch(x: list, y: list) -> list:
     x = [1] * (n - len(x)) + x
     y = [1] * (n - len(y)) + y
     return [b if a == 1 else a for a, b in zip(x, y)]
+
+
+_ELLIPSIS = "..."
+
+
+def _einsum_tokens(term: str) -> list[str]:
+    """A term's axes, one token each: a letter, or the ellipsis as one token."""
+    head, dots, tail = term.partition(_ELLIPSIS)
+    return [*head, *([_ELLIPSIS] if dots else []), *tail]
+
+
+def _einsum_terms(node: Node) -> tuple[list[list[str]], list[str]]:
+    equation = str(node.attr("equation", "")).replace(" ", "")
+    given, arrow, result = equation.partition("->")
+    terms = [_einsum_tokens(t) for t in given.split(",")]
+    if not arrow:  # implicit output: the letters seen once, in alphabetical order
+        letters = [t for term in terms for t in term if t != _ELLIPSIS]
+        once = sorted(c for c in set(letters) if letters.count(c) == 1)
+        has_dots = any(_ELLIPSIS in term for term in terms)
+        return terms, [*([_ELLIPSIS] if has_dots else []), *once]
+    return terms, _einsum_tokens(result)
+
+
+@register("Einsum")
+def einsum(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """The gradient of one operand is an Einsum of the upstream gradient with the others,
+    back to that operand's axes; axes summed over that operand alone are spread back.
+
+    Refused: an axis repeated within one term (a diagonal) and an ellipsis that may
+    broadcast (its axes' sizes not known to be the output's)."""
+    dy = upstream(node, dys)
+    terms, out = _einsum_terms(node)
+    grads: list[Grad] = []
+    for k, operand in enumerate(node.inputs):
+        if not wants[k]:
+            grads.append(None)
+            continue
+        term = terms[k]
+        letters = [t for t in term if t != _ELLIPSIS]
+        if len(set(letters)) != len(letters):
+            raise RewriteError(
+                f"Einsum {node.name!r}: operand {k} repeats an axis ({''.join(term)}, a "
+                "diagonal); not supported"
+            )
+        if _ELLIPSIS in term:
+            _check_ellipsis_not_broadcast(g, node, operand, term, out)
+        others = [t for j, t in enumerate(terms) if j != k]
+        available = set(out).union(*others) if others else set(out)
+        kept = [t for t in term if t in available]
+        equation = ",".join("".join(t) for t in [out, *others]) + "->" + "".join(kept)
+        inputs = [dy, *(name for j, name in enumerate(node.inputs) if j != k)]
+        grad = g.Einsum(*inputs, equation=equation)
+        spread = [i for i, t in enumerate(term) if t not in available]
+        if spread:
+            grad = g.Expand(g.Unsqueeze(grad, g.ints(spread)), g.shape_of(operand))
+        grads.append(grad)
+    return grads
+
+
+def _check_ellipsis_not_broadcast(
+    g: Builder, node: Node, operand: str, term: list[str], out: list[str]
+) -> None:
+    """The operand's ellipsis axes must be the output's: where they broadcast, its
+    gradient would need summing over them, which a static shape must show is not needed."""
+    op_shape, out_shape = g.tensor(operand).shape, g.tensor(node.outputs[0]).shape
+    if _ELLIPSIS in out and op_shape is not None and out_shape is not None:
+        i, j = term.index(_ELLIPSIS), out.index(_ELLIPSIS)
+        n_op = len(op_shape) - (len(term) - 1)
+        n_out = len(out_shape) - (len(out) - 1)
+        mine, theirs = op_shape[i : i + n_op], out_shape[j : j + n_out]
+        # Equal sizes, or the same symbolic name: no axis broadcasts.
+        if n_op == n_out and all(a is not None and a == b for a, b in zip(mine, theirs)):
+            return
+    raise RewriteError(
+        f"Einsum {node.name!r}: the ellipsis of operand {''.join(term)} may broadcast "
+        "(its axes are not known to equal the output's); not supported"
+    )
