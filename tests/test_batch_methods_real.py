@@ -20,7 +20,7 @@ from helpers import realmodels, runtimes
 
 SAMPLES, STEPS = 2, 3
 # Relative L2 between runtimes: onnxruntime and OpenVINO's base maps agree to 1e-6..1e-5
-# on these models (README); averaging a few maps does not amplify that.
+# on these models (docs/runtimes.md); averaging a few maps does not amplify that.
 BOUND = 1e-4
 
 # The zero baseline here: from a blurred baseline the path of PP-OCR rec passes points

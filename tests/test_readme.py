@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
-from onnxplain.server.reload import Reloader, snapshot
+from onnxplain.server.ops.reload import Reloader, snapshot
 
-from tools import missing
+from helpers.tools import missing
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADDRESS = "127.0.0.1:50051"

@@ -7,7 +7,7 @@ initializer from memory the caller owns (`SessionOptions.add_initializer`): the 
 reads that buffer and copies nothing. A `WeightStore` keeps one such buffer per distinct
 tensor, found by content, so the forward pass and every method's explain model (which share
 the forward weights, and whose backward convolutions share their flipped copies) read one
-copy. Measured alternatives are in README.md (Serving under load).
+copy. Measured alternatives are in docs/service.md (Serving under load).
 
 The serialized model still carries the data while onnxruntime parses it (onnxruntime refuses
 an initializer whose bytes are elsewhere unless it copies them, as `add_external_initializers`
