@@ -122,7 +122,7 @@ def rule_for(command: str) -> Rule | None:
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
     core = Explainer(Repository.load(REPO / "models", SessionFactory("cpu", threads=1)))
-    service = build_server(core, "127.0.0.1", 0)
+    service = build_server(core, "127.0.0.1", 0, with_reflection=True)  # as scripts/serve
     try:
         yield f"127.0.0.1:{service.port}"
     finally:
