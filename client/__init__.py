@@ -1,5 +1,5 @@
 """The Python client of the Explain service."""
 
-from .client import Client, Explanation, ModelSummary, Retry, ServiceError
+from .client import Client, Explanation, ModelSummary, Retry, ServerUnreachable, ServiceError
 
-__all__ = ["Client", "Explanation", "ModelSummary", "Retry", "ServiceError"]
+__all__ = ["Client", "Explanation", "ModelSummary", "Retry", "ServerUnreachable", "ServiceError"]

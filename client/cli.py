@@ -22,7 +22,7 @@ from onnxplain.render import (
 )
 from PIL import Image
 
-from .client import Client, Explanation, ModelSummary, Retry, ServiceError
+from .client import Client, Explanation, ModelSummary, Retry, ServerUnreachable, ServiceError
 from .method_options import (
     METHOD_NAMES,
     add_method_options,
@@ -94,9 +94,10 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--retry-for",
         type=float,
-        default=Retry.total_s,
+        default=None,
         metavar="SECONDS",
-        help=f"keep retrying while the server is unavailable (default {Retry.total_s:g})",
+        help=f"keep retrying while the server is unavailable (default: {Retry.first_contact_s:g} "
+        f"until a server has answered, {Retry.total_s:g} after)",
     )
 
 
@@ -115,8 +116,30 @@ def _connect(args: argparse.Namespace) -> Client:
         client_cert=args.tls_cert,
         client_key=args.tls_key,
         token=token,
-        retry=Retry(total_s=max(0.0, args.retry_for)),
+        retry=_retry(args.retry_for),
     )
+
+
+def _retry(seconds: float | None) -> Retry:
+    """The default, or `--retry-for` for every wait: a server asked for by the caller
+    (a script that starts one, then asks it) may take that long to come up."""
+    if seconds is None:
+        return Retry()
+    seconds = max(0.0, seconds)
+    return Retry(total_s=seconds, first_contact_s=seconds)
+
+
+def failure(command: str, exc: Exception) -> str:
+    """What `onnxplain COMMAND` prints when a call fails: the reason, and for a server that
+    never answered, how to start one or point at one."""
+    if isinstance(exc, ServerUnreachable):
+        return (
+            f"onnxplain {command}: {exc}.\n"
+            "Start one with `bash scripts/serve` (the demo models) or "
+            "`onnxplain serve --models DIR`, or point --server (or $ONNXPLAIN_SERVER) at a "
+            "running one."
+        )
+    return f"onnxplain {command}: {exc}"
 
 
 def parse_targets(text: str) -> list[int] | list[str]:
@@ -157,7 +180,7 @@ def run_explain(args: argparse.Namespace) -> int:
         else:
             np.save(args.output, result.saliency)
     except (ServiceError, OSError, ValueError) as exc:
-        print(f"onnxplain explain: {exc}", file=sys.stderr)
+        print(failure("explain", exc), file=sys.stderr)
         return 1
     print(f"{result.method} saliency, {len(result.targets)} explained:")
     for row in range(len(result.targets)):
@@ -202,7 +225,17 @@ def run_models(args: argparse.Namespace) -> int:
         with _connect(args) as client:
             models = client.models()
     except (ServiceError, OSError, ValueError) as exc:
-        print(f"onnxplain models: {exc}", file=sys.stderr)
+        print(failure("models", exc), file=sys.stderr)
+        return 1
+    if not models:
+        # An empty list is no answer an operator can use: the server found no model.
+        print(
+            f"onnxplain models: the server at {args.server} serves no models: its model "
+            "folder holds no <name>/model.onnx (its log names the folder it read). Add a "
+            "model there; the server loads it on its next reload (SIGHUP, --poll or the "
+            "admin RPC) or restart.",
+            file=sys.stderr,
+        )
         return 1
     for m in models:
         if not m.available:

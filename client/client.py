@@ -63,6 +63,29 @@ class ServiceError(Exception):
         self.details = details
 
 
+class ServerUnreachable(ServiceError):
+    """No server ever answered at `target`: nothing listens there, or the connection
+    fails (TLS, DNS, a firewall). `reason` is gRPC's last word on it, e.g.
+    "Connection refused". Its code is UNAVAILABLE, as gRPC's own."""
+
+    def __init__(self, target: str, details: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, details)
+        self.target = target
+        self.reason = connect_failure(details)
+
+    def __str__(self) -> str:
+        return f"could not reach an onnxplain server at {self.target} ({self.reason})"
+
+
+def connect_failure(details: str) -> str:
+    """The useful end of gRPC's connect error: "failed to connect to all addresses; last
+    error: UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"
+    says "Connection refused"."""
+    last = details.rsplit("last error:", 1)[-1].strip()
+    reason = last.rsplit(": ", 1)[-1].strip() if ": " in last else last
+    return reason or details or "no answer"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """One row per explained (sample, class): one per sample, or top_k per sample."""
@@ -180,8 +203,12 @@ class Client:
             (("authorization", f"Bearer {token.strip()}"),) if token else ()
         )
         self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
+        self.target = target
         self.timeout = timeout
         self.retry = retry if retry is not None else Retry()
+        # Whether a server has answered this client yet (any answer but UNAVAILABLE): until
+        # then UNAVAILABLE most likely means nothing listens, and the client says so soon.
+        self._reached = False
 
     def explain(
         self,
@@ -265,10 +292,20 @@ class Client:
         self.close()
 
     def _call(self, method: grpc.UnaryUnaryMultiCallable, request: object) -> Any:
+        reached = self._reached
+        budget = self.retry.total_s if reached else self.retry.first_contact_budget()
         try:
-            return call_with_retries(method, request, self.timeout, self.retry, self._metadata)
+            response = call_with_retries(
+                method, request, self.timeout, self.retry, self._metadata, budget
+            )
         except grpc.RpcError as exc:
-            raise ServiceError(exc.code(), exc.details() or "") from None
+            code, details = exc.code(), exc.details() or ""
+            if code == grpc.StatusCode.UNAVAILABLE and not reached:
+                raise ServerUnreachable(self.target, details) from None
+            self._reached = True
+            raise ServiceError(code, details) from None
+        self._reached = True
+        return response
 
 
 @dataclass(frozen=True)
@@ -277,14 +314,21 @@ class Retry:
     each, until `total_s` have passed since the first attempt; `Retry(total_s=0)` never retries.
 
     The default (10 s) covers a server restart (0.4 s on an idle machine, measured 2-4.5 s on
-    a loaded one, more for large models) and a replica leaving a load balancer; a client of a
-    server that is down for good learns it after those 10 s.
+    a loaded one, more for large models) and a replica leaving a load balancer. Until a server
+    has answered the client once, the budget is `first_contact_s` (3 s) instead: most often
+    nothing listens there (not started, a wrong address), and the caller should hear so at
+    once, not after 10 s; a server that is still starting gets those 3 s.
     """
 
     total_s: float = 10.0
     first_s: float = 0.05
     factor: float = 2.0
     max_wait_s: float = 1.0
+    first_contact_s: float = 3.0
+
+    def first_contact_budget(self) -> float:
+        """How long to retry before any server has answered: never more than `total_s`."""
+        return min(self.total_s, self.first_contact_s)
 
     def waits(self) -> Iterator[float]:
         """The pauses between attempts, each scaled by a random 0.5-1 so that many clients
@@ -301,8 +345,10 @@ def call_with_retries(
     timeout: float | None,
     retry: Retry = Retry(),
     metadata: tuple[tuple[str, str], ...] = (),
+    budget_s: float | None = None,
 ) -> Any:
-    """`method(request)`, sent again while it fails UNAVAILABLE and `retry` allows.
+    """`method(request)`, sent again while it fails UNAVAILABLE and `retry` allows (for
+    `budget_s` seconds when given, else `retry.total_s`).
 
     Every ExplainService RPC is a pure read, so a repeat is safe. UNAVAILABLE is what a
     load balancer answers for a call whose replica died mid-call (nginx's HTTP 502), or a
@@ -310,7 +356,7 @@ def call_with_retries(
     arrives as response headers, which commit the call. Other codes are the answer, never
     retried (a DEADLINE_EXCEEDED call may still be running on the server).
     """
-    deadline = time.monotonic() + retry.total_s
+    deadline = time.monotonic() + (retry.total_s if budget_s is None else budget_s)
     waits = retry.waits()
     while True:
         try:

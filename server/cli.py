@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 
+from .core import imaging
 from .core.batching import QueueLimits
 from .core.explainer import Explainer
 from .ops import metrics
@@ -59,12 +61,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
+    p.add_argument(
+        "--max-image-megapixels",
+        type=_positive_number,
+        default=imaging.DEFAULT_MAX_PIXELS / 1e6,
+        metavar="MP",
+        help="largest image decoded, in megapixels; a larger one is INVALID_ARGUMENT, "
+        "refused from its header before any pixel is decompressed (default %(default)g)",
+    )
     p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
     p.add_argument(
         "--poll",
         type=_positive,
         metavar="SECONDS",
-        help="also reload the model folder every SECONDS (SIGHUP and the admin RPC always do)",
+        help="also reload the model folder every SECONDS (SIGHUP always does)",
     )
     p.add_argument(
         "--metrics-port",
@@ -88,6 +98,25 @@ def _positive(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def _add_security_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("security (default: plaintext, no authentication)")
     g.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
@@ -97,6 +126,18 @@ def _add_security_args(p: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         help="accepted bearer tokens, one per line: every call but health must send one",
+    )
+    g.add_argument(
+        "--reflection",
+        action="store_true",
+        help="serve gRPC server reflection, for grpcurl and other tools without the .proto "
+        "(default off; behind --token-file when one is given)",
+    )
+    g.add_argument(
+        "--admin",
+        action="store_true",
+        help="serve onnxplain.v1.AdminService (ReloadModels); needs --token-file unless "
+        "--host is a loopback address (default off; SIGHUP and --poll reload without it)",
     )
     g.add_argument(
         "--health-port",
@@ -115,6 +156,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, signals: Signals) -> int:
+    if args.admin and args.token_file is None and not _is_loopback(args.host):
+        print(
+            f"onnxplain serve: --admin on --host {args.host} without --token-file would let "
+            "anyone who reaches the port reload the models: add --token-file, or bind a "
+            "loopback --host (SIGHUP and --poll reload without --admin)",
+            file=sys.stderr,
+        )
+        return 2
     if args.metrics_port is not None:
         host = args.metrics_host or args.host
         try:
@@ -123,6 +172,7 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
             print(f"onnxplain serve: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             return 2
         log.info("metrics on http://%s:%d/metrics", host, port)
+    imaging.set_max_pixels(max(1, int(args.max_image_megapixels * 1e6)))
     try:
         security = Security.from_files(
             args.tls_cert, args.tls_key, args.tls_client_ca, args.token_file
@@ -140,6 +190,14 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     failed = [n for n in repository.names() if isinstance(repository.entry(n), FailedModel)]
     if repository.names() and len(failed) == len(repository.names()):
         log.warning("no model loaded from %s; the server answers ListModels only", args.models)
+    if not repository.names():
+        # Serving anyway: a volume may be mounted, or models copied in, after the start;
+        # clients are told (`onnxplain models` says so and exits 1).
+        log.warning(
+            "serving no model yet: models added to %s later load on a reload "
+            "(SIGHUP, --poll, or ReloadModels with --admin)",
+            args.models,
+        )
     reloader = Reloader(args.models, repository, sessions, loaded)
     queue = QueueLimits(
         max_queue=args.max_queue,
@@ -150,7 +208,15 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
     core = Explainer(repository, max_batch=args.max_batch, queue=queue)
     limits = Limits(int(args.max_message_mb * 1024 * 1024), args.max_concurrent)
     try:
-        service = build_server(core, args.host, args.port, limits, reloader, security)
+        service = build_server(
+            core,
+            args.host,
+            args.port,
+            limits,
+            reloader if args.admin else None,  # the admin service; SIGHUP and --poll use it too
+            security,
+            with_reflection=args.reflection,
+        )
         health_only = (
             None
             if args.health_port is None

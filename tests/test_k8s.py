@@ -60,9 +60,9 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def options(c: dict[str, Any]) -> dict[str, str]:
-    """The container's `--flag=value` args as a mapping."""
-    pairs = [arg.split("=", 1) for arg in c["args"]]
-    assert all(len(p) == 2 and p[0].startswith("--") for p in pairs), c["args"]
+    """The container's `--flag=value` args (and bare switches, as "") as a mapping."""
+    pairs = [(*arg.split("=", 1), "")[:2] for arg in c["args"]]
+    assert all(flag.startswith("--") for flag, _ in pairs), c["args"]
     return {flag: value for flag, value in pairs}
 
 
@@ -297,7 +297,7 @@ def test_the_container_args_serve_tls_tokens_and_a_plaintext_probe(tmp_path: Pat
     port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
     overrides = {"--host": "127.0.0.1", "--port": str(port), "--health-port": str(health_port),
                  "--metrics-port": str(metrics_port), "--drain-delay": "0"}  # fmt: skip
-    args = [f"{k}={overrides.get(k, mapped(v))}" for k, v in options(c).items()]
+    args = [f"{k}={overrides.get(k, mapped(v))}" if v else k for k, v in options(c).items()]
     env = {k: v for k, v in os.environ.items() if k not in ("HOME", "TMPDIR", "XDG_CACHE_HOME")}
     env.update({k: mapped(v) for k, v in dockerfile_env().items() if k != "PATH"})
     command = [sys.executable, "-m", "onnxplain", "serve", *args]

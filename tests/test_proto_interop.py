@@ -36,7 +36,8 @@ GENERATED = tuple(
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_server(make_repository(tmp_path_factory.mktemp("models"))) as (service, _):
+    root = make_repository(tmp_path_factory.mktemp("models"))
+    with running_server(root, reflection=True) as (service, _):  # grpcurl needs reflection
         yield f"127.0.0.1:{service.port}"
 
 

@@ -196,7 +196,10 @@ def address() -> Iterator[str]:
     loaded = snapshot(models)
     repository = Repository.load(models, sessions)
     reloader = Reloader(models, repository, sessions, loaded)  # the admin RPC, as served
-    service = build_server(Explainer(repository), "127.0.0.1", 0, Limits(), reloader)
+    # Reflection and the admin RPC, as scripts/serve turns them on.
+    service = build_server(
+        Explainer(repository), "127.0.0.1", 0, Limits(), reloader, with_reflection=True
+    )
     try:
         yield f"127.0.0.1:{service.port}"
     finally:

@@ -25,6 +25,7 @@ from onnxplain.server.ops import security as security_module
 from onnxplain.server.ops.security import Security, SecurityConfigError, health_server
 
 from helpers.certs import Pair, make_ca, make_leaf
+from helpers.serve_process import ServeProcess
 from helpers.server_support import DEMO, SAMPLES
 
 NO_RETRY = Retry(total_s=0)  # a refused handshake is UNAVAILABLE: answer at once
@@ -53,7 +54,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Explainer:
 
 @contextmanager
 def serving(core: Explainer, security: Security) -> Iterator[str]:
-    service = build_server(core, "127.0.0.1", 0, Limits(1 << 20, 2), security=security)
+    service = build_server(
+        core, "127.0.0.1", 0, Limits(1 << 20, 2), security=security, with_reflection=True
+    )
     try:
         yield f"127.0.0.1:{service.port}"
     finally:
@@ -358,3 +361,90 @@ def test_the_plaintext_health_port_follows_the_drain(core: Explainer, pki: dict[
     finally:
         probe_server.stop(None)
         service.server.stop(None).wait()
+
+
+# --- reflection and the admin service: opt-in ---------------------------------------------
+
+
+def _services(address: str, metadata: list[tuple[str, str]] | None = None) -> set[str]:
+    """The services reflection lists; UNIMPLEMENTED (raised) when reflection is off."""
+    with grpc.insecure_channel(address) as channel:
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = list(reflect.ServerReflectionInfo(iter([ask]), metadata=metadata, timeout=10))
+    return {s.name for s in answers[0].list_services_response.service}
+
+
+def _reload_code(address: str) -> grpc.StatusCode:
+    with grpc.insecure_channel(address) as channel:
+        reload = channel.unary_unary("/onnxplain.v1.AdminService/ReloadModels")
+        try:
+            reload(b"", timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def _one_model_repository(root: Path) -> Path:
+    (root / "digits").mkdir(parents=True)
+    (root / "digits" / "model.onnx").write_bytes((DEMO / "model.onnx").read_bytes())
+    return root
+
+
+def test_serve_offers_neither_reflection_nor_admin_by_default(tmp_path: Path) -> None:
+    """Before: both answered anyone who reached the port (and the container binds 0.0.0.0)."""
+    with ServeProcess(_one_model_repository(tmp_path / "models"), "--drain-delay", "0") as server:
+        with pytest.raises(grpc.RpcError) as raised:
+            _services(server.address)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert _reload_code(server.address) == grpc.StatusCode.UNIMPLEMENTED
+        assert _models(server.address) == ["digits"]  # and the service itself answers
+
+
+def test_reflection_and_admin_when_asked_for_on_loopback(tmp_path: Path) -> None:
+    flags = ("--drain-delay", "0", "--reflection", "--admin")
+    with ServeProcess(_one_model_repository(tmp_path / "models"), *flags) as server:
+        services = _services(server.address)
+        assert {"onnxplain.v1.ExplainService", "onnxplain.v1.AdminService"} <= services
+        assert "grpc.reflection.v1alpha.ServerReflection" in services
+        assert _reload_code(server.address) == grpc.StatusCode.OK
+
+
+def test_admin_and_reflection_stay_behind_the_tokens(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin-token\n")
+    flags = ("--drain-delay", "0", "--reflection", "--admin", "--token-file", str(tokens))
+    with ServeProcess(_one_model_repository(tmp_path / "models"), *flags) as server:
+        assert _reload_code(server.address) == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as raised:
+            _services(server.address)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with_token = [("authorization", "Bearer admin-token")]
+        assert "onnxplain.v1.AdminService" in _services(server.address, with_token)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "example.org"])
+def test_admin_on_an_open_host_needs_a_token_file(tmp_path: Path, host: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "onnxplain", "serve", "--models", str(tmp_path), "--admin",
+         "--host", host, "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"--admin on --host {host} without --token-file" in done.stderr, done.stderr
+    assert "add --token-file, or bind a loopback --host" in done.stderr
+
+
+def test_build_server_serves_reflection_only_when_asked(core: Explainer) -> None:
+    for asked in (False, True):
+        service = build_server(core, "127.0.0.1", 0, with_reflection=asked)
+        try:
+            address = f"127.0.0.1:{service.port}"
+            if asked:
+                assert "onnxplain.v1.ExplainService" in _services(address)
+            else:
+                with pytest.raises(grpc.RpcError) as raised:
+                    _services(address)
+                assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            service.server.stop(None).wait()

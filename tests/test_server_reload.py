@@ -36,7 +36,9 @@ class Running:
         self.repository = Repository.load(root, sessions)
         self.reloader = Reloader(root, self.repository, sessions, loaded)
         core = Explainer(self.repository, max_batch=4, max_concurrent=4)
-        self.service = build_server(core, "127.0.0.1", 0, Limits(), self.reloader)
+        self.service = build_server(
+            core, "127.0.0.1", 0, Limits(), self.reloader, with_reflection=True
+        )
         address = f"127.0.0.1:{self.service.port}"
         self.channel = grpc.insecure_channel(address)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)

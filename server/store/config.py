@@ -17,6 +17,7 @@ color_mode = "RGB"          # or "L"
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 from onnxplain.graph_rewrite.methods import ALL_METHODS, Method
 
 from ..core.errors import ConfigError
+from .scan import check_inside_repository
 
 _LAYOUTS = ("NCHW", "NHWC")
 _COLOR_MODES = ("L", "RGB")
@@ -111,10 +113,16 @@ def _optional_str(raw: dict[str, Any], key: str) -> str | None:
 def _load_labels(model_dir: Path, name: str | None) -> tuple[str, ...]:
     if name is None:
         return ()
-    path = (model_dir / name).resolve()
-    # A labels entry may not reach outside the model's own folder.
-    if model_dir.resolve() not in path.parents or not path.is_file():
+    path = model_dir / name
+    # The name may not reach outside the model's own folder ("../x"); the file may be a link
+    # inside the repository, as every other file of a model (scan.check_inside_repository).
+    lexical = Path(os.path.normpath(model_dir.absolute() / name))
+    if model_dir.absolute() not in lexical.parents or not path.is_file():
         raise ConfigError(f"config.toml: labels file {name!r} is not a file in the model folder")
+    try:
+        check_inside_repository(model_dir, path)
+    except ConfigError as exc:
+        raise ConfigError(f"config.toml: labels file {exc}") from None
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 

@@ -35,13 +35,21 @@ from onnxplain.graph_rewrite import (
 from onnxplain.graph_rewrite.explain import default_layer
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
+from onnxplain.sanity.report import REPORT_FILE
 
 from ..combined import merge_explain_models
 from ..core.errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from ..runtime.sessions import DeviceUnavailable, SessionFactory, release_free_memory
 from .config import ModelConfig, load_config
-from .reasons import failure_reason
-from .scan import MODEL_FILE, empty_hint, model_folders, skipped_hints
+from .reasons import failure_detail, failure_reason
+from .scan import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    check_inside_repository,
+    empty_hint,
+    model_folders,
+    skipped_hints,
+)
 from .weights import WeightStore
 
 __all__ = [
@@ -351,9 +359,10 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
     except DeviceUnavailable:
         raise  # the whole server is misconfigured, not this model
     except Exception as exc:
-        # One line; the traceback only at debug level: the reason is what operators act on.
+        # One line; the traceback only at debug level: the reason is what operators act on,
+        # the library's own words beside it (clients see the reason alone).
         reason = failure_reason(exc)
-        log.error("model %s is unavailable: %s", folder.name, reason)
+        log.error("model %s is unavailable: %s [%s]", folder.name, reason, failure_detail(exc))
         log.debug("model %s failed to load", folder.name, exc_info=True)
         return FailedModel(folder.name, reason)
     finally:
@@ -363,6 +372,7 @@ def _load_or_fail(folder: Path, sessions: SessionFactory) -> LoadedModel | Faile
 
 
 def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
+    check_inside_repository(folder, folder / MODEL_FILE, folder / CONFIG_FILE)
     config = load_config(folder)
     path = folder / MODEL_FILE
     model = onnx.load(str(path))
@@ -399,8 +409,9 @@ def _default_layer(model: onnx.ModelProto, ends: Endpoints) -> str | None:
 def _sanity_report(folder: Path) -> SanityReport | None:
     # A damaged report must not take the model down: it is advice to operators, not config.
     try:
+        check_inside_repository(folder, folder / REPORT_FILE)
         return read_report(folder)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         log.warning("model %s: ignoring its sanity.json (%s)", folder.name, exc)
         return None
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.errors import ConfigError
+
 MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.toml"
 
 
 def model_folders(root: Path) -> list[Path]:
@@ -43,6 +46,33 @@ def skipped_hints(root: Path) -> list[str]:
                 f"rename the model file to {MODEL_FILE}"
             )
     return hints
+
+
+def check_inside_repository(folder: Path, *files: Path) -> None:
+    """ConfigError, naming the link, if `folder` (DIR/<name>) or one of its `files` that
+    exists is a symbolic link out of the repository DIR.
+
+    Links inside it are fine (a `latest` folder linking to `v3`, Kubernetes' `..data` links
+    of a mounted volume), as labels may link inside their model folder; ONNX itself refuses
+    any link for external data. A link out would serve whatever the link's owner points it
+    at, outside the folder the operator handed the server.
+    """
+    root = folder.parent.resolve()
+    if not _inside(folder.resolve(), root):
+        raise ConfigError(
+            f"the model folder {folder.name!r} is a symbolic link out of the model repository; "
+            "move or copy the model into the repository"
+        )
+    for path in files:
+        if path.exists() and not _inside(path.resolve(), root):
+            raise ConfigError(
+                f"{path.name} is a symbolic link out of the model repository; copy the file "
+                "into the model folder instead"
+            )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def empty_hint(root: Path) -> str:

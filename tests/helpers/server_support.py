@@ -42,12 +42,17 @@ def make_repository(root: Path) -> Path:
 
 @contextmanager
 def running_server(
-    root: Path, max_batch: int = 16, max_concurrent: int = 4, max_message_bytes: int = 1 << 20
+    root: Path,
+    max_batch: int = 16,
+    max_concurrent: int = 4,
+    max_message_bytes: int = 1 << 20,
+    reflection: bool = False,
 ) -> Iterator[tuple[Service, Explainer]]:
     core = Explainer(
         Repository.load(root, SessionFactory("cpu", threads=1)), max_batch, max_concurrent
     )
-    service = build_server(core, "127.0.0.1", 0, Limits(max_message_bytes, max_concurrent))
+    limits = Limits(max_message_bytes, max_concurrent)
+    service = build_server(core, "127.0.0.1", 0, limits, with_reflection=reflection)
     try:
         yield service, core
     finally:

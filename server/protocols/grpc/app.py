@@ -26,6 +26,7 @@ from ...core.errors import (
     ModelUnavailable,
     Overloaded,
     RequestTooLarge,
+    bounded,
 )
 from ...core.explainer import Explainer
 from ...ops import metrics
@@ -196,12 +197,20 @@ def _guarded(
                 context.abort(code, "internal error; the server log has details")
             code = mapped
             if not isinstance(exc, ShuttingDown):
-                # One line per refused request (rate-limited), never a traceback: the fault
-                # is the client's.
+                # One line per refused request (rate-limited per kind), never a traceback:
+                # the fault is the client's.
+                kind = f"{rpc} {code.name} ({type(exc).__name__})"
                 refusals.refused(
-                    "%s %s from %s: %s", method, code.name, context.peer(), _one_line(exc)
+                    "%s %s (%s) from %s: %s",
+                    method,
+                    code.name,
+                    type(exc).__name__,
+                    context.peer(),
+                    _one_line(exc),
+                    kind=kind,
                 )
-            context.abort(code, str(exc))
+            # Bounded: a message echoing a huge client string would not fit gRPC's headers.
+            context.abort(code, bounded(str(exc)))
         finally:
             if entered and gate is not None:
                 gate.leave()
@@ -280,9 +289,14 @@ def build_server(
     limits: Limits = Limits(),
     reloader: Reloader | None = None,
     security: Security | None = None,
+    with_reflection: bool = False,
 ) -> Service:
-    """The started server: Explain service, health, reflection, limits, credentials; the
-    admin service too when there is a `reloader`."""
+    """The started server: Explain service, health, limits, credentials; the admin service
+    too when there is a `reloader`, server reflection when `with_reflection`.
+
+    Both are opt-in: the admin service reloads the models for anyone who reaches the port,
+    and reflection tells them what else it serves (`onnxplain serve --admin`, `--reflection`).
+    """
     security = security or Security()  # plaintext, no token check
     workers = grpc_workers(core)
     gate, refusals = CallGate(), RefusalLog(log)
@@ -305,13 +319,14 @@ def build_server(
         maximum_concurrent_rpcs=4 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
-    services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    services = [SERVICE_NAME, health.SERVICE_NAME]
     if reloader is not None:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(services, server)
+    if with_reflection:
+        reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
     credentials = security.credentials()
     try:  # grpcio returns 0 on a failed bind in some versions, raises in others
         if credentials is None:

@@ -26,6 +26,7 @@ from ...core.errors import (
     ModelUnavailable,
     Overloaded,
     RequestTooLarge,
+    bounded,
 )
 from ...core.explainer import Explainer
 from ...ops.security import Security
@@ -219,7 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"Retry-After": "1"} if status == HTTPStatus.TOO_MANY_REQUESTS else {}
         if status == HTTPStatus.UNAUTHORIZED:
             extra = {"WWW-Authenticate": 'Bearer realm="onnxplain"'}
-        self._send(status, json.dumps({"error": message}).encode(), "application/json", extra)
+        # Bounded: a message may echo a client's string (a model name, a path) of any size.
+        body = json.dumps({"error": bounded(message)}).encode()
+        self._send(status, body, "application/json", extra)
 
     def _send(
         self, status: HTTPStatus, body: bytes, content_type: str, extra: Mapping[str, str] = {}
