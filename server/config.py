@@ -3,7 +3,7 @@
 input = "input"             # explained input (default: the first float graph input)
 output = "logits"           # explained output (default: the logits behind a Softmax)
 labels = "labels.txt"       # one class name per line, relative to the model folder
-default_method = "guided"   # vanilla | deconvnet | guided
+default_method = "NAME"     # one of graph_rewrite's METHODS (default: its DEFAULT_METHOD)
 
 [preprocessing]             # how an encoded image becomes the input tensor
 height = 224
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxplain.graph_rewrite import METHODS, Method
+from onnxplain.graph_rewrite.methods import DEFAULT_METHOD
 
 from .errors import ConfigError
 
@@ -49,7 +50,7 @@ class ModelConfig:
     input: str | None = None
     output: str | None = None
     labels: tuple[str, ...] = ()
-    default_method: Method = "guided"
+    default_method: Method = DEFAULT_METHOD
     preprocessing: Preprocessing | None = None
 
 
@@ -63,7 +64,7 @@ def load_config(model_dir: Path) -> ModelConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
     _reject_unknown(raw, ModelConfig)
-    method = raw.get("default_method", "guided")
+    method = raw.get("default_method", DEFAULT_METHOD)
     if method not in METHODS:
         raise ConfigError(f"config.toml: default_method {method!r} is not one of {METHODS}")
     return ModelConfig(
