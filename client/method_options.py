@@ -85,6 +85,8 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 def parse_params(texts: list[str], model: ModelSummary, method: str | None) -> dict[str, Any]:
     """`--param NAME=VALUE`s, each parsed by the type the server lists for it; ValueError
     naming a parameter the method does not take or a value of the wrong type."""
+    if not texts:
+        return {}
     name_of_method = method or model.default_method
     if name_of_method not in model.parameters:
         raise ValueError(
