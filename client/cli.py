@@ -24,11 +24,12 @@ from PIL import Image
 
 from .client import Client, Explanation, ModelSummary, Retry, ServerUnreachable, ServiceError
 from .method_options import (
-    METHOD_NAMES,
     add_method_options,
+    method_help,
     method_options,
     method_report,
     methods_lines,
+    parse_params,
 )
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
@@ -42,7 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="ask a server for a saliency map")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", required=True, help="model name (see `onnxplain models`)")
-    p.add_argument("--method", choices=METHOD_NAMES, default=None)
+    p.add_argument("--method", default=None, help=method_help())
     add_method_options(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument(
@@ -163,15 +164,18 @@ def run_explain(args: argparse.Namespace) -> int:
             args.sign, args.opacity, args.colormap, args.percentile, not args.no_overlay
         )
         with _connect(args) as client:
+            # The server says which parameters the method takes, and their types.
+            summary = client.model(args.model) if as_png or args.param else None
+            params = parse_params(args.param, summary, args.method) if summary else {}
             result = client.explain(
                 args.model,
                 args.input,
                 args.method,
                 targets=args.target,
                 top_k=args.top_k,
+                params=params,
                 **method_options(args),
             )
-            summary = client.model(args.model) if as_png else None
         paths = row_paths(args.output, result.samples.tolist(), result.targets.tolist())
         if as_png:
             assert summary is not None

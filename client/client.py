@@ -25,19 +25,11 @@ from PIL import Image
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_array, to_tensor
+from onnxplain.v1.values import decode_value, encode_value, method_from_wire, method_to_wire
 
-_METHODS = {
-    None: pb.METHOD_UNSPECIFIED,
-    "vanilla": pb.METHOD_VANILLA,
-    "deconvnet": pb.METHOD_DECONVNET,
-    "guided": pb.METHOD_GUIDED,
-    "gradcam": pb.METHOD_GRADCAM,
-    "guided_gradcam": pb.METHOD_GUIDED_GRADCAM,
-    "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT,
-    "smoothgrad": pb.METHOD_SMOOTHGRAD,
-    "integrated_gradients": pb.METHOD_INTEGRATED_GRADIENTS,
-}
-_METHOD_NAMES = {wire: name for name, wire in _METHODS.items() if name}
+# The released typed fields that alias parameters: a value they can carry is sent in them
+# (a server from before the generic `parameters` reads them too); any other parameter, or
+# a value they cannot carry, goes in `parameters`.
 _INTEGRATIONS = {
     "gausslegendre": pb.INTEGRATION_GAUSS_LEGENDRE,
     "riemann_trapezoid": pb.INTEGRATION_RIEMANN_TRAPEZOID,
@@ -105,6 +97,9 @@ class Explanation:
     completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per row
     seed: int | None = None  # SmoothGrad: the noise's seed, when the server drew it
     layer: str = ""  # Grad-CAM: the layer used
+    # Everything the method returned besides the saliency, by name (GetModel's outputs),
+    # the three above included when the server sends them so.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def label(self, row: int) -> str:
         return self.labels[row] if self.labels else str(int(self.targets[row]))
@@ -134,6 +129,18 @@ class Explanation:
 
 
 @dataclass(frozen=True)
+class MethodParam:
+    """One parameter of a method, as the server lists it."""
+
+    name: str
+    type: str  # "int", "float", "str", "bool" or "tensor"
+    kind: str  # "graph" (a value builds its own explain model) or "run_time"
+    default: str  # as text; "" where chosen per model or request
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     name: str
     available: bool
@@ -146,6 +153,8 @@ class ModelSummary:
     # Each method the model serves → its parameters' names and defaults ("" where chosen
     # per model or request).
     methods: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Each method → its parameters in full: type, kind, default, choices, description.
+    parameters: dict[str, tuple[MethodParam, ...]] = field(default_factory=dict)
     default_layer: str = ""  # Grad-CAM's layer when a request names none
     layout: str = "NCHW"  # of the input, from the preprocessing config; NCHW when unknown
     mean: tuple[float, ...] = (0.0,)  # the preprocessing's normalisation, to undo it
@@ -218,30 +227,29 @@ class Client:
         targets: int | str | Sequence[int | str] | None = None,
         heatmap: bool | HeatmapOptions = False,
         top_k: int | None = None,
+        params: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Explanation:
         """Saliency of `targets` (default: each sample's top class) for an array or image.
 
         `data` is a preprocessed input array, a path to an .npy file or to a PNG/JPEG image,
-        or the bytes of an encoded image; `method` is one of vanilla, deconvnet, guided,
-        gradcam, guided_gradcam, input_x_gradient, smoothgrad, integrated_gradients (None:
-        the model's default). `targets` are class indices or class names (the model's
-        labels), one per sample or one for all; `top_k` explains each sample's k best
-        classes instead, in one call. `heatmap` (True, or the options) asks the server for
-        one heatmap PNG per row. `options` tune the newer methods (`model()` lists which
-        method takes which): layer, cam_style ("captum", "pytorch-grad-cam"), gradient
-        (vanilla, deconvnet, guided), steps, integration ("gausslegendre",
-        "riemann_trapezoid", ...), baseline ("zeros", a float, ("blur", sigma), or an
-        array), samples, sigma, seed, noise (an array [samples, *data shape]).
+        or the bytes of an encoded image; `method` is a method's name as `model()` lists
+        them (None: the model's default). `targets` are class indices or class names (the
+        model's labels), one per sample or one for all; `top_k` explains each sample's k
+        best classes instead, in one call. `heatmap` (True, or the options) asks the server
+        for one heatmap PNG per row. The method's parameters (`model(name).parameters`
+        lists each method's, with its type) go in `params` or as keywords, e.g.
+        `explain(m, x, "some_method", steps=16)`: int, float, str, bool or numpy
+        array values. Keyword spellings kept from the typed fields: baseline also takes a
+        number (a constant), ("blur", sigma) or an array (the baseline tensor).
         """
-        if method not in _METHODS:
-            raise ValueError(
-                f"unknown method {method!r}; use one of {', '.join(_METHOD_NAMES.values())}"
-            )
+        if method is not None and not isinstance(method, str):
+            raise ValueError(f"method {method!r}: give a method's name")
         indices, names = _targets(targets)
         request = pb.ExplainRequest(
             model=model,
-            method=_METHODS[method],
+            method=method_to_wire(method) if method else pb.METHOD_UNSPECIFIED,
+            method_name=method or "",
             targets=indices,
             target_names=names,
             heatmap=bool(heatmap),
@@ -250,14 +258,19 @@ class Client:
         if isinstance(heatmap, HeatmapOptions):
             _set_heatmap_options(request, heatmap)
         _set_input(request, data)
-        _set_options(request, options)
+        given = {k for k, v in options.items() if v is not None}
+        overlap = sorted(set(params or {}) & given)
+        if overlap:
+            raise ValueError(f"parameter {overlap[0]!r} is given twice: as a keyword and in params")
+        _set_params(request, {**(params or {}), **options})
         response = self._call(self._stub.Explain, request)
+        outputs = {name: decode_value(name, v) for name, v in response.outputs.items()}
         return Explanation(
             saliency=to_array(response.saliency),
             scores=to_array(response.scores),
             targets=np.asarray(response.targets, dtype=np.int64),
             labels=list(response.target_labels),
-            method=_METHOD_NAMES.get(response.method, ""),
+            method=response.method_name or method_from_wire(response.method) or "",
             heatmap_png=response.heatmap_png or None,
             completeness_gap=(
                 np.asarray(response.completeness_gap, np.float32)
@@ -273,6 +286,7 @@ class Client:
             heatmaps_png=list(response.heatmaps_png),
             image=request.image if request.WhichOneof("input") == "image" else None,
             tensor=to_array(request.tensor) if request.WhichOneof("input") == "tensor" else None,
+            outputs=outputs,
         )
 
     def models(self) -> list[ModelSummary]:
@@ -411,52 +425,50 @@ def _set_input(request: pb.ExplainRequest, data: np.ndarray | str | Path | bytes
         request.image = Path(data).read_bytes()
 
 
-def _set_options(request: pb.ExplainRequest, options: dict[str, Any]) -> None:
-    """The newer methods' keyword arguments into their request fields."""
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; use {', '.join(sorted(_OPTIONS))}")
-    given = {k: v for k, v in options.items() if v is not None}
-    if "layer" in given:
-        request.layer = str(given["layer"])
-    if "cam_style" in given:
-        _check_choice(_CAM_STYLES, given["cam_style"], "cam_style")
-        request.cam_style = _CAM_STYLES[given["cam_style"]]
-    if "gradient" in given:
-        if given["gradient"] not in ("vanilla", "deconvnet", "guided"):
-            raise ValueError(f"gradient {given['gradient']!r}: use vanilla, deconvnet or guided")
-        request.gradient = _METHODS[given["gradient"]]
-    if "integration" in given:
-        _check_choice(_INTEGRATIONS, given["integration"], "integration")
-        request.integration = _INTEGRATIONS[given["integration"]]
-    for name in ("steps", "samples", "seed"):
-        if name in given:
-            setattr(request, name, int(given[name]))
-    if "sigma" in given:
-        request.sigma = float(given["sigma"])
-    if "noise" in given:
-        request.noise.CopyFrom(to_tensor(np.asarray(given["noise"])))
-    if "baseline" in given:
-        _set_baseline(request.baseline, given["baseline"])
+def _set_params(request: pb.ExplainRequest, params: Mapping[str, Any]) -> None:
+    """Each parameter into its typed alias field where one can carry the value, else into
+    the generic `parameters` map (the server checks names, types and values)."""
+    for name, value in params.items():
+        if value is None:
+            continue
+        if not _set_alias(request, name, value):
+            encoded = encode_value(value.item() if isinstance(value, np.generic) else value)
+            if encoded is None:
+                raise ValueError(f"parameter {name!r}: {value!r} does not fit the wire's int64")
+            request.parameters[name].CopyFrom(encoded)
 
 
-_OPTIONS = {
-    "layer",
-    "cam_style",
-    "gradient",
-    "steps",
-    "integration",
-    "baseline",
-    "samples",
-    "sigma",
-    "seed",
-    "noise",
-}
+def _set_alias(request: pb.ExplainRequest, name: str, value: Any) -> bool:
+    """Sets the typed field that aliases `name` to `value`; False where none can."""
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+    if name == "layer" and isinstance(value, str) and value:
+        request.layer = value
+    elif name == "cam_style" and value in _CAM_STYLES:
+        request.cam_style = _CAM_STYLES[value]
+    elif name == "integration" and value in _INTEGRATIONS:
+        request.integration = _INTEGRATIONS[value]
+    elif name == "gradient" and isinstance(value, str) and method_to_wire(value):
+        request.gradient = method_to_wire(value)
+    elif name in ("steps", "samples") and _fits(value, -(2**31), 2**31):
+        setattr(request, name, int(value))
+    elif name == "seed" and _fits(value, 0, 2**64):
+        request.seed = int(value)
+    elif name == "sigma" and number:
+        request.sigma = float(value)
+    elif name == "noise" and isinstance(value, np.ndarray):
+        request.noise.CopyFrom(to_tensor(value))
+    elif name == "baseline":
+        _set_baseline(request.baseline, value)
+    else:
+        return False
+    return True
 
 
-def _check_choice(table: Mapping[str, object], value: str, what: str) -> None:
-    if value not in table:
-        raise ValueError(f"{what} {value!r}: use one of {', '.join(table)}")
+def _fits(value: Any, low: int, high: int) -> bool:
+    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    return whole and low <= value < high
 
 
 def _set_baseline(baseline: pb.Baseline, value: object) -> None:
@@ -489,13 +501,30 @@ def _summary(info: pb.ModelInfo) -> ModelSummary:
         input_shape=tuple(info.input.shape),
         output_shape=tuple(info.output.shape),
         labels=tuple(info.labels),
-        default_method=_METHOD_NAMES.get(info.default_method, ""),
+        default_method=info.default_method_name or method_from_wire(info.default_method) or "",
         takes_images=info.HasField("preprocessing"),
         methods={m.name: {p.name: p.default_value for p in m.parameters} for m in info.method_info},
+        parameters={m.name: tuple(_param(p) for p in m.parameters) for m in info.method_info},
         default_layer=info.default_layer,
         layout=info.preprocessing.layout or "NCHW",
         mean=tuple(info.preprocessing.mean) or (0.0,),
         std=tuple(info.preprocessing.std) or (1.0,),
         reload_error=info.reload_error,
-        sanity=tuple((_METHOD_NAMES.get(r.method, str(r.method)), r.passed) for r in info.sanity),
+        sanity=tuple(
+            (r.method_name or method_from_wire(r.method) or "", r.passed) for r in info.sanity
+        ),
+    )
+
+
+_KINDS = {pb.PARAMETER_KIND_GRAPH: "graph", pb.PARAMETER_KIND_RUN_TIME: "run_time"}
+
+
+def _param(p: pb.MethodParameter) -> MethodParam:
+    return MethodParam(
+        name=p.name,
+        type=p.type,
+        kind=_KINDS.get(p.kind, ""),
+        default=p.default_value,
+        description=p.description,
+        choices=tuple(p.choices),
     )

@@ -18,7 +18,7 @@ from .explain import (
     default_layer,
     resolve_endpoints,
 )
-from .methods import ALL_METHODS, RECTIFIER_CHOICES, REGISTRY
+from .methods import ALL_METHODS, RECTIFIER_CHOICES, REGISTRY, Tensor
 from .seeding import TARGETS_INPUT, TARGETS_OUTPUT, seed_from_targets
 from .shapes import parse_input_shape
 from .targets import TARGETS
@@ -106,6 +106,8 @@ def _add_method_params(parser: argparse.ArgumentParser) -> None:
     first: dict[str, tuple[type, str, tuple[object, ...] | None]] = {}
     for spec in REGISTRY.values():
         for param in spec.params:
+            if param.type is Tensor:  # fed to the model when it runs, not a flag's text
+                continue
             seen.setdefault(param.name, []).append(spec.name)
             first.setdefault(param.name, (param.type, param.description, param.choices))
     for name, users in seen.items():

@@ -1,3 +1,3 @@
-"""onnxplain: gradient saliency (vanilla, deconvnet, guided backprop) for ONNX image models."""
+"""onnxplain: gradient saliency maps (the methods of `graph_rewrite.methods`) for ONNX models."""
 
 __version__ = "0.1.0"

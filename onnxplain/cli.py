@@ -19,10 +19,11 @@ _COMMAND_MODULES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from onnxplain.graph_rewrite.methods import REGISTRY  # the core's; every extra has it
+
     parser = argparse.ArgumentParser(
         prog="onnxplain",
-        description="Saliency maps (gradient, deconvnet, guided backprop, Grad-CAM, SmoothGrad, "
-        "Integrated Gradients, ...) for ONNX models.",
+        description=f"Saliency maps for ONNX models, by the methods {', '.join(REGISTRY)}.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name, commands, extra in _COMMAND_MODULES:

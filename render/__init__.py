@@ -6,7 +6,7 @@ Needs numpy, Pillow and matplotlib only (the `render` extra; `serve` includes it
     image = render_heatmap(to_2d(saliency[0]), HeatmapOptions(sign="all", opacity=0.5), photo)
 
     from onnxplain.render import comparison_figure, figure_png
-    png = figure_png(comparison_figure(photo, [("guided", to_2d(s_guided[0])), ...]))
+    png = figure_png(comparison_figure(photo, [("method A", to_2d(s_a[0])), ...]))
 """
 
 import importlib

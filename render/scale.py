@@ -52,9 +52,9 @@ def scale_map(map2d: np.ndarray, sign: Sign, percentile: float | None = None) ->
     """Keep the sign's part of the map and divide by its clipping scale.
 
     The scale is the `percentile`-th percentile of the non-zero |kept values| (None: the
-    maximum); values beyond it saturate. Zeros are left out so that a sparse map (a guided
-    map, or the positive half of any map) is not scaled by a percentile that lands on zero,
-    which would saturate every pixel that is not.
+    maximum); values beyond it saturate. Zeros are left out so that a sparse map (a
+    rectified gradient's, or the positive half of any map) is not scaled by a percentile
+    that lands on zero, which would saturate every pixel that is not.
     """
     m = np.asarray(map2d, dtype=np.float64)
     if sign == "positive":

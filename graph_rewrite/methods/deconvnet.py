@@ -22,4 +22,5 @@ METHOD = MethodSpec(
     name="deconvnet",
     summary="rectifiers pass back only positive gradient, ignoring the forward pass",
     build=gradient_at_input(rectifier_rule),
+    merges=True,
 )

@@ -107,4 +107,5 @@ METHOD = MethodSpec(
     build=upsampled_map,
     params=(LAYER, STYLE),
     saliency_shape=one_channel,
+    merges=True,
 )

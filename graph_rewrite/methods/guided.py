@@ -23,4 +23,5 @@ METHOD = MethodSpec(
     name="guided",
     summary="guided backpropagation: deconvnet's gate and the true gradient's, together",
     build=gradient_at_input(rectifier_rule),
+    merges=True,
 )

@@ -22,4 +22,5 @@ METHOD = MethodSpec(
     summary="guided backpropagation times the upsampled Grad-CAM map",
     build=build,
     params=(gradcam.LAYER, gradcam.STYLE),
+    merges=True,
 )

@@ -13,4 +13,5 @@ METHOD = MethodSpec(
     name="input_x_gradient",
     summary="the input times the gradient at the input",
     build=build,
+    merges=True,
 )

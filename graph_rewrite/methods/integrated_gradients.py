@@ -40,7 +40,7 @@ from ..errors import RewriteError
 from ..rules.rectifiers import Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
-from .base import MethodSpec, Param
+from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
 from .smoothgrad import GRADIENT
 
 Integration = Literal[
@@ -219,6 +219,38 @@ def _whole_model(
     )
 
 
+def _check_baseline(text: str) -> None:
+    Baseline.parse(text)
+
+
+def _copies(params: Mapping[str, Any]) -> tuple[str, int]:
+    return "steps", params["steps"]
+
+
+def _implied(given: Mapping[str, Any]) -> Mapping[str, Any]:
+    # A baseline tensor is the baseline kind "input": the model that takes one.
+    return {"baseline": "input"} if given.get("baseline_tensor") is not None else {}
+
+
+def _feeds(params: Mapping[str, Any], x: np.ndarray) -> RunFeeds:
+    """The caller's baseline, checked against the input: like it, or like one sample."""
+    baseline = params["baseline_tensor"]
+    if baseline is None:
+        if params["baseline"] == "input":
+            raise ValueError("baseline 'input' needs the baseline tensor in the request")
+        return RunFeeds()
+    if baseline.dtype != x.dtype:
+        raise ValueError(f"baseline dtype is {baseline.dtype}; the input's is {x.dtype}")
+    if baseline.shape not in (x.shape, (1, *x.shape[1:])):
+        raise ValueError(
+            f"baseline shape is {list(baseline.shape)}; it must be the input's, "
+            f"{list(x.shape)}, or one sample's, {[1, *x.shape[1:]]}"
+        )
+    if not np.isfinite(baseline).all():
+        raise ValueError("the baseline has non-finite values (NaN or infinity)")
+    return RunFeeds({BASELINE_INPUT: baseline})
+
+
 METHOD = MethodSpec(
     name="integrated_gradients",
     summary="Integrated Gradients: the gradient integrated from a baseline to the input, "
@@ -240,7 +272,22 @@ METHOD = MethodSpec(
             "zeros",
             "zeros, constant:VALUE, blur[:SIGMA] (a Gaussian blur of the input, sigma in "
             f"pixels, default {DEFAULT_BLUR_SIGMA:g}) or input (fed as {BASELINE_INPUT!r})",
+            check=_check_baseline,
+        ),
+        Param(
+            "baseline_tensor",
+            Tensor,
+            None,
+            "the baseline itself, like the input or like one sample (the baseline kind "
+            "is then 'input')",
+            kind=RUN_TIME,
         ),
     ),
     whole_model=_whole_model,
+    outputs=(
+        Output(GAP_OUTPUT, "sum of the saliency - (f(x) - f(baseline)); near 0 when converged"),
+    ),
+    feeds=_feeds,
+    copies=_copies,
+    implied=_implied,
 )

@@ -11,6 +11,7 @@ from a seed with numpy; S is read from its shape, so one model serves any sample
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..errors import RewriteError
 from ..rules.rectifiers import Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
-from .base import MethodSpec, Param
+from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
 
 NOISE_INPUT = "smoothgrad_noise"
 DEFAULT_SIGMA = 0.15  # the paper's 10-20% of the value range
@@ -135,21 +136,74 @@ def _whole_model(
     )
 
 
+def _check_sigma(sigma: float) -> None:
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"the noise's sigma must be a finite number >= 0, not {sigma}")
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"a seed is a whole number from 0 to 2**64 - 1, not {seed}")
+
+
+def _copies(params: Mapping[str, Any]) -> tuple[str, int]:
+    noise = params["noise"]
+    return ("samples", params["samples"]) if noise is None else ("noise", len(noise))
+
+
+def _feeds(params: Mapping[str, Any], x: np.ndarray) -> RunFeeds:
+    """The noise a run is fed: the caller's, checked against the input, or drawn from the
+    seed (a random one when none is given, reported so that the map can be repeated)."""
+    noise = params["noise"]
+    if noise is not None:
+        if noise.ndim != x.ndim + 1 or noise.shape[1:] != x.shape:
+            raise ValueError(
+                f"noise shape is {list(noise.shape)}; it must be [samples, "
+                f"{', '.join(map(str, x.shape))}] for this input"
+            )
+        if not np.isfinite(noise).all():
+            raise ValueError("the noise has non-finite values (NaN or infinity)")
+        return RunFeeds({NOISE_INPUT: noise.astype(x.dtype, copy=False)})
+    seed = secrets.randbits(63) if params["seed"] is None else params["seed"]
+    drawn = smoothgrad_noise(x.shape, params["samples"], seed).astype(x.dtype, copy=False)
+    return RunFeeds({NOISE_INPUT: drawn}, reported={"seed": seed})
+
+
 METHOD = MethodSpec(
     name="smoothgrad",
     summary="SmoothGrad: a gradient method's map averaged over noisy copies of the input",
     build=lambda ctx: "",  # unused: whole_model builds the model
     params=(
         GRADIENT,
-        Param("sigma", float, DEFAULT_SIGMA, "noise sd as a fraction of each sample's max - min"),
+        Param(
+            "sigma",
+            float,
+            DEFAULT_SIGMA,
+            "noise sd as a fraction of each sample's max - min",
+            check=_check_sigma,
+        ),
+        # The noise is fed at run time: one model serves every seed and sample count. An
+        # offline build (`onnxplain convert --seed`) may store the noise of a seed instead.
         Param(
             "seed",
             int,
             None,
-            "store noise drawn from this seed in the model (default: the model takes the "
-            f"noise as the input {NOISE_INPUT!r}, [S, N, ...])",
+            "the noise's seed (numpy default_rng(seed).standard_normal); unset: the service "
+            f"draws one and returns it, a converted model takes the noise as {NOISE_INPUT!r}",
+            kind=RUN_TIME,
+            check=_check_seed,
         ),
-        Param("samples", int, DEFAULT_SAMPLES, "noisy copies, with a seed (else: the noise's S)"),
+        Param("samples", int, DEFAULT_SAMPLES, "noisy copies of each sample", kind=RUN_TIME),
+        Param(
+            "noise",
+            Tensor,
+            None,
+            "standard-normal noise [samples, *input shape], instead of a seed",
+            kind=RUN_TIME,
+        ),
     ),
     whole_model=_whole_model,
+    outputs=(Output("seed", "the seed the noise was drawn from (the one given, or drawn)", int),),
+    feeds=_feeds,
+    copies=_copies,
 )

@@ -9,4 +9,5 @@ METHOD = MethodSpec(
     name="vanilla",
     summary="the gradient of the explained output at the input",
     build=gradient_at_input(RECTIFIER_RULE),
+    merges=True,
 )

@@ -51,6 +51,12 @@ class CamStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAM_STYLE_CAPTUM: _ClassVar[CamStyle]
     CAM_STYLE_PYTORCH_GRAD_CAM: _ClassVar[CamStyle]
 
+class ParameterKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PARAMETER_KIND_UNSPECIFIED: _ClassVar[ParameterKind]
+    PARAMETER_KIND_GRAPH: _ClassVar[ParameterKind]
+    PARAMETER_KIND_RUN_TIME: _ClassVar[ParameterKind]
+
 class HeatmapSign(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     HEATMAP_SIGN_UNSPECIFIED: _ClassVar[HeatmapSign]
@@ -90,6 +96,9 @@ INTEGRATION_RIEMANN_MIDDLE: Integration
 CAM_STYLE_UNSPECIFIED: CamStyle
 CAM_STYLE_CAPTUM: CamStyle
 CAM_STYLE_PYTORCH_GRAD_CAM: CamStyle
+PARAMETER_KIND_UNSPECIFIED: ParameterKind
+PARAMETER_KIND_GRAPH: ParameterKind
+PARAMETER_KIND_RUN_TIME: ParameterKind
 HEATMAP_SIGN_UNSPECIFIED: HeatmapSign
 HEATMAP_SIGN_ALL: HeatmapSign
 HEATMAP_SIGN_POSITIVE: HeatmapSign
@@ -118,31 +127,59 @@ class Baseline(_message.Message):
     tensor: Tensor
     def __init__(self, zeros: _Optional[bool] = ..., constant: _Optional[float] = ..., blur_sigma: _Optional[float] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
+class ParamValue(_message.Message):
+    __slots__ = ("int_value", "float_value", "string_value", "bool_value", "tensor_value")
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_VALUE_FIELD_NUMBER: _ClassVar[int]
+    int_value: int
+    float_value: float
+    string_value: str
+    bool_value: bool
+    tensor_value: Tensor
+    def __init__(self, int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., tensor_value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
 class MethodParameter(_message.Message):
-    __slots__ = ("name", "type", "default_value", "description", "choices")
+    __slots__ = ("name", "type", "default_value", "description", "choices", "kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CHOICES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     default_value: str
     description: str
     choices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: ParameterKind
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., description: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[ParameterKind, str]] = ...) -> None: ...
+
+class MethodOutput(_message.Message):
+    __slots__ = ("name", "type", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class MethodInfo(_message.Message):
-    __slots__ = ("method", "name", "summary", "parameters")
+    __slots__ = ("method", "name", "summary", "parameters", "outputs")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     method: Method
     name: str
     summary: str
     parameters: _containers.RepeatedCompositeFieldContainer[MethodParameter]
-    def __init__(self, method: _Optional[_Union[Method, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[MethodParameter, _Mapping]]] = ...) -> None: ...
+    outputs: _containers.RepeatedCompositeFieldContainer[MethodOutput]
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[MethodParameter, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[MethodOutput, _Mapping]]] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("height", "width", "mean", "std", "layout", "color_mode")
@@ -171,7 +208,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "method_info", "default_layer", "reload_error", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
+    __slots__ = ("name", "available", "error", "input", "output", "labels", "methods", "default_method", "preprocessing", "method_info", "default_layer", "reload_error", "default_method_name", "sanity", "sanity_metric", "sanity_max_similarity", "sanity_score")
     NAME_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +221,7 @@ class ModelInfo(_message.Message):
     METHOD_INFO_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
     RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_METHOD_NAME_FIELD_NUMBER: _ClassVar[int]
     SANITY_FIELD_NUMBER: _ClassVar[int]
     SANITY_METRIC_FIELD_NUMBER: _ClassVar[int]
     SANITY_MAX_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -200,34 +238,46 @@ class ModelInfo(_message.Message):
     method_info: _containers.RepeatedCompositeFieldContainer[MethodInfo]
     default_layer: str
     reload_error: str
+    default_method_name: str
     sanity: _containers.RepeatedCompositeFieldContainer[SanityResult]
     sanity_metric: str
     sanity_max_similarity: float
     sanity_score: str
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., method_info: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., reload_error: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., error: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., output: _Optional[_Union[TensorSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[Method, str]]] = ..., default_method: _Optional[_Union[Method, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., method_info: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., default_layer: _Optional[str] = ..., reload_error: _Optional[str] = ..., default_method_name: _Optional[str] = ..., sanity: _Optional[_Iterable[_Union[SanityResult, _Mapping]]] = ..., sanity_metric: _Optional[str] = ..., sanity_max_similarity: _Optional[float] = ..., sanity_score: _Optional[str] = ...) -> None: ...
 
 class SanityResult(_message.Message):
-    __slots__ = ("method", "passed", "spearman_abs", "spearman", "ssim", "hog")
+    __slots__ = ("method", "method_name", "passed", "spearman_abs", "spearman", "ssim", "hog")
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    METHOD_NAME_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     SPEARMAN_ABS_FIELD_NUMBER: _ClassVar[int]
     SPEARMAN_FIELD_NUMBER: _ClassVar[int]
     SSIM_FIELD_NUMBER: _ClassVar[int]
     HOG_FIELD_NUMBER: _ClassVar[int]
     method: Method
+    method_name: str
     passed: bool
     spearman_abs: float
     spearman: float
     ssim: float
     hog: float
-    def __init__(self, method: _Optional[_Union[Method, str]] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
+    def __init__(self, method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "tensor", "image", "method", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
+    __slots__ = ("model", "tensor", "image", "method", "method_name", "parameters", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    METHOD_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +301,8 @@ class ExplainRequest(_message.Message):
     tensor: Tensor
     image: bytes
     method: Method
+    method_name: str
+    parameters: _containers.MessageMap[str, ParamValue]
     targets: _containers.RepeatedScalarFieldContainer[int]
     heatmap: bool
     layer: str
@@ -270,16 +322,25 @@ class ExplainRequest(_message.Message):
     heatmap_overlay: bool
     top_k: int
     target_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "completeness_gap", "seed", "layer", "heatmaps_png", "samples", "target_scores", "target_probabilities")
+    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "method_name", "outputs", "completeness_gap", "seed", "layer", "heatmaps_png", "samples", "target_scores", "target_probabilities")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
     SALIENCY_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
     TARGET_LABELS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    METHOD_NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     COMPLETENESS_GAP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +354,8 @@ class ExplainResponse(_message.Message):
     heatmap_png: bytes
     target_labels: _containers.RepeatedScalarFieldContainer[str]
     method: Method
+    method_name: str
+    outputs: _containers.MessageMap[str, ParamValue]
     completeness_gap: _containers.RepeatedScalarFieldContainer[float]
     seed: int
     layer: str
@@ -300,7 +363,7 @@ class ExplainResponse(_message.Message):
     samples: _containers.RepeatedScalarFieldContainer[int]
     target_scores: _containers.RepeatedScalarFieldContainer[float]
     target_probabilities: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., outputs: _Optional[_Mapping[str, ParamValue]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

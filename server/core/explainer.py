@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from onnxplain.graph_rewrite import Method
-from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
-from onnxplain.graph_rewrite.methods.integrated_gradients import GAP_OUTPUT
+from onnxplain.graph_rewrite.methods import REGISTRY, RunFeeds
 from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
 
-from ..store.repository import LoadedModel, Repository, Spec
+from ..store.repository import LoadedModel, Repository, SessionKey, Spec
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
 from .errors import InvalidInput, RequestTooLarge
 from .imaging import decode, heatmap_pngs, preprocess
-from .method_params import GraphParams, MethodOptions, RunExtras, graph_params, run_extras
+from .method_params import method_params, run_feeds
 from .targets import explain_top_k, resolve_names, row_stats
 
 
@@ -35,13 +35,14 @@ from .targets import explain_top_k, resolve_names, row_stats
 class ExplainCall:
     model: str
     input: np.ndarray | bytes  # a tensor, or an encoded image
-    method: str | None = None  # vanilla, deconvnet, guided; None: the model's default
+    method: str | None = None  # a registered method's name; None: the model's default
     targets: Sequence[int] = ()  # empty: each sample's top class
     heatmap: bool = False
     heatmap_options: HeatmapOptions = DEFAULT_OPTIONS
     top_k: int = 0  # > 0: each sample's k best classes, one row each
     target_names: Sequence[str] = ()  # classes by label, instead of targets
-    options: MethodOptions = field(default_factory=MethodOptions)  # newer methods' parameters
+    # The method's parameters by name (its registry entry says which it takes).
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,10 @@ class Explanation:
     target_scores: np.ndarray  # each row's score at its target
     probabilities: np.ndarray  # softmax of the sample's scores at the target
     heatmaps_png: list[bytes]  # one per row when asked for
-    completeness_gap: np.ndarray | None = None  # Integrated Gradients, one per row
-    seed: int | None = None  # SmoothGrad's noise seed, when drawn by the server
-    layer: str = ""  # Grad-CAM's layer
+    # What the method returned besides the saliency, by name (its registry entry's
+    # `outputs`: per-row arrays and values its run-time feeding reports), and the "layer"
+    # used by a method that takes one.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 class Explainer:
@@ -107,26 +109,33 @@ class Explainer:
         method = _method(call.method, model.config.default_method)
         image = self._image(model, call.input)
         x = self._input(model, image if image is not None else np.asarray(call.input))
-        params = graph_params(method, call.options)
-        extras = run_extras(method, params, call.options, x)
-        if call.top_k and extras.feeds:
+        spec = REGISTRY[method]
+        params = method_params(spec, call.params)
+        feeds = run_feeds(spec, params, x)
+        if call.top_k and feeds.feeds:
             raise InvalidInput(
-                f"top_k is not offered with {method}'s noise or given baseline; give targets"
+                f"top_k is not offered with {method}'s run-time inputs (e.g. a noise or a "
+                "given baseline); give targets"
             )
-        layer = ""
-        if any(p.name == "layer" for p in REGISTRY[method].params):
-            layer = str(dict(params).get("layer") or model.default_layer() or "")
+        reported: dict[str, Any] = dict(feeds.reported)
+        if spec.param("layer") is not None:
+            reported["layer"] = str(params.resolved["layer"] or model.default_layer() or "")
+        session = SessionKey.of(method, params.graph)
         given = list(call.targets)
         if call.target_names:
             given = resolve_names(call.target_names, model.config.labels, model.name)
-        gaps: list[np.ndarray] = []
+        extra: list[list[np.ndarray]] = []
 
         def run(v: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             outputs = self.queue(model).submit(
-                _batch_key(method, params, v, extras), v, t, deadline, on_abandon
+                BatchKey(session, v.shape[1:], v.dtype.str, _Feeds(feeds) if feeds.feeds else None),
+                v,
+                t,
+                deadline,
+                on_abandon,
             )
             scores, saliency, explained = outputs[:3]
-            gaps.extend(outputs[3:])
+            extra.append(outputs[3:])
             explained = explained.astype(np.int64)
             _check_in_range(explained, scores)
             return scores, saliency, explained
@@ -146,6 +155,9 @@ class Explainer:
             samples = np.arange(len(targets), dtype=np.int64)
         flat = scores.reshape(scores.shape[0], -1)
         target_scores, probabilities = row_stats(flat, samples, targets)
+        if not call.top_k and extra:  # per-row outputs: one run's rows are the response's
+            names = [o.name for o in spec.outputs if o.from_model]
+            reported.update(zip(names, extra[0]))
         pngs = []
         if call.heatmap:
             pre = model.config.preprocessing
@@ -161,9 +173,7 @@ class Explainer:
             target_scores=target_scores,
             probabilities=probabilities,
             heatmaps_png=pngs,
-            completeness_gap=gaps[0] if gaps and not call.top_k else None,
-            seed=extras.seed,
-            layer=layer,
+            outputs=reported,
         )
 
     def queue(self, model: LoadedModel) -> ModelQueue:
@@ -204,14 +214,23 @@ class _Feeds:
     """A request's own extra feeds (SmoothGrad's noise, a given baseline): compared by
     identity, so a request that has them never merges with another."""
 
-    def __init__(self, feeds: RunExtras) -> None:
+    def __init__(self, feeds: RunFeeds) -> None:
         self.feeds = dict(feeds.feeds)
 
 
-def _batch_key(method: str, params: GraphParams, x: np.ndarray, extras: RunExtras) -> Hashable:
-    """Requests with equal keys run in one batch: same session, same sample shape."""
-    own = _Feeds(extras) if extras.feeds else None
-    return (method, params, x.shape[1:], x.dtype.str, own)
+@dataclass(frozen=True)
+class BatchKey:
+    """Requests with equal keys run in one batch: same session, same sample shape and
+    dtype, and no run-time inputs of their own."""
+
+    session: SessionKey
+    sample_shape: tuple[int, ...]
+    dtype: str
+    feeds: _Feeds | None = None
+
+    @property
+    def method(self) -> str:  # the metrics' label (hooks.batch_size)
+        return str(self.session.method)
 
 
 def _runner_for(model: LoadedModel) -> RunBatch:
@@ -220,17 +239,15 @@ def _runner_for(model: LoadedModel) -> RunBatch:
     def run(
         key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
     ) -> list[np.ndarray]:
-        assert isinstance(key, tuple)
-        method, params, own = key[0], key[1], key[4]
-        served = model.explain_session(method, params)
+        assert isinstance(key, BatchKey) and key.session.method is not None
+        served = model.explain_session(key.session)
         feeds = {model.input.name: x, TARGETS_INPUT: targets}
-        if own is not None:
-            feeds.update(own.feeds)
+        if key.feeds is not None:
+            feeds.update(key.feeds.feeds)
         # A merged graph holds other methods too: compute only this one's outputs.
         options.only_execute_path_to_fetches = True
         names = [model.output.name, served.saliency, TARGETS_OUTPUT]
-        if method == "integrated_gradients":
-            names.append(GAP_OUTPUT)
+        names += [o.name for o in REGISTRY[key.session.method].outputs if o.from_model]
         return [np.asarray(v) for v in served.session.run(names, feeds, options)]
 
     return run
@@ -252,12 +269,11 @@ def _check_in_range(explained: np.ndarray, scores: np.ndarray) -> None:
 
 
 def _method(given: str | None, default: Method) -> Method:
-    for method in ALL_METHODS:
-        if given == method:
-            return method
     if given is None:
         return default
-    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(ALL_METHODS)}")
+    if given in REGISTRY:
+        return given
+    raise InvalidInput(f"unknown method {given!r}; use one of {', '.join(REGISTRY)}")
 
 
 def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:

@@ -31,5 +31,5 @@ def queue_depth(model: str, depth: int) -> None:
 
 def batch_size(model: str, key: Hashable, rows: int) -> None:
     if _BATCH is not None:
-        method = key[0] if isinstance(key, tuple) and key else str(key)
-        _BATCH(model, str(method), rows)
+        # The explainer's keys name their method; any other key is its own label.
+        _BATCH(model, str(getattr(key, "method", key)), rows)

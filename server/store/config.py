@@ -3,7 +3,7 @@
 input = "input"             # explained input (default: the first float graph input)
 output = "logits"           # explained output (default: the logits behind a Softmax)
 labels = "labels.txt"       # one class name per line, relative to the model folder
-default_method = "guided"   # any served method (`onnxplain models` lists them)
+default_method = "NAME"     # any served method (default: graph_rewrite's DEFAULT_METHOD)
 
 [preprocessing]             # how an encoded image becomes the input tensor
 height = 224
@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from onnxplain.graph_rewrite.methods import ALL_METHODS, Method
+from onnxplain.graph_rewrite.methods import DEFAULT_METHOD, Method, method_names
 
 from ..core.errors import ConfigError
 from .scan import check_inside_repository
@@ -51,7 +51,7 @@ class ModelConfig:
     input: str | None = None
     output: str | None = None
     labels: tuple[str, ...] = ()
-    default_method: Method = "guided"
+    default_method: Method = DEFAULT_METHOD
     preprocessing: Preprocessing | None = None
 
 
@@ -65,12 +65,12 @@ def load_config(model_dir: Path) -> ModelConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config.toml is not valid TOML: {exc}") from None
     _reject_unknown(raw, ModelConfig)
-    method = raw.get("default_method", "guided")
+    method = raw.get("default_method", DEFAULT_METHOD)
     # Any served method may be the default; one that cannot build on this model (e.g. a
     # method needing a noise input) fails the model's load, which builds the default.
-    if method not in ALL_METHODS:
+    if method not in method_names():
         raise ConfigError(
-            f"config.toml: default_method {method!r} is not one of {', '.join(ALL_METHODS)}"
+            f"config.toml: default_method {method!r} is not one of {', '.join(method_names())}"
         )
     return ModelConfig(
         input=_optional_str(raw, "input"),

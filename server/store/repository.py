@@ -4,8 +4,9 @@ At start-up each model is read, its default method's explain model is built (bui
 what can fail: an op without a backward rule, a malformed config; failing here reports it in
 the log and in ListModels before any client asks) and its session created. Every other
 session (another method, another graph-changing parameter, the plain forward pass) is built
-when first asked for, keyed by (method, parameters), and kept: a model served with one method
-costs one session. Every session of a model reads the same copy of its weights (`weights.py`).
+when first asked for, keyed by its SessionKey (method, graph parameters), and kept: a model
+served with one method costs one session. Every session of a model reads the same copy of
+its weights (`weights.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import onnxruntime as ort
 from onnx import helper, shape_inference
 from onnxplain.graph_rewrite import (
     GRAD_INPUT,
-    METHODS,
+    REGISTRY,
     SALIENCY_OUTPUT,
     RewriteError,
     build_explain_model,
@@ -84,15 +85,35 @@ class Spec:
         return f"{self.name} {self.dtype}[{dims}]"
 
 
-# A session's key: the method and its graph-changing parameters as sorted (name, value)
-# pairs; FORWARD names the plain forward pass.
-SessionKey = tuple[str, tuple[tuple[str, Hashable], ...]]
-FORWARD = "forward"
-# Served by one merged graph (combined.py): the parameterless gradient methods.
-# Grad-CAM, Guided Grad-CAM and input x gradient at their defaults join them: their backward
-# walks read the same forward pass and weights, which a session of their own would hold again
-# (VGG-19 served, one call each to these six: 1,750 MB apart, 1,322 MB merged, as for three).
-MERGED_METHODS = frozenset((*METHODS, "gradcam", "guided_gradcam", "input_x_gradient"))
+@dataclass(frozen=True)
+class SessionKey:
+    """Which session: a method (None: the plain forward pass) and its graph-changing
+    parameters, as (name, value) pairs sorted by name."""
+
+    method: str | None
+    params: tuple[tuple[str, Hashable], ...] = ()
+
+    @classmethod
+    def of(cls, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> SessionKey:
+        return cls(method, tuple(sorted(params)))
+
+    @property
+    def merges(self) -> bool:
+        """Whether the merged graph of the gradient methods serves it (combined.py): a
+        method the registry lets join (`MethodSpec.merges`), at its default parameters.
+        Their backward walks read the same forward pass and weights, which a session of
+        their own would hold again (VGG-19 served, one call each to six such methods:
+        1,750 MB apart, 1,322 MB merged, as for three)."""
+        spec = REGISTRY.get(self.method) if self.method is not None else None
+        return spec is not None and spec.merges and not self.params
+
+    def __str__(self) -> str:
+        return (self.method or "forward") + "".join(f" {k}={v}" for k, v in self.params)
+
+
+FORWARD = SessionKey(None)
+# The one build lock of the merged graph, which is rebuilt whole for all its methods.
+_MERGED_BUILD = "merged"
 # Sessions with graph-changing parameters kept per model.
 MAX_PARAMETERISED = 8
 
@@ -129,7 +150,7 @@ class LoadedModel:
         self._factory = factory
         self._sessions: dict[SessionKey, Served] = {}
         self._failures: dict[SessionKey, str] = {}
-        self._building: dict[SessionKey, threading.Lock] = {}
+        self._building: dict[SessionKey | str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
@@ -146,15 +167,15 @@ class LoadedModel:
         gives the explained output, `explained_targets` and the method's saliency output
         (`explain_session(...).saliency`: the gradient methods share one session).
         """
-        return self.explain_session(method, params).session
+        return self.explain_session(SessionKey.of(method, params)).session
 
-    def explain_session(self, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> Served:
-        return self._get((method, tuple(sorted(params))))
+    def explain_session(self, key: SessionKey) -> Served:
+        return self._get(key)
 
     @property
     def forward(self) -> ort.InferenceSession:
         """The plain forward pass (the explained output among its outputs), built on use."""
-        return self._get((FORWARD, ())).session
+        return self._get(FORWARD).session
 
     @property
     def folder(self) -> Path:
@@ -176,14 +197,12 @@ class LoadedModel:
             self._sessions[key] = Served(session, SALIENCY_OUTPUT)
 
     def _get(self, key: SessionKey) -> Served:
-        merged = _merges(key)
+        merged = key.merges
         with self._lock:
             if key in self._sessions:
                 return self._sessions[key]
             # The merged graph is rebuilt whole: one build at a time for all its methods.
-            building = self._building.setdefault(
-                ("+merged", ()) if merged else key, threading.Lock()
-            )
+            building = self._building.setdefault(_MERGED_BUILD if merged else key, threading.Lock())
         with building:  # one build per key; other keys build meanwhile
             with self._lock:
                 if key in self._sessions:
@@ -196,15 +215,15 @@ class LoadedModel:
                 else:
                     self.adopt(key, self._build(key))
             except RewriteError as exc:
-                if key[1]:  # a parameter the model cannot take (a layer it does not have)
-                    raise InvalidInput(f"method {key[0]!r} on this model: {exc}") from None
-                reason = f"model {self.name!r} cannot be explained by {key[0]}: {exc}"
+                if key.params:  # a parameter the model cannot take (a layer it does not have)
+                    raise InvalidInput(f"method {key.method!r} on this model: {exc}") from None
+                reason = f"model {self.name!r} cannot be explained by {key.method}: {exc}"
                 with self._lock:
                     self._failures[key] = reason
                 raise ModelUnavailable(reason) from None
             finally:
                 release_free_memory()  # the build's copies of the model, now freed
-            log.info("model %s: session %s built", self.name, _describe(key))
+            log.info("model %s: session %s built", self.name, key)
             with self._lock:
                 served = self._sessions[key]
                 self._forget_oldest_parameterised()
@@ -214,23 +233,24 @@ class LoadedModel:
         """Keeps at most MAX_PARAMETERISED sessions with parameters (oldest built goes
         first): a client cycling through sigmas or step counts rebuilds instead of growing
         the server without bound. Holds _lock."""
-        keyed = [k for k in self._sessions if k[1]]
+        keyed = [k for k in self._sessions if k.params]
         for key in keyed[: max(0, len(keyed) - MAX_PARAMETERISED)]:
             del self._sessions[key]
 
     def _build_merged(self, key: SessionKey) -> None:
         """One session for `key`'s method and every gradient method already served."""
         with self._lock:
-            methods = [k[0] for k in self._sessions if _merges(k)]
+            methods = [k.method for k in self._sessions if k.merges and k.method is not None]
+        assert key.method is not None
         self._build(key)  # fails alone (RewriteError) before the others are rebuilt
-        methods.append(key[0])
-        models = {m: self._build((m, ())) for m in methods}
+        methods.append(key.method)
+        models = {m: self._build(SessionKey(m)) for m in methods}
         combined, saliency = merge_explain_models(models)
         del models
         session = self._factory.session(combined, self.weights)
         with self._lock:
             for method in methods:
-                self._sessions[(method, ())] = Served(session, saliency[method])
+                self._sessions[SessionKey(method)] = Served(session, saliency[method])
 
     def _build(self, key: SessionKey) -> onnx.ModelProto:
         if _stamp(self._path) != self._stamp:
@@ -239,10 +259,10 @@ class LoadedModel:
                 "methods again once it is reloaded"
             )
         model = onnx.load(str(self._path))
-        method, params = key
-        if method == FORWARD:
+        if key.method is None:
             return _with_output(shape_inference.infer_shapes(model), self.output.name)
-        return explain_model(model, method, Endpoints(self.input.name, self.output.name), params)
+        ends = Endpoints(self.input.name, self.output.name)
+        return explain_model(model, key.method, ends, key.params)
 
 
 @dataclass(frozen=True)
@@ -251,12 +271,6 @@ class Served:
 
     session: ort.InferenceSession
     saliency: str
-
-
-def _merges(key: SessionKey) -> bool:
-    """Whether `key` is served by the merged graph of the gradient methods (no parameters:
-    their explain models differ only in the backward pass)."""
-    return key[0] in MERGED_METHODS and not key[1]
 
 
 @dataclass(frozen=True)
@@ -283,11 +297,6 @@ def explain_model(
 def _stamp(path: Path) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns
-
-
-def _describe(key: SessionKey) -> str:
-    method, params = key
-    return method + "".join(f" {k}={v}" for k, v in params)
 
 
 class Repository:
@@ -379,7 +388,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     ends = Endpoints(config.input or default_input(model), config.output or default_output(model))
     # The default method is built now: a model that cannot be explained fails here, at
     # start-up, and the most common request finds its session ready.
-    key: SessionKey = (config.default_method, ())
+    key = SessionKey(config.default_method)
     layer = _default_layer(model, ends)
     explain = explain_model(model, config.default_method, ends)
     del model

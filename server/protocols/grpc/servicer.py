@@ -8,8 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from onnxplain.graph_rewrite import Method
-from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
+from onnxplain.graph_rewrite.methods import GRAPH, REGISTRY, method_names
 from onnxplain.render import HeatmapOptions, Sign
 from onnxplain.sanity import SanityReport, summarise
 
@@ -19,28 +18,9 @@ from onnxplain.v1.tensors import dtype_code, to_array, to_tensor
 
 from ...core.errors import InvalidInput
 from ...core.explainer import ExplainCall, Explainer, Explanation
-from ...core.method_params import MethodOptions, parameters
 from ...store.repository import FailedModel, LoadedModel, Spec
+from .aliases import method_to_wire, request_method, request_params, set_outputs
 
-_METHOD_TO_WIRE: dict[Method, pb.Method] = {
-    "vanilla": pb.METHOD_VANILLA,
-    "deconvnet": pb.METHOD_DECONVNET,
-    "guided": pb.METHOD_GUIDED,
-    "gradcam": pb.METHOD_GRADCAM,
-    "guided_gradcam": pb.METHOD_GUIDED_GRADCAM,
-    "input_x_gradient": pb.METHOD_INPUT_X_GRADIENT,
-    "smoothgrad": pb.METHOD_SMOOTHGRAD,
-    "integrated_gradients": pb.METHOD_INTEGRATED_GRADIENTS,
-}
-_METHOD_FROM_WIRE = {wire: name for name, wire in _METHOD_TO_WIRE.items()}
-_INTEGRATIONS = {
-    pb.INTEGRATION_GAUSS_LEGENDRE: "gausslegendre",
-    pb.INTEGRATION_RIEMANN_TRAPEZOID: "riemann_trapezoid",
-    pb.INTEGRATION_RIEMANN_LEFT: "riemann_left",
-    pb.INTEGRATION_RIEMANN_RIGHT: "riemann_right",
-    pb.INTEGRATION_RIEMANN_MIDDLE: "riemann_middle",
-}
-_CAM_STYLES = {pb.CAM_STYLE_CAPTUM: "captum", pb.CAM_STYLE_PYTORCH_GRAD_CAM: "pytorch-grad-cam"}
 _SIGN_FROM_WIRE: dict[int, Sign] = {
     pb.HEATMAP_SIGN_UNSPECIFIED: "all",
     pb.HEATMAP_SIGN_ALL: "all",
@@ -80,43 +60,13 @@ def decode_call(request: pb.ExplainRequest) -> ExplainCall:
     return ExplainCall(
         model=request.model,
         input=data,
-        method=decode_method(request.method),
+        method=request_method(request),
         targets=list(request.targets),
         heatmap=request.heatmap,
         heatmap_options=decode_heatmap_options(request),
         top_k=request.top_k,
         target_names=list(request.target_names),
-        options=decode_options(request),
-    )
-
-
-def decode_options(request: pb.ExplainRequest) -> MethodOptions:
-    """The newer methods' fields; unset ones stay None, so the method's defaults apply.
-    An enum number this server does not know passes through as text, for the core to refuse."""
-    baseline, baseline_tensor = None, None
-    kind = request.baseline.WhichOneof("kind") if request.HasField("baseline") else None
-    if kind == "zeros":
-        baseline = "zeros"
-    elif kind == "constant":
-        baseline = f"constant:{request.baseline.constant!r}"
-    elif kind == "blur_sigma":
-        baseline = f"blur:{request.baseline.blur_sigma!r}"
-    elif kind == "tensor":
-        baseline_tensor = to_array(request.baseline.tensor)
-    integration = request.integration
-    cam_style = request.cam_style
-    return MethodOptions(
-        layer=request.layer,
-        cam_style=_CAM_STYLES.get(cam_style, str(cam_style)) if cam_style else None,
-        gradient=decode_method(request.gradient),
-        steps=request.steps if request.HasField("steps") else None,
-        integration=_INTEGRATIONS.get(integration, str(integration)) if integration else None,
-        baseline=baseline,
-        baseline_tensor=baseline_tensor,
-        samples=request.samples if request.HasField("samples") else None,
-        sigma=request.sigma if request.HasField("sigma") else None,
-        seed=request.seed if request.HasField("seed") else None,
-        noise=to_array(request.noise) if request.HasField("noise") else None,
+        params=request_params(request),
     )
 
 
@@ -137,31 +87,22 @@ def decode_heatmap_options(request: pb.ExplainRequest) -> HeatmapOptions:
         raise InvalidInput(f"heatmap: {exc}") from None
 
 
-def decode_method(wire: pb.Method) -> str | None:
-    """None for METHOD_UNSPECIFIED; an unknown number passes through as text for the core."""
-    if wire == pb.METHOD_UNSPECIFIED:
-        return None
-    return _METHOD_FROM_WIRE.get(wire, str(wire))
-
-
 def encode_explanation(result: Explanation) -> pb.ExplainResponse:
-    return pb.ExplainResponse(
+    response = pb.ExplainResponse(
         saliency=to_tensor(result.saliency),
         scores=to_tensor(result.scores),
         targets=result.targets.tolist(),
         heatmap_png=result.heatmap_png or b"",
         target_labels=result.labels,
-        method=_METHOD_TO_WIRE[result.method],
-        completeness_gap=[]
-        if result.completeness_gap is None
-        else result.completeness_gap.tolist(),
-        seed=result.seed,
-        layer=result.layer,
+        method=method_to_wire(result.method),
+        method_name=result.method,
         heatmaps_png=result.heatmaps_png,
         samples=result.samples.tolist(),
         target_scores=result.target_scores.tolist(),
         target_probabilities=result.probabilities.tolist(),
     )
+    set_outputs(response, result.outputs)
+    return response
 
 
 def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = None) -> pb.ModelInfo:
@@ -176,9 +117,11 @@ def encode_model(entry: LoadedModel | FailedModel, reload_error: str | None = No
         input=encode_spec(entry.input),
         output=encode_spec(entry.output),
         labels=list(config.labels),
-        methods=[_METHOD_TO_WIRE[m] for m in ALL_METHODS],
-        default_method=_METHOD_TO_WIRE[config.default_method],
-        method_info=[encode_method(m) for m in ALL_METHODS],
+        # The enum lists only methods that have a value; method_info lists every one.
+        methods=[w for w in map(method_to_wire, method_names()) if w != pb.METHOD_UNSPECIFIED],
+        default_method=method_to_wire(config.default_method),
+        default_method_name=config.default_method,
+        method_info=[encode_method(m) for m in method_names()],
         default_layer=entry.default_layer() or "",
     )
     pre = config.preprocessing
@@ -203,10 +146,14 @@ def encode_sanity(info: pb.ModelInfo, report: SanityReport) -> None:
     info.sanity_max_similarity = report.max_similarity
     info.sanity_score = report.score
     for result in report.methods:
-        wire = _METHOD_TO_WIRE.get(result.method)
-        if wire is not None:  # a method this server does not serve has nothing to warn of
+        if result.method in REGISTRY:  # a method this server does not serve: nothing to warn of
             scores = summarise(result.steps, report.score)
-            info.sanity.add(method=wire, passed=result.passed, **scores)
+            info.sanity.add(
+                method=method_to_wire(result.method),
+                method_name=result.method,
+                passed=result.passed,
+                **scores,
+            )
 
 
 def encode_spec(spec: Spec) -> pb.TensorSpec:
@@ -215,14 +162,29 @@ def encode_spec(spec: Spec) -> pb.TensorSpec:
 
 
 def encode_method(name: str) -> pb.MethodInfo:
+    """A method as the registry describes it: its parameters and outputs."""
+    spec = REGISTRY[name]
     return pb.MethodInfo(
-        method=_METHOD_TO_WIRE[name],
+        method=method_to_wire(name),
         name=name,
-        summary=REGISTRY[name].summary,
+        summary=spec.summary,
         parameters=[
             pb.MethodParameter(
-                name=p, type=kind, default_value=default, description=text, choices=choices
+                name=p.name,
+                type=p.wire_type,
+                default_value="" if p.default is None else str(p.default),
+                description=p.description,
+                choices=[str(c) for c in p.choices or ()],
+                kind=pb.PARAMETER_KIND_GRAPH if p.kind == GRAPH else pb.PARAMETER_KIND_RUN_TIME,
             )
-            for p, kind, default, text, choices in parameters(name)
+            for p in spec.params
+        ],
+        outputs=[
+            pb.MethodOutput(
+                name=o.name,
+                type=o.wire_type,
+                description=o.description,
+            )
+            for o in spec.outputs
         ],
     )

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
+from onnxplain.graph_rewrite.methods import REGISTRY, method_names
 from onnxplain.render import SIGNS, HeatmapOptions, colour_range, render_heatmap, scale_map, to_2d
 from onnxplain.render import png_bytes as render_png
 from onnxplain.sanity import SanityReport, summarise
@@ -25,6 +25,7 @@ from ...core.errors import InvalidInput, ModelNotFound
 from ...core.explainer import ExplainCall, Explainer, Explanation
 from ...core.targets import MAX_TOP_K, row_stats
 from ...store.repository import FailedModel
+from . import method_params
 
 # Classes explained (top mode) and listed when the request does not say.
 DEFAULT_TOP = 3
@@ -51,8 +52,10 @@ def list_models(core: Explainer) -> dict[str, Any]:
                 "classes": entry.output.classes,
                 "labels": list(config.labels),
                 # As ListModels: every registered method, each with its own defaults here.
-                "methods": list(ALL_METHODS),
-                "method_summaries": {m: REGISTRY[m].summary for m in ALL_METHODS},
+                "methods": list(method_names()),
+                "method_summaries": {m: REGISTRY[m].summary for m in method_names()},
+                # Each method's parameters from the registry, for the page's controls.
+                "method_params": method_params.listing(),
                 "default_method": config.default_method,
                 "sanity": None if entry.sanity is None else _sanity(entry.sanity),
             }
@@ -90,11 +93,13 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
     if not 1 <= top <= MAX_TOP_K:
         raise InvalidInput(f"top must be between 1 and {MAX_TOP_K}; got {top}")
     options = heatmap_options(params)
+    method = params.get("method") or None
     result = core.explain(
         ExplainCall(
             model=model,
             input=image,
-            method=params.get("method") or None,
+            method=method,
+            params=method_params.from_query(params, method or _default_method(core, model)),
             targets=() if target is None else (target,),
             top_k=top if target is None else 0,
             heatmap=True,
@@ -110,6 +115,7 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
     scores, probabilities = row_stats(flat, np.zeros(len(best), np.int64), best)
     return {
         "method": result.method,
+        "outputs": method_params.outputs_json(result.outputs),
         "explained": [_row(result, i, labels, layout, options) for i in range(len(result.targets))],
         "top": [
             _class(int(c), labels, float(s), float(p))
@@ -117,6 +123,10 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
         ],
         "colour_bar_png": _data_url(colour_bar(options)),
     }
+
+
+def _default_method(core: Explainer, model: str) -> str:
+    return core.repository.get(model).config.default_method
 
 
 def heatmap_options(params: Mapping[str, str]) -> HeatmapOptions:

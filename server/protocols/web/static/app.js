@@ -37,6 +37,7 @@ function modelChosen() {
     option(m, m + sanityNote(model.sanity, m)), { title: model.method_summaries[m] || "" })));
   $("sanity").textContent = sanityLine(model.sanity);
   $("method").value = model.default_method;
+  renderMethodParams();
   const count = model.classes || model.labels.length;
   for (let i = 0; i < count; i++) {
     const label = model.labels[i];
@@ -67,6 +68,61 @@ function sanityLine(sanity) {
   return `Sanity check, ${sanity.score} ${sanity.metric} similarity to the trained model's maps ` +
     `as the weights are randomised (pass at most ${sanity.max_similarity}): ${parts.join(", ")}.`;
 }
+
+// --- Method parameters -------------------------------------------------------------------
+// One control per parameter of the chosen method, generated from /api/models'
+// `method_params` (the server's method registry): a choice list, a checkbox, a number or
+// a text field. Left empty, a parameter takes its default; tensors cannot be sent from
+// here. Each control is sent as `param.NAME`.
+
+function methodParamsBox() {
+  let box = $("method-params");
+  if (!box) {
+    box = element("fieldset", { id: "method-params" });
+    $("method").closest("label").after(box);
+  }
+  return box;
+}
+
+function methodParamControl(p) {
+  const id = `param-${p.name}`;
+  const shown = p.default === null || p.default === undefined ? "" : String(p.default);
+  let input;
+  if (p.choices) {
+    input = element("select", { id }, option("", `default (${shown || "chosen by the model"})`),
+      ...p.choices.map((c) => option(c, c)));
+  } else if (p.type === "bool") {
+    input = element("select", { id }, option("", `default (${shown || "unset"})`),
+      option("true", "true"), option("false", "false"));
+  } else {
+    input = element("input", {
+      id, type: p.type === "int" || p.type === "float" ? "number" : "text",
+      step: p.type === "float" ? "any" : "1", placeholder: shown || "default",
+    });
+  }
+  input.dataset.param = p.name;
+  const kind = p.kind === "graph" ? "changes the explain model" : "fed at run time";
+  return element("label", { title: `${p.description} (${p.type}, ${kind})` }, `${p.name} `, input);
+}
+
+function renderMethodParams() {
+  const box = methodParamsBox();
+  const model = models.find((m) => m.name === $("model").value);
+  const params = ((model && model.method_params) || {})[$("method").value] || [];
+  const sendable = params.filter((p) => p.type !== "tensor");
+  box.replaceChildren(...(sendable.length ? [element("legend", { textContent: "Method parameters" })] : []),
+    ...sendable.map(methodParamControl));
+  box.hidden = sendable.length === 0;
+}
+
+function methodParamEntries() {
+  const box = $("method-params");
+  if (!box) return [];
+  return Array.from(box.querySelectorAll("[data-param]"))
+    .filter((input) => input.value !== "")
+    .map((input) => [`param.${input.dataset.param}`, input.value]);
+}
+// --- end of method parameters -------------------------------------------------------------
 
 async function loadModels() {
   const response = await fetch("/api/models", { headers: authorization() });
@@ -128,6 +184,7 @@ async function explain(event) {
   if (!file) { showError("choose an image first"); return; }
   const fields = ["model", "method", "target", "top", "sign", "colormap", "opacity", "percentile"];
   const query = new URLSearchParams(fields.map((f) => [f, $(f).value]));
+  for (const [name, value] of methodParamEntries()) query.append(name, value);
   $("busy").hidden = false;
   $("explain").disabled = true;
   try {
@@ -151,6 +208,7 @@ async function explain(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("model").addEventListener("change", modelChosen);
+  $("method").addEventListener("change", renderMethodParams);
   $("opacity").addEventListener("input", () => { $("opacity-value").textContent = $("opacity").value; });
   $("explain-form").addEventListener("submit", explain);
   $("token-form").addEventListener("submit", (event) => {
