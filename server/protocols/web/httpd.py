@@ -29,6 +29,9 @@ from ...core.errors import (
 )
 from ...core.explainer import Explainer
 from ...ops.security import Security
+from .. import kserve_v1
+from ..http_answer import HttpAnswer
+from ..oip import rest as oip_rest
 from . import api
 from .tls import current_tls, current_tokens
 
@@ -115,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if self._protocol("GET", path):
+            return
         if path == "/api/models":
             if self._authorized():
                 self._json(HTTPStatus.OK, api.list_models(self.server.core))
@@ -127,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
+        if self._protocol("POST", url.path):
+            return
         if url.path != "/api/explain":
             self._error(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}")
             return
@@ -147,6 +154,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
             )
+
+    def _protocol(self, verb: str, path: str) -> bool:
+        """Answer a request of a serving protocol (Open Inference Protocol v2, KServe V1);
+        False when `path` is none of theirs. Tokens and the upload limit apply as to the
+        page's API; the protocols' health checks are open, as grpc.health.v1 is."""
+        core = self.server.core
+        if oip_rest.handles(path):
+            if path not in oip_rest.OPEN_PATHS and not self._authorized():
+                return True
+            body = self._body() if verb == "POST" else b""
+            if body is not None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                self._answer(oip_rest.answer(core, verb, path, headers, body))
+            return True
+        if kserve_v1.handles(path):
+            if not self._authorized():
+                return True
+            body = self._body() if verb == "POST" else b""
+            if body is not None:
+                self._answer(kserve_v1.answer(core, verb, path, body))
+            return True
+        return False
+
+    def _answer(self, answer: HttpAnswer) -> None:
+        self._send(answer.status, answer.body, answer.content_type, answer.headers)
 
     def _authorized(self) -> bool:
         """The static page is open (it holds no data); the API needs a token when set."""
