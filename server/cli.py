@@ -59,7 +59,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--drain-delay", type=float, default=1.0, help="seconds NOT_SERVING before stop")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls may take")
-    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
+    p.add_argument(
+        "--http",
+        type=int,
+        metavar="PORT",
+        help="also serve HTTP: the web page, the Open Inference Protocol's REST API (/v2) and "
+        "KServe V1 (/v1/models/NAME:explain) (default off)",
+    )
     p.add_argument(
         "--poll",
         type=_positive,

@@ -91,8 +91,14 @@ def model_ready(core: Explainer, name: str, version: str) -> bool:
     return not isinstance(entry, FailedModel)
 
 
+def loaded(core: Explainer, name: str, version: str) -> LoadedModel:
+    """The model to run: ModelNotFound for a name or version the server lacks,
+    ModelUnavailable for one that failed to load."""
+    return core.repository.get(_entry(core, name, version).name)
+
+
 def model_metadata(core: Explainer, name: str, version: str) -> ModelMetadata:
-    model = core.repository.get(_entry(core, name, version).name)  # ModelUnavailable
+    model = loaded(core, name, version)
     inputs, output = model.input, model.output
     sample = [-1 if d is None else d for d in inputs.shape[1:]]
     return ModelMetadata(
@@ -120,7 +126,7 @@ def infer(
     on_abandon: OnAbandon | None = None,
 ) -> InferResult:
     """Explain `inputs` with `name`; `wanted`: the outputs to return (empty: all)."""
-    model = core.repository.get(_entry(core, name, version).name)
+    model = loaded(core, name, version)
     x = _model_input(model, inputs)
     tensors = {k: v for k, v in inputs.items() if k in TENSOR_OPTIONS and k != model.input.name}
     given = {

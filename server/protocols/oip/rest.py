@@ -130,6 +130,7 @@ def _metadata(core: Explainer, name: str, version: str) -> HttpAnswer:
 def _infer(
     core: Explainer, name: str, version: str, headers: Mapping[str, str], body: bytes
 ) -> tuple[HttpAnswer, str]:
+    model.loaded(core, name, version)  # an unknown model is named as such, whatever the body
     request, binary = _split(headers, body)
     inputs = _inputs(request, binary)
     parameters = _parameters(request.get("parameters"), "the request's parameters")

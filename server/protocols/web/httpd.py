@@ -1,4 +1,6 @@
-"""The HTTP server: one static page, two JSON endpoints, the core's errors as status codes.
+"""The HTTP server: one static page, two JSON endpoints, the core's errors as status codes;
+and the serving protocols' HTTP endpoints (Open Inference Protocol REST, KServe V1), routed
+to their own modules (`protocols/oip/rest.py`, `protocols/kserve_v1.py`).
 
 stdlib `http.server` only: the page is a demo and an operator's tool beside the gRPC
 service, and the machines it runs on are often offline, so no framework and no CDN.
