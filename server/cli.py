@@ -69,7 +69,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="largest image decoded, in megapixels; a larger one is INVALID_ARGUMENT, "
         "refused from its header before any pixel is decompressed (default %(default)g)",
     )
-    p.add_argument("--http", type=int, metavar="PORT", help="also serve the web page (default off)")
+    p.add_argument(
+        "--http",
+        type=int,
+        metavar="PORT",
+        help="also serve HTTP: the web page, the Open Inference Protocol's REST API (/v2) and "
+        "KServe V1 (/v1/models/NAME:explain) (default off)",
+    )
     p.add_argument(
         "--poll",
         type=_positive,

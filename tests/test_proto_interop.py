@@ -29,9 +29,12 @@ NODE_CLIENT = ROOT / "tests" / "node_client"
 PROTOS = ("explain", "admin")
 # Pinned, as the Python tools are (constraints.txt): a new buf may add lint rules.
 BUF = "@bufbuild/buf@1.75.0"
-GENERATED = tuple(
-    f"{p}{suffix}" for p in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
-)
+_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+# The generated files by folder: onnxplain's own API, and the Open Inference Protocol's.
+GENERATED = {
+    "onnxplain/v1": tuple(f"{p}{suffix}" for p in PROTOS for suffix in _SUFFIXES),
+    "onnxplain/inference": tuple(f"grpc_service{suffix}" for suffix in _SUFFIXES),
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,21 @@ def _generate(out: Path) -> None:
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
             *(f"proto/onnxplain/v1/{p}.proto" for p in PROTOS),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
+    # As scripts/gen_proto.sh: proto/inference/ seen as onnxplain/inference/.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Ionnxplain/inference=proto/inference",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            "proto/inference/grpc_service.proto",
         ],
         cwd=ROOT,
         check=True,
@@ -116,20 +134,26 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
     )
     del grpc_tools
     _generate(tmp_path)
+    from onnxplain.inference import grpc_service_pb2
     from onnxplain.v1 import admin_pb2, explain_pb2
 
-    for proto, module in (("explain", explain_pb2), ("admin", admin_pb2)):
-        source = (tmp_path / "onnxplain" / "v1" / f"{proto}_pb2.py").read_text()
+    for folder, proto, module in (
+        ("onnxplain/v1", "explain", explain_pb2),
+        ("onnxplain/v1", "admin", admin_pb2),
+        ("onnxplain/inference", "grpc_service", grpc_service_pb2),
+    ):
+        source = (tmp_path / folder / f"{proto}_pb2.py").read_text()
         fresh = re.search(r"AddSerializedFile\((b'.*?')\)", source, re.S)
         assert fresh, f"no serialized descriptor in the fresh {proto}_pb2.py"
         assert ast.literal_eval(fresh[1]) == module.DESCRIPTOR.serialized_pb, (
-            f"proto/onnxplain/v1/{proto}.proto changed since onnxplain/v1/ was generated: "
+            f"the .proto of {folder}/{proto}_pb2.py changed since it was generated: "
             "run scripts/gen_proto.sh"
         )
-    for name in GENERATED:
-        fresh_text = (tmp_path / "onnxplain" / "v1" / name).read_text()
-        committed = (ROOT / "onnxplain" / "v1" / name).read_text()
-        assert fresh_text == committed, f"onnxplain/v1/{name} is stale: run scripts/gen_proto.sh"
+    for folder, names in GENERATED.items():
+        for name in names:
+            fresh_text = (tmp_path / folder / name).read_text()
+            committed = (ROOT / folder / name).read_text()
+            assert fresh_text == committed, f"{folder}/{name} is stale: run scripts/gen_proto.sh"
 
 
 def _grpcurl(*args: str) -> str:
@@ -142,6 +166,7 @@ def _grpcurl(*args: str) -> str:
 def test_grpcurl_lists_the_service_by_reflection(address: str) -> None:
     services = _grpcurl(address, "list").split()
     assert "onnxplain.v1.ExplainService" in services and "grpc.health.v1.Health" in services
+    assert "inference.GRPCInferenceService" in services  # the Open Inference Protocol
     methods = _grpcurl(address, "list", "onnxplain.v1.ExplainService").split()
     assert set(methods) >= {
         f"onnxplain.v1.ExplainService.{m}" for m in ("Explain", "ListModels", "GetModel")

@@ -96,12 +96,14 @@ def test_requests_by_rpc_model_method_and_code(running: Running) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     requests = "onnxplain_requests_total"
-    explain = {"rpc": "Explain", "model": "digits"}
+    explain = {"protocol": "onnxplain", "rpc": "Explain", "model": "digits"}
     assert delta(requests, **explain, method="vanilla", code="OK") == 3
     assert delta(requests, **explain, method="guided", code="OK") == 1
     assert delta(requests, **explain, method="vanilla", code="INVALID_ARGUMENT") == 1
-    assert delta(requests, rpc="Explain", model="unknown", method="vanilla", code="NOT_FOUND") == 3
-    assert delta(requests, rpc="ListModels", model="", method="", code="OK") == 1
+    native = {"protocol": "onnxplain"}
+    unknown = {**native, "rpc": "Explain", "model": "unknown", "method": "vanilla"}
+    assert delta(requests, **unknown, code="NOT_FOUND") == 3
+    assert delta(requests, **native, rpc="ListModels", model="", method="", code="OK") == 1
     # A client cannot mint time series: invented model names all count as "unknown".
     assert not any(dict(labels).get("model", "").startswith(("nope", "xx")) for _, labels in after)
     # Latency: one observation per answer, in seconds, with a bucket above every one.

@@ -37,6 +37,9 @@ class ExplainCall:
     input: np.ndarray | bytes  # a tensor, or an encoded image
     method: str | None = None  # a registered method's name; None: the model's default
     targets: Sequence[int] = ()  # empty: each sample's top class
+    # True: a target may be TOP_CLASS (-1), that sample's top class (the Open Inference
+    # Protocol's `targets` input); the Explain RPC keeps refusing negative targets.
+    top_class_targets: bool = False
     heatmap: bool = False
     heatmap_options: HeatmapOptions = DEFAULT_OPTIONS
     top_k: int = 0  # > 0: each sample's k best classes, one row each
@@ -151,7 +154,8 @@ class Explainer:
                 explain=lambda v, t, shape: run(v, t)[1],
             )
         else:
-            scores, saliency, targets = run(x, _requested_targets(given, len(x), model.output))
+            wanted = _requested_targets(given, len(x), model.output, call.top_class_targets)
+            scores, saliency, targets = run(x, wanted)
             samples = np.arange(len(targets), dtype=np.int64)
         flat = scores.reshape(scores.shape[0], -1)
         target_scores, probabilities = row_stats(flat, samples, targets)
@@ -253,12 +257,15 @@ def _runner_for(model: LoadedModel) -> RunBatch:
     return run
 
 
-def _requested_targets(given: Sequence[int], batch: int, output: Spec) -> np.ndarray:
-    """One target per sample, TOP_CLASS where none was given; checked where the scores'
-    size is known before the run (else `_check_in_range` checks after it)."""
+def _requested_targets(
+    given: Sequence[int], batch: int, output: Spec, top_class: bool = False
+) -> np.ndarray:
+    """One target per sample, TOP_CLASS where none was given (or, with `top_class`, where
+    one is TOP_CLASS); checked where the scores' size is known before the run (else
+    `_check_in_range` checks after it)."""
     if not given:
         return np.full(batch, TOP_CLASS, dtype=np.int64)
-    return check_targets(given, batch, output.classes)
+    return check_targets(given, batch, output.classes, top_class)
 
 
 def _check_in_range(explained: np.ndarray, scores: np.ndarray) -> None:
@@ -300,13 +307,17 @@ def check_input(x: np.ndarray, spec: Spec, max_batch: int) -> None:
         raise InvalidInput("the input has non-finite values (NaN or infinity)")
 
 
-def check_targets(given: Sequence[int], batch: int, classes: int | None) -> np.ndarray:
-    """One target per sample (a single target applies to all), each in [0, classes);
-    `classes` None: not known before the run, only negative targets are refused."""
+def check_targets(
+    given: Sequence[int], batch: int, classes: int | None, top_class: bool = False
+) -> np.ndarray:
+    """One target per sample (a single target applies to all), each in [0, classes), or
+    TOP_CLASS where `top_class` allows it; `classes` None: not known before the run, only
+    negative targets are refused."""
     if len(given) not in (1, batch):
         raise InvalidInput(f"{len(given)} targets for a batch of {batch}: give 1 or {batch}")
     targets = np.array(list(given) * (batch if len(given) == 1 else 1), dtype=np.int64)
-    bad = targets[(targets < 0) | (targets >= (classes or np.iinfo(np.int64).max))]
+    negative = (targets < 0) & ~(top_class & (targets == TOP_CLASS))
+    bad = targets[negative | (targets >= (classes or np.iinfo(np.int64).max))]
     if bad.size:
         has = f"the model has {classes} scores" if classes else "targets index the scores"
         raise InvalidInput(f"target {int(bad[0])} is out of range: {has}")

@@ -7,7 +7,9 @@ is not even imported.
 
 Label values are bounded by construction: a model label is a name from the repository or
 "unknown" (a client must not be able to mint new time series by inventing model names), a
-method label is a method name or "unknown", a code label a gRPC status name.
+method label is a method name or "unknown", a code label a gRPC status name (for a protocol
+over HTTP, the status the same answer gets over gRPC, so that one alert covers every
+protocol), a protocol label one of PROTOCOLS.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 UNKNOWN = "unknown"  # the label of a model or method the server does not know
+NATIVE = "onnxplain"  # the protocol label of onnxplain's own gRPC services
+# Every protocol label: onnxplain's gRPC API, the Open Inference Protocol over gRPC and
+# over REST, KServe's V1 REST protocol.
+PROTOCOLS = (NATIVE, "oip-grpc", "oip-rest", "kserve-v1")
 
 # Seconds: a tiny model answers in about a millisecond, a large one on the CPU in seconds.
 _LATENCY_BUCKETS = (
@@ -74,14 +80,14 @@ def _create() -> _Metrics:
         registry=registry,
         requests=Counter(
             "onnxplain_requests",
-            "RPCs answered, by RPC, model, saliency method and gRPC status code",
-            ["rpc", "model", "method", "code"],
+            "Requests answered, by protocol, RPC, model, saliency method and gRPC status code",
+            ["protocol", "rpc", "model", "method", "code"],
             registry=registry,
         ),
         latency=Histogram(
             "onnxplain_request_seconds",
-            "Time from a decoded request to its answer, by RPC, model and saliency method",
-            ["rpc", "model", "method"],
+            "Time from a decoded request to its answer, by protocol, RPC, model and method",
+            ["protocol", "rpc", "model", "method"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         ),
@@ -117,13 +123,15 @@ def _create() -> _Metrics:
     )
 
 
-def observe_request(rpc: str, model: str, method: str, code: str, seconds: float) -> None:
-    """One answered RPC: its status code and latency."""
+def observe_request(
+    rpc: str, model: str, method: str, code: str, seconds: float, protocol: str = NATIVE
+) -> None:
+    """One answered request: its status code and latency."""
     m = _metrics
     if m is None:
         return
-    m.requests.labels(rpc, model, method, code).inc()
-    m.latency.labels(rpc, model, method).observe(seconds)
+    m.requests.labels(protocol, rpc, model, method, code).inc()
+    m.latency.labels(protocol, rpc, model, method).observe(seconds)
 
 
 def request_started() -> None:

@@ -5,8 +5,9 @@
   strangers.
 - A token file (`--token-file`) turns on deny-by-default: every call must carry
   `authorization: Bearer <token>` with one of the file's tokens (one per line, so a new token
-  can be added before the old one is removed). Only grpc.health.v1 is exempt, because
-  orchestrators' probes send no credentials.
+  can be added before the old one is removed). Only health checks are exempt (grpc.health.v1,
+  the Open Inference Protocol's server live and ready), because orchestrators' probes send
+  no credentials.
 - Kubernetes' native gRPC probes cannot speak TLS, so `health_server` offers grpc.health.v1
   alone, in plaintext, on a port of its own.
 - Files given by path are watched: a renewed certificate (cert-manager) or a new token list
@@ -33,7 +34,13 @@ from grpc_health.v1 import health, health_pb2_grpc
 log = logging.getLogger(__name__)
 
 # Health checks carry no credentials (kubelet, Docker, load balancers): always let them in.
-EXEMPT_PREFIX = "/grpc.health.v1.Health/"
+# The Open Inference Protocol's server liveness and readiness are its health checks (they
+# say only whether the server is up, as grpc.health.v1 does); its per-model calls are not.
+EXEMPT_PREFIX = (
+    "/grpc.health.v1.Health/",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+)
 # How often, at most, watched files are checked for a change (one stat per file).
 RECHECK_S = 1.0
 

@@ -13,7 +13,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from onnxplain.graph_rewrite.methods import ALL_METHODS
 
+from onnxplain.inference import grpc_service_pb2_grpc
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import TensorError
 
@@ -33,6 +35,8 @@ from ...ops import metrics
 from ...ops.refusals import RefusalLog
 from ...ops.reload import Reloader, ReloadPending
 from ...ops.security import Security
+from ..oip.grpc_servicer import SERVICE_NAME as INFERENCE_SERVICE_NAME
+from ..oip.grpc_servicer import InferenceServicer
 from .admin import AdminServicer
 from .servicer import ExplainServicer
 
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+# The services whose calls the drain gate holds, by their methods' path prefix: onnxplain's
+# own and the Open Inference Protocol's; health and reflection stay outside.
+_GATED = ("/onnxplain.", f"/{INFERENCE_SERVICE_NAME}/")
+# The metrics' protocol label, by the same prefixes; "onnxplain" for the rest.
+_PROTOCOLS = {f"/{INFERENCE_SERVICE_NAME}/": "oip-grpc"}
 
 
 class InvalidRequest(Exception):
@@ -152,7 +161,7 @@ class ErrorMapping(grpc.ServerInterceptor):
                 handler.unary_unary,
                 handler_call_details.method,
                 self.known_model,
-                self.gate if handler_call_details.method.startswith("/onnxplain.") else None,
+                self.gate if handler_call_details.method.startswith(_GATED) else None,
                 self.refusals,
             ),
             request_deserializer=_tolerant(deserializer) if deserializer else None,
@@ -175,6 +184,7 @@ def _guarded(
     refusals: RefusalLog,
 ) -> Callable[[Any, Any], Any]:
     rpc = method.rsplit("/", 1)[-1]
+    protocol = next((p for prefix, p in _PROTOCOLS.items() if method.startswith(prefix)), None)
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -218,7 +228,9 @@ def _guarded(
             if metrics.enabled():
                 model, saliency = _labels(request, response, known_model)
                 seconds = time.perf_counter() - started
-                metrics.observe_request(rpc, model, saliency, code.name, seconds)
+                metrics.observe_request(
+                    rpc, model, saliency, code.name, seconds, protocol or metrics.NATIVE
+                )
 
     return call
 
@@ -232,12 +244,15 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
     """The model and saliency-method labels of one answered RPC, from a bounded set."""
     if isinstance(request, _Undecodable):
         return metrics.UNKNOWN, metrics.UNKNOWN
-    field = next((f for f in ("model", "name") if hasattr(request, f)), None)
+    field = next((f for f in ("model", "name", "model_name") if hasattr(request, f)), None)
     if field is None:
         model = ""  # an RPC about no model in particular (ListModels, health)
     else:
         name = getattr(request, field)
         model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
+    named = _named_method(response) or _named_method(request)
+    if named is not None:  # the Open Inference Protocol names it in a parameter
+        return model, named if named in ALL_METHODS else metrics.UNKNOWN
     wire = getattr(response, "method", None)
     if wire is None:
         wire = getattr(request, "method", None)
@@ -249,6 +264,15 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
         return model, explain_pb2.Method.Name(wire).removeprefix("METHOD_").lower()
     except ValueError:
         return model, metrics.UNKNOWN
+
+
+def _named_method(message: Any) -> str | None:
+    """The method an Open Inference Protocol message names in its parameters, if any."""
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    if descriptor is None or not descriptor.full_name.startswith("inference."):
+        return None
+    value = message.parameters.get("method")
+    return None if value is None else str(value.string_param)
 
 
 @dataclass(frozen=True)
@@ -319,7 +343,10 @@ def build_server(
         maximum_concurrent_rpcs=4 * workers,
     )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(core), server)
-    services = [SERVICE_NAME, health.SERVICE_NAME]
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(core), server
+    )
+    services = [SERVICE_NAME, INFERENCE_SERVICE_NAME, health.SERVICE_NAME]
     if reloader is not None:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
@@ -338,7 +365,7 @@ def build_server(
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, INFERENCE_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, health_servicer, bound, gate, refusals)
 

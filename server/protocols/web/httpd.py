@@ -1,4 +1,6 @@
-"""The HTTP server: one static page, its JSON endpoints, the core's errors as status codes.
+"""The HTTP server: one static page, its JSON endpoints, the core's errors as status codes;
+and the serving protocols' HTTP endpoints (Open Inference Protocol REST, KServe V1), routed
+to their own modules (`protocols/oip/rest.py`, `protocols/kserve_v1.py`).
 
 stdlib `http.server` only: the page is a demo and an operator's tool beside the gRPC
 service, and the machines it runs on are often offline, so no framework and no CDN.
@@ -30,6 +32,9 @@ from ...core.errors import (
 )
 from ...core.explainer import Explainer
 from ...ops.security import Security
+from .. import kserve_v1
+from ..http_answer import HttpAnswer
+from ..oip import rest as oip_rest
 from . import api
 from .tls import current_tls, current_tokens
 
@@ -119,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if self._protocol("GET", path):
+            return
         if path == "/api/models":
             if self._authorized():
                 self._json(HTTPStatus.OK, api.list_models(self.server.core))
@@ -134,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
+        if self._protocol("POST", url.path):
+            return
         if url.path != "/api/explain":
             self._error(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}")
             return
@@ -177,6 +186,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; the server log has details"
             )
+
+    def _protocol(self, verb: str, path: str) -> bool:
+        """Answer a request of a serving protocol (Open Inference Protocol v2, KServe V1);
+        False when `path` is none of theirs. Tokens and the upload limit apply as to the
+        page's API; the protocols' health checks are open, as grpc.health.v1 is."""
+        core = self.server.core
+        if oip_rest.handles(path):
+            if path not in oip_rest.OPEN_PATHS and not self._authorized():
+                return True
+            body = self._body() if verb == "POST" else b""
+            if body is not None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                self._answer(oip_rest.answer(core, verb, path, headers, body))
+            return True
+        if kserve_v1.handles(path):
+            if not self._authorized():
+                return True
+            body = self._body() if verb == "POST" else b""
+            if body is not None:
+                self._answer(kserve_v1.answer(core, verb, path, body))
+            return True
+        return False
+
+    def _answer(self, answer: HttpAnswer) -> None:
+        self._send(answer.status, answer.body, answer.content_type, answer.headers)
 
     def _authorized(self) -> bool:
         """The static page is open (it holds no data); the API needs a token when set."""
