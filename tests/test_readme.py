@@ -38,11 +38,13 @@ from pathlib import Path
 import pytest
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
 from onnxplain.server.ops.reload import Reloader, snapshot
+from onnxplain.server.protocols.web import start_web_page
 
 from helpers.tools import missing
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_HTTP = "127.0.0.1:8080"  # `--http 8080`: the page, OIP REST and KServe V1
 TIMEOUT_S = 300
 OUTPUT_FOLDER = "out"  # where the pages' examples write; ignored by git
 MAX_NOT_RUN = 3
@@ -101,7 +103,7 @@ RULES = [
     Rule(r"python bench/", "help", "benchmarks take minutes: `--help` must work"),
     Rule(r"python scripts/train", "help", "training takes minutes: `--help` must work"),
     Rule(r"mkdir -p ", "run", "makes the folder the examples write to"),
-    Rule(r"(onnxplain|python|grpcurl)\b", "run", "runs against the test server"),
+    Rule(r"(onnxplain|python|grpcurl|curl)\b", "run", "runs against the test server"),
 ]
 
 
@@ -189,20 +191,27 @@ ALL = [s for snippets, _ in PARSED for s in snippets]
 RUNNABLE = [s for s in ALL if not s.not_run]
 
 
+@dataclass(frozen=True)
+class Addresses:
+    grpc: str  # the gRPC port (Explain, OIP v2 gRPC, admin)
+    http: str  # the HTTP port (the page, OIP v2 REST, KServe V1)
+
+
 @pytest.fixture(scope="module")
-def address() -> Iterator[str]:
+def address() -> Iterator[Addresses]:
     models = REPO / "models"
     sessions = SessionFactory("cpu", threads=1)
     loaded = snapshot(models)
     repository = Repository.load(models, sessions)
     reloader = Reloader(models, repository, sessions, loaded)  # the admin RPC, as served
     # Reflection and the admin RPC, as scripts/serve turns them on.
-    service = build_server(
-        Explainer(repository), "127.0.0.1", 0, Limits(), reloader, with_reflection=True
-    )
+    core = Explainer(repository)
+    service = build_server(core, "127.0.0.1", 0, Limits(), reloader, with_reflection=True)
+    page = start_web_page(core, "127.0.0.1", 0)
     try:
-        yield f"127.0.0.1:{service.port}"
+        yield Addresses(f"127.0.0.1:{service.port}", f"127.0.0.1:{page.port}")
     finally:
+        page.stop()
         service.server.stop(None).wait()
         reloader.close()
 
@@ -260,11 +269,11 @@ def _argv(command: str) -> list[str]:
     return words
 
 
-def _make_folders_above(snippet: Snippet, workdir: Path, address: str) -> None:
+def _make_folders_above(snippet: Snippet, workdir: Path, address: Addresses) -> None:
     above = [s for s in ALL if s.page == snippet.page and s.line < snippet.line]
     for earlier in above:
         if earlier.kind == "bash" and earlier.text.startswith("mkdir -p "):
-            _run(_argv(earlier.text), workdir, address)
+            _run(_argv(earlier.text), workdir, address.grpc)
 
 
 def test_the_pages_have_commands_and_snippets() -> None:
@@ -293,14 +302,18 @@ def test_not_run_blocks_are_few_and_say_why() -> None:
 
 
 @pytest.mark.parametrize("snippet", RUNNABLE, ids=str)
-def test_snippet_runs(snippet: Snippet, workdir: Path, address: str, state_before: str) -> None:
+def test_snippet_runs(
+    snippet: Snippet, workdir: Path, address: Addresses, state_before: str
+) -> None:
     _make_folders_above(snippet, workdir, address)
     if snippet.kind == "python":
-        code = snippet.text.replace(DEFAULT_ADDRESS, address)
-        done = _run([sys.executable, "-c", code], workdir, address)
+        code = snippet.text.replace(DEFAULT_ADDRESS, address.grpc)
+        code = code.replace(DEFAULT_HTTP, address.http)
+        done = _run([sys.executable, "-c", code], workdir, address.grpc)
         assert done.returncode == 0, f"{snippet} failed:\n{snippet.text}\n{done.stderr[-3000:]}"
         return
-    command = snippet.text.replace(DEFAULT_ADDRESS, address)
+    command = snippet.text.replace(DEFAULT_ADDRESS, address.grpc)
+    command = command.replace(DEFAULT_HTTP, address.http)
     rule = rule_for(command)
     assert rule is not None, f"{snippet}: no rule in tests/test_readme.py for `{command}`"
     words = shlex.split(command)
@@ -315,7 +328,7 @@ def test_snippet_runs(snippet: Snippet, workdir: Path, address: str, state_befor
     argv = _argv(command)
     if rule.action == "help":
         argv = [*argv[: 4 if words[0] == "onnxplain" else 2], "--help"]
-    done = _run(argv, workdir, address, snippet.env)
+    done = _run(argv, workdir, address.grpc, snippet.env)
     assert done.returncode == 0, f"{snippet}: `{command}` failed:\n{done.stderr[-3000:]}"
 
 

@@ -215,3 +215,14 @@ def test_a_replacement_being_written_is_not_a_change(running: Running, root: Pat
     assert running.reload() == {}
     (root / "digits" / "model.onnx.tmp").replace(root / "digits" / "model.onnx")
     assert running.reload()["digits"][0] == Outcome.RELOAD_OUTCOME_KEPT_PREVIOUS
+
+
+def test_a_reload_asked_without_a_deadline_waits_for_the_reload(
+    running: Running, root: Path
+) -> None:
+    """grpcurl sends no deadline unless told (-max-time): the server's remaining time is
+    then beyond what a lock wait takes, which made the call INTERNAL (OverflowError)."""
+    shutil.copytree(root / "digits", root / "digits_copy")
+    response = running.admin.ReloadModels(admin_pb2.ReloadModelsRequest())  # no timeout
+    changes = {c.name: c.outcome for c in response.changes}
+    assert changes == {"digits_copy": Outcome.RELOAD_OUTCOME_ADDED}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc
@@ -25,7 +26,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ReloadModelsRequest, context: Any
     ) -> admin_pb2.ReloadModelsResponse:
         # Wait as long as the caller does (its deadline), not forever: the reload goes on.
-        changes = self.reloader.wait(self.reloader.request(), context.time_remaining())
+        # A call without a deadline has "forever" remaining, past what a lock wait takes
+        # (threading.TIMEOUT_MAX): it waits for the reload itself.
+        remaining = context.time_remaining()
+        if remaining is not None and remaining > threading.TIMEOUT_MAX:
+            remaining = None
+        changes = self.reloader.wait(self.reloader.request(), remaining)
         if changes is None:
             raise ReloadPending("the reload is still running; ListModels shows its progress")
         return admin_pb2.ReloadModelsResponse(changes=[encode_change(c) for c in changes])
