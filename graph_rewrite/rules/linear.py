@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..builder import Builder, Node
-from . import Grad, register
 from .common import known_rank, sum_to, unbroadcast, unshared_weight, upstream
+from .table import Grad, register
 
 
 @register("Gemm")
