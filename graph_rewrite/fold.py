@@ -43,6 +43,14 @@ class _Folded:
     rank: int  # the rank of the layer's output
 
 
+def fold(model: onnx.ModelProto, keep: Collection[str] = ()) -> onnx.ModelProto:
+    """The fold pass: `model` with its affines folded into the layers before them (changed
+    in place and returned). `keep` names tensors that must stay (the explained endpoints,
+    a layer a method reads)."""
+    fold_affines(model, keep)
+    return model
+
+
 def fold_affines(model: onnx.ModelProto, keep: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Folds BatchNormalization and per-channel affines into Conv/ConvTranspose/Gemm, in place.
 

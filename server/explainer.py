@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
-from onnxplain.graph_rewrite import Method
+from onnxplain.graph_rewrite import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS, Method
 from onnxplain.graph_rewrite.methods import ALL_METHODS, REGISTRY
 from onnxplain.graph_rewrite.methods.integrated_gradients import GAP_OUTPUT
-from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
 

@@ -3,7 +3,7 @@
 The newer methods take parameters. Some change the graph (Grad-CAM's layer and style, the
 gradient method that SmoothGrad averages, its sigma, Integrated Gradients' steps, quadrature
 and kind of baseline): each combination is its own explain model, built on first use
-(LoadedModel.session, in repository.py). The others are fed at run time (SmoothGrad's
+(by repository.py). The others are fed at run time (SmoothGrad's
 noise, drawn here from a seed, and a baseline the caller gives), so one session serves
 every value of them.
 """

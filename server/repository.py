@@ -17,7 +17,6 @@ import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -27,16 +26,18 @@ from onnxplain.graph_rewrite import (
     GRAD_INPUT,
     METHODS,
     SALIENCY_OUTPUT,
+    TARGETS_INPUT,
+    RecipeOptions,
     RewriteError,
-    build_explain_model,
     default_input,
+    default_layer,
     default_output,
+    explain_recipe,
+    merged_recipe,
+    with_output,
 )
-from onnxplain.graph_rewrite.explain import default_layer
-from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 
-from .combined import merge_explain_models
 from .config import ModelConfig, load_config
 from .errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from .reasons import failure_reason
@@ -129,18 +130,13 @@ class LoadedModel:
         """Whether requests may be merged: the batch dimension is free."""
         return self.input.shape[0] is None
 
-    def session(
-        self, method: str, params: Sequence[tuple[str, Hashable]] = ()
-    ) -> ort.InferenceSession:
+    def explain_session(self, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> Served:
         """The seeded explain session of `method` with `params`, built on first use.
 
         It takes the input and `targets` (int64, one per sample, -1 for the top class) and
         gives the explained output, `explained_targets` and the method's saliency output
-        (`explain_session(...).saliency`: the gradient methods share one session).
+        (`.saliency`: the merged methods share one session, each with its own output).
         """
-        return self.explain_session(method, params).session
-
-    def explain_session(self, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> Served:
         return self._get((method, tuple(sorted(params))))
 
     @property
@@ -206,30 +202,33 @@ class LoadedModel:
             del self._sessions[key]
 
     def _build_merged(self, key: SessionKey) -> None:
-        """One session for `key`'s method and every gradient method already served."""
+        """One session for `key`'s method and every merged method already served."""
         with self._lock:
             methods = [k[0] for k in self._sessions if _merges(k)]
-        self._build(key)  # fails alone (RewriteError) before the others are rebuilt
-        methods.append(key[0])
-        models = {m: self._build((m, ())) for m in methods}
-        combined, saliency = merge_explain_models(models)
-        del models
+        methods.append(key[0])  # a RewriteError from the build is this method's own
+        combined, saliency = merged_recipe(self._load(), methods, self._recipe_options())
         session = self._factory.session(combined, self.weights)
         with self._lock:
             for method in methods:
                 self._sessions[(method, ())] = Served(session, saliency[method])
 
     def _build(self, key: SessionKey) -> onnx.ModelProto:
+        model = self._load()
+        method, params = key
+        if method == FORWARD:
+            return with_output(shape_inference.infer_shapes(model), self.output.name)
+        return explain_recipe(model, method, dict(params), self._recipe_options())
+
+    def _load(self) -> onnx.ModelProto:
         if _stamp(self._path) != self._stamp:
             raise ModelUnavailable(
                 f"model {self.name!r} changed on disk since it was loaded; it serves other "
                 "methods again once it is reloaded"
             )
-        model = onnx.load(str(self._path))
-        method, params = key
-        if method == FORWARD:
-            return _with_output(shape_inference.infer_shapes(model), self.output.name)
-        return explain_model(model, method, Endpoints(self.input.name, self.output.name), params)
+        return onnx.load(str(self._path))
+
+    def _recipe_options(self) -> RecipeOptions:
+        return recipe_options(Endpoints(self.input.name, self.output.name))
 
 
 @dataclass(frozen=True)
@@ -252,19 +251,12 @@ class FailedModel:
     error: str  # for clients: no paths, no traceback
 
 
-def explain_model(
-    model: onnx.ModelProto,
-    method: str,
-    ends: Endpoints,
-    params: Sequence[tuple[str, Hashable]] = (),
-) -> onnx.ModelProto:
-    """The explain model the server runs: onnxruntime's formulations, seeded from targets."""
-    # Graph-changing parameters (a method's own, e.g. IG's steps) pass through by name.
-    extra: dict[str, Any] = dict(params)
-    built = build_explain_model(
-        model, method, ends.input, ends.output, target="onnxruntime", params=extra
+def recipe_options(ends: Endpoints) -> RecipeOptions:
+    """How the server builds its explain models: onnxruntime's formulations, seeded from
+    `targets` in the graph, the explained output among the outputs (the scores it returns)."""
+    return RecipeOptions(
+        ends.input, ends.output, target="onnxruntime", seed_from="targets", expose_output=True
     )
-    return _with_output(seed_from_targets(built, ends.output), ends.output)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -366,7 +358,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     # start-up, and the most common request finds its session ready.
     key: SessionKey = (config.default_method, ())
     layer = _default_layer(model, ends)
-    explain = explain_model(model, config.default_method, ends)
+    explain = explain_recipe(model, config.default_method, None, recipe_options(ends))
     del model
     _check_single_input(explain, ends.input)
     loaded = LoadedModel(
@@ -414,17 +406,6 @@ def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:
 def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     graph = model.graph
     return {vi.name: vi for vi in (*graph.value_info, *graph.input, *graph.output)}
-
-
-def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """The model with `name` as a graph output too: the explained output may be internal."""
-    if name in {o.name for o in model.graph.output}:
-        return model
-    info = _value_infos(model).get(name)
-    model.graph.output.append(
-        info if info is not None else helper.make_empty_tensor_value_info(name)
-    )
-    return model
 
 
 def _spec(model: onnx.ModelProto, name: str) -> Spec:
