@@ -6,7 +6,7 @@ rules see one form of each op and static axes wherever they are known.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,17 +73,14 @@ def _info_from_type(tp: onnx.TypeProto) -> TensorInfo:
 class ModelInfo:
     """Read-only facts about one (normalised) forward graph."""
 
-    def __init__(
-        self, model: onnx.ModelProto, decoded: Mapping[str, np.ndarray] | None = None
-    ) -> None:
-        """`decoded`: initializers whose values the caller already holds (folded weights)."""
+    def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.opset = ai_onnx_opset(model)
         graph = model.graph
         self._infos: dict[str, TensorInfo] = {}
         for vi in [*graph.input, *graph.value_info, *graph.output]:
             self._infos[vi.name] = _info_from_type(vi.type)
-        self._constants: dict[str, np.ndarray] = dict(decoded or {})
+        self._constants: dict[str, np.ndarray] = {}
         # Weights are decoded on first use: most (a ResNet's BatchNorm stats folded away,
         # weights only ConvTranspose reads) are never needed as numpy arrays.
         self._initializers = {init.name: init for init in graph.initializer}
