@@ -1,16 +1,13 @@
-"""The rewrite pass: appends a saliency backward pass to an ONNX model as standard ops."""
+"""The rewrite: appends a saliency backward pass to an ONNX model as standard ops.
 
+The passes, one per file, run in the order recipe.py chains them: prepare.py → fold.py →
+backward.py → seeding.py (→ merge.py for several methods in one graph). explain.py is the
+keyword-argument API over the recipe.
+"""
+
+from .backward import GRAD_INPUT, SALIENCY_OUTPUT
 from .errors import MissingRule, RewriteError, UnsupportedOpsError
-from .explain import (
-    GRAD_INPUT,
-    SALIENCY_OUTPUT,
-    Endpoints,
-    build_explain_model,
-    check,
-    default_input,
-    default_layer,
-    default_output,
-)
+from .explain import build_explain_model, check, default_layer
 from .methods import (
     ALL_METHODS,
     METHODS,
@@ -21,8 +18,12 @@ from .methods import (
     Param,
     Rectifiers,
 )
+from .prepare import default_input, default_output, resolve_endpoints
+from .recipe import RecipeOptions, SeedFrom, explain_recipe, merged_recipe, with_output
+from .seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from .shapes import InputShapes
 from .targets import TARGETS, Target
+from .walk import Endpoints
 
 __all__ = [
     "ALL_METHODS",
@@ -32,14 +33,19 @@ __all__ = [
     "REGISTRY",
     "SALIENCY_OUTPUT",
     "TARGETS",
+    "TARGETS_INPUT",
+    "TARGETS_OUTPUT",
+    "TOP_CLASS",
     "Endpoints",
     "InputShapes",
     "Method",
     "MethodSpec",
     "MissingRule",
     "Param",
+    "RecipeOptions",
     "Rectifiers",
     "RewriteError",
+    "SeedFrom",
     "Target",
     "UnsupportedOpsError",
     "build_explain_model",
@@ -47,4 +53,8 @@ __all__ = [
     "default_input",
     "default_layer",
     "default_output",
+    "explain_recipe",
+    "merged_recipe",
+    "resolve_endpoints",
+    "with_output",
 ]

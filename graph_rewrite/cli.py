@@ -9,17 +9,18 @@ from pathlib import Path
 
 import onnx
 
+from .backward import GRAD_INPUT, SALIENCY_OUTPUT
 from .errors import RewriteError
-from .explain import (
-    GRAD_INPUT,
-    SALIENCY_OUTPUT,
-    build_explain_model,
-    check,
-    default_layer,
-    resolve_endpoints,
-)
 from .methods import ALL_METHODS, RECTIFIER_CHOICES, REGISTRY, Tensor
-from .seeding import TARGETS_INPUT, TARGETS_OUTPUT, seed_from_targets
+from .recipe import (
+    SEED_CHOICES,
+    RecipeOptions,
+    SeedFrom,
+    check_recipe,
+    default_layer,
+    explain_recipe,
+)
+from .seeding import TARGETS_INPUT, TARGETS_OUTPUT
 from .shapes import parse_input_shape
 from .targets import TARGETS
 
@@ -38,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("--method", choices=ALL_METHODS, default="guided")
     convert.add_argument(
         "--seed-from",
-        choices=("output_grad", "targets"),
+        choices=SEED_CHOICES,
         default="output_grad",
         help=f"output_grad (default): the caller feeds the upstream gradient; targets: the "
         f"model takes int64 {TARGETS_INPUT!r} (one class per sample, -1 for its top class), "
@@ -134,6 +135,21 @@ def _method_params(args: argparse.Namespace, method: str) -> dict[str, object]:
     return given
 
 
+def _options(
+    args: argparse.Namespace, shapes: dict[str, list[int]], seed_from: SeedFrom = "output_grad"
+) -> RecipeOptions:
+    return RecipeOptions(
+        input_name=args.input_name,
+        output_name=args.output_name,
+        rectifiers=args.rectifiers,
+        grad_name=args.grad_name,
+        saliency_name=args.saliency_name,
+        target=args.target,
+        input_shapes=shapes,
+        seed_from=seed_from,
+    )
+
+
 def _input_shapes(texts: list[str]) -> dict[str, list[int]]:
     shapes: dict[str, list[int]] = {}
     for text in texts:
@@ -157,21 +173,8 @@ def run_convert(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         model = _load(args.model)
-        explain = build_explain_model(
-            model,
-            args.method,
-            input_name=args.input_name,
-            output_name=args.output_name,
-            rectifiers=args.rectifiers,
-            grad_name=args.grad_name,
-            saliency_name=args.saliency_name,
-            target=args.target,
-            input_shapes=_input_shapes(args.input_shapes),
-            params=_method_params(args, args.method),
-        )
-        if args.seed_from == "targets":
-            ends = resolve_endpoints(model, args.input_name, args.output_name)
-            explain = seed_from_targets(explain, ends.output, grad_name=args.grad_name)
+        options = _options(args, _input_shapes(args.input_shapes), args.seed_from)
+        explain = explain_recipe(model, args.method, _method_params(args, args.method), options)
         _save(explain, args.output_file)
     except RewriteError as exc:
         print(f"onnxplain convert: {exc}", file=sys.stderr)
@@ -193,10 +196,8 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 def run_check(args: argparse.Namespace) -> int:
     try:
         model = _load(args.model)
-        shapes = _input_shapes(args.input_shapes)
-        layer = args.param_layer or default_layer(
-            model, args.input_name, args.output_name, input_shapes=shapes
-        )
+        options = _options(args, _input_shapes(args.input_shapes))
+        layer = args.param_layer or default_layer(model, options)
         if args.method != "all":
             methods: tuple[str, ...] = (args.method,)
         else:
@@ -205,18 +206,8 @@ def run_check(args: argparse.Namespace) -> int:
                 name for name, spec in REGISTRY.items() for p in spec.params if p.name == "layer"
             }
             methods = tuple(m for m in ALL_METHODS if layer is not None or m not in takes_layer)
-        ends = check(
-            model,
-            args.input_name,
-            args.output_name,
-            methods=methods,
-            rectifiers=args.rectifiers,
-            grad_name=args.grad_name,
-            saliency_name=args.saliency_name,
-            target=args.target,
-            input_shapes=shapes,
-            params={m: _method_params(args, m) for m in methods},
-        )
+        params = {m: _method_params(args, m) for m in methods}
+        ends = check_recipe(model, methods, params, options)
     except RewriteError as exc:
         print(f"onnxplain check: {exc}", file=sys.stderr)
         return 1

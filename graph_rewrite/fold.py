@@ -43,11 +43,12 @@ class _Folded:
     rank: int  # the rank of the layer's output
 
 
-def fold_affines(model: onnx.ModelProto, keep: Collection[str] = ()) -> dict[str, np.ndarray]:
-    """Folds BatchNormalization and per-channel affines into Conv/ConvTranspose/Gemm, in place.
+def fold(model: onnx.ModelProto, keep: Collection[str] = ()) -> onnx.ModelProto:
+    """The fold pass: `model` with BatchNormalization and per-channel affines folded into
+    the Conv/ConvTranspose/Gemm before them (changed in place and returned).
 
-    `keep` names tensors that must stay in the graph (the explained input and output).
-    Returns the new weights and biases by name, so that their readers need not decode them.
+    `keep` names tensors that must stay in the graph (the explained endpoints, a layer a
+    method reads).
     """
     graph = model.graph
     constants = _Constants(graph)
@@ -81,9 +82,9 @@ def fold_affines(model: onnx.ModelProto, keep: Collection[str] = ()) -> dict[str
         producer[node.output[0]] = layer
         removed.append(node)
         vanished.add(x)
-    if not removed:
-        return {}
-    return _write_back(graph, list(folded.values()), removed, vanished, constants)
+    if removed:
+        _write_back(graph, list(folded.values()), removed, vanished, constants)
+    return model
 
 
 def _single_output(node: onnx.NodeProto) -> bool:
@@ -288,8 +289,7 @@ def _write_back(
     removed: list[onnx.NodeProto],
     vanished: set[str],
     constants: _Constants,
-) -> dict[str, np.ndarray]:
-    written: dict[str, np.ndarray] = {}
+) -> None:
     taken = {t for n in graph.node for t in (*n.input, *n.output)}
     taken |= {t.name for t in graph.initializer} | {v.name for v in graph.input}
     touched = {t for n in removed for t in n.input} | {t for s in layers for t in s.node.input[1:]}
@@ -307,8 +307,8 @@ def _write_back(
         has_bias = len(layer.input) > 2 and layer.input[2]
         bias = fresh(layer.input[2] if has_bias else f"{layer.input[1]}_bias")
         weight = fresh(layer.input[1])
-        written[weight] = _add_initializer(graph, weight, _scaled_weight(state))
-        written[bias] = _add_initializer(graph, bias, state.bias.astype(state.weight.dtype))
+        _add_initializer(graph, weight, _scaled_weight(state))
+        _add_initializer(graph, bias, state.bias.astype(state.weight.dtype))
         layer.input[1] = weight
         if len(layer.input) > 2:  # a Conv's bias may be given as "" (absent)
             layer.input[2] = bias
@@ -341,14 +341,12 @@ def _write_back(
     kept_info = [vi for vi in graph.value_info if vi.name not in vanished]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
-    return written
 
 
-def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> np.ndarray:
+def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
     # Filled in place: appending a made TensorProto would copy its bytes once more.
     tensor = graph.initializer.add()
     tensor.name = name
     tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
     tensor.dims.extend(value.shape)
     tensor.raw_data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-    return value

@@ -1,4 +1,4 @@
-"""Seeding from targets: the explain model picks each sample's seed itself, in one run.
+"""The seed pass: the explain model picks each sample's seed itself, in one run.
 
 A built explain model takes the upstream gradient as an input (`output_grad`), so a caller
 who wants "the top class" must run the forward model first to learn it, then run the explain
@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .backward import GRAD_INPUT
 from .errors import RewriteError
-from .explain import GRAD_INPUT
 
 TARGETS_INPUT = "targets"
 TARGETS_OUTPUT = "explained_targets"

@@ -18,12 +18,17 @@ import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 from onnxplain.graph_rewrite import RewriteError, default_output
+from onnxplain.graph_rewrite.methods.batched import GRADIENT_METHODS
 from onnxplain.graph_rewrite.methods.integrated_gradients import (
     Baseline,
     build_integrated_gradients_model,
     gaussian_kernel,
 )
-from onnxplain.graph_rewrite.methods.smoothgrad import build_smoothgrad_model, smoothgrad_noise
+from onnxplain.graph_rewrite.methods.smoothgrad import (
+    GRADIENT,
+    build_smoothgrad_model,
+    smoothgrad_noise,
+)
 from scipy import ndimage
 from torch import nn
 
@@ -246,6 +251,16 @@ def test_baked_batch_is_refused_clearly() -> None:
         build_integrated_gradients_model(model)
 
 
+def test_every_offered_gradient_builds_and_no_other(case: Case) -> None:
+    """The `gradient` choices the registry lists are the ones the batch build knows (the
+    batch methods look the base method up without the registry), and another is refused."""
+    assert set(GRADIENT.choices or ()) == set(GRADIENT_METHODS)
+    for name in GRADIENT_METHODS:
+        build_smoothgrad_model(case.model, name, 0.1)
+    with pytest.raises(RewriteError, match=r"SmoothGrad averages or integrates one of"):
+        build_smoothgrad_model(case.model, "smoothgrad")
+
+
 @pytest.mark.parametrize("runtime", runtimes.others())
 def test_blurred_baseline_and_noise_agree_across_runtimes(case: Case, runtime: str) -> None:
     blur = build_integrated_gradients_model(case.model, 4, baseline=Baseline("blur", 1.5))
@@ -262,7 +277,7 @@ def test_seed_computed_inside_the_graph_from_the_explained_output(case: Case) ->
     the explained output of x (e.g. the one-hot of a targets input): the explained output
     is the caller's [N, ...] one, so that works for the batch methods too."""
     from onnx import TensorProto, helper
-    from onnxplain.graph_rewrite.batched import _sort_topologically
+    from onnxplain.graph_rewrite.methods.batched import _sort_topologically
 
     explain = build_integrated_gradients_model(case.model, 4)
     graph = explain.graph

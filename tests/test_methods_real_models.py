@@ -15,9 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import pytest
-from onnxplain.graph_rewrite import build_explain_model, default_input, default_layer
-from onnxplain.graph_rewrite.explain import default_output
-from onnxplain.graph_rewrite.model_info import ModelInfo, normalise
+from onnxplain.graph_rewrite import (
+    build_explain_model,
+    default_input,
+    default_layer,
+    default_output,
+)
+from onnxplain.graph_rewrite.model_info import ModelInfo
+from onnxplain.graph_rewrite.prepare import normalise
 from onnxplain.graph_rewrite.walk import Endpoints, differentiated_path
 from test_models_wheels import CASES, SLOW, fixed_input_shape
 

@@ -14,8 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnxplain.client import Client, ServiceError
-from onnxplain.graph_rewrite import GRAD_INPUT, build_explain_model
-from onnxplain.graph_rewrite.explain import default_layer
+from onnxplain.graph_rewrite import GRAD_INPUT, build_explain_model, default_layer
 from onnxplain.graph_rewrite.methods.smoothgrad import NOISE_INPUT, smoothgrad_noise
 from onnxplain.server import Explainer, Service
 from onnxplain.server.store.repository import SessionKey

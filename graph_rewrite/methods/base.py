@@ -1,13 +1,14 @@
 """What a method is: a name, its parameters and the backward it builds.
 
-A method's `build` gets a `Context` and returns the saliency tensor's name. It asks the
-context for gradients (`ctx.gradient(rectifier_rule, at=tensor)`: the one reverse walk of
-walk.py, with the method's rectifier override, stopped at the input or at a layer) and adds
-its own epilogue (weighting, upsampling) with the builder `ctx.g`.
+A method's `build` gets a `Context` (backward.py, the pass that runs it) and returns the
+saliency tensor's name. It asks the context for gradients (`ctx.gradient(rectifier_rule,
+at=tensor)`: the one reverse walk of walk.py, with the method's rectifier override, stopped
+at the input or at a layer) and adds its own epilogue (weighting, upsampling) with the
+builder `ctx.g`.
 
 Methods that run another method on a batch of copies (SmoothGrad, Integrated Gradients)
-build their whole explain model instead (`whole_model`, batched.py: prelude, forward copy,
-epilogue).
+build their whole explain model instead (`whole_model`, methods/batched.py: prelude,
+forward copy, the backward pass, epilogue).
 
 The spec is also all the service and the clients know of a method: each parameter's kind
 (GRAPH: a value changes the explain model, so each value has its own session; RUN_TIME:
@@ -25,12 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from ..builder import Builder
-from ..errors import RewriteError, UnsupportedOpsError
+from ..backward import Context
+from ..errors import RewriteError
 from ..model_info import Dim
 from ..rules import Rule
-from ..rules.rectifiers import Rectifiers, with_rectifier_rule
-from ..walk import Endpoints, Path, differentiated_path, missing_rules, reverse_walk
 
 Shape = tuple[Dim, ...] | None
 # A method that builds its whole explain model (the batch methods: another method's walk on
@@ -114,62 +113,6 @@ Copies = Callable[[Mapping[str, Any]], tuple[str, int]]
 # (the parameters a request gave) -> graph parameters they imply (e.g. a baseline tensor
 # implies the baseline kind "input").
 Implied = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-
-
-@dataclass
-class Context:
-    """What a method's build sees: the builder over the prepared forward model and its
-    endpoints, the user's rectifier choice and the method's resolved parameters."""
-
-    g: Builder
-    ends: Endpoints
-    input_path: Path
-    rectifiers: Rectifiers
-    params: Mapping[str, Any]
-    grad_name: str
-    opset: int  # the model's own, for error messages
-    default_layer: Callable[[], str | None]
-    _paths: dict[str, Path] = field(default_factory=dict)
-    _default: str | None = None
-    _default_searched: bool = False
-
-    def gradient(self, rectifier_rule: Rule | None = None, at: str | None = None) -> str:
-        """d(output · seed)/d(`at`), the input by default, with every rectifier's backward
-        replaced by `rectifier_rule` (None: the true gradient)."""
-        table = with_rectifier_rule(rectifier_rule, self.rectifiers)
-        stop = self.ends.input if at is None else at
-        path = self._path_to(stop)
-        missing = missing_rules(path, self.opset, table)
-        if missing:
-            raise UnsupportedOpsError(missing)
-        return reverse_walk(self.g, path, Endpoints(stop, self.ends.output), table, self.grad_name)
-
-    def layer(self) -> str:
-        """The `layer` parameter, or the model's default layer when none was given."""
-        given = self.params.get("layer")
-        if given:
-            return str(given)
-        if not self._default_searched:  # once per build: Guided Grad-CAM asks several times
-            self._default, self._default_searched = self.default_layer(), True
-        found = self._default
-        if found is None:
-            raise RewriteError(
-                f"no default layer: nothing on the path to {self.ends.output!r} pools or "
-                "flattens a 3-D to 5-D tensor; name the layer (--layer, or the layer parameter)"
-            )
-        return found
-
-    def _path_to(self, stop: str) -> Path:
-        if stop == self.ends.input:
-            return self.input_path
-        if stop not in self._paths:
-            if stop not in self.input_path.tensors:
-                raise RewriteError(
-                    f"layer {stop!r} is not a float tensor between the input "
-                    f"{self.ends.input!r} and the output {self.ends.output!r}"
-                )
-            self._paths[stop] = differentiated_path(self.g.info, Endpoints(stop, self.ends.output))
-        return self._paths[stop]
 
 
 def same_shape(input_shape: Shape) -> Shape:

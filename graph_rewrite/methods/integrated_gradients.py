@@ -26,7 +26,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..batched import (
+from ..builder import Builder
+from ..errors import RewriteError
+from ..rules.rectifiers import Rectifiers
+from ..shapes import InputShapes
+from ..targets import Target
+from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
+from .batched import (
     Batch,
     Context,
     along_copies,
@@ -35,12 +41,6 @@ from ..batched import (
     reduce,
     seeded_score,
 )
-from ..builder import Builder
-from ..errors import RewriteError
-from ..rules.rectifiers import Rectifiers
-from ..shapes import InputShapes
-from ..targets import Target
-from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
 from .smoothgrad import GRADIENT
 
 Integration = Literal[

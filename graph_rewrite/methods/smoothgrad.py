@@ -19,13 +19,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..batched import Batch, Context, build_batched_model, flatten_copies, per_sample, reduce
 from ..builder import Builder
 from ..errors import RewriteError
 from ..rules.rectifiers import Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
 from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
+from .batched import Batch, Context, build_batched_model, flatten_copies, per_sample, reduce
 
 NOISE_INPUT = "smoothgrad_noise"
 DEFAULT_SIGMA = 0.15  # the paper's 10-20% of the value range

@@ -11,9 +11,9 @@ import math
 from collections.abc import Sequence
 
 from ..builder import Builder, Node
-from . import Grad, register
 from .common import float_mask, unbroadcast, upstream
 from .rectifiers import local_derivative
+from .table import Grad, register
 
 
 def _first_input_only(dx: str, node: Node) -> list[Grad]:

@@ -10,7 +10,7 @@ from onnx import helper
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from ..model_info import Dim
-from . import Grad
+from .table import Grad
 
 # Slice ends that mean "to the end" in either direction.
 INT_MAX = 2**63 - 1

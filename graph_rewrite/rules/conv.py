@@ -20,9 +20,9 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import unshared_weight, upstream
 from .conv_polyphase import FEW_CHANNELS, polyphase_input_grad
+from .table import Grad, register
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import float_mask, onnx_type, unbroadcast, upstream
+from .table import Grad, register
 
 
 def _to_inputs(g: Builder, node: Node, wants: Sequence[bool], grads: Sequence[str]) -> list[Grad]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import known_rank, sum_to, unbroadcast, unshared_weight, upstream
+from .table import Grad, register
 
 
 @register("Gemm")

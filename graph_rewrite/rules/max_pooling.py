@@ -21,9 +21,9 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import known_rank, onnx_type, upstream, zeros_like
 from .conv import ConvGeometry, conv_geometry
+from .table import Grad, register
 
 
 def _zeros_like(g: Builder, x: str, shape: str) -> str:

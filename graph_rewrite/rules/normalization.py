@@ -15,8 +15,8 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import unbroadcast, upstream
+from .table import Grad, register
 
 
 def _per_channel(g: Builder, values: str, rank: int) -> str:

@@ -16,7 +16,6 @@ from onnx import numpy_helper
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import upstream
 from .conv import (
     ConvGeometry,
@@ -25,6 +24,7 @@ from .conv import (
     spatial_size,
     transposed_conv_cropped,
 )
+from .table import Grad, register
 
 
 def _static_spatial(g: Builder, name: str) -> list[int] | None:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from ..builder import Builder, Node
-from . import RULES, Grad, Rule
 from .common import float_mask, positive_mask
+from .table import RULES, Grad, Rule
 
 Rectifiers = Literal["relu", "all"]
 RECTIFIER_CHOICES: tuple[Rectifiers, ...] = ("relu", "all")

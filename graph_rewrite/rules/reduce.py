@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..builder import Builder, Node
-from . import Grad, register
 from .common import float_mask, onnx_type, reduction_axes, upstream
+from .table import Grad, register
 
 
 @dataclass(frozen=True)

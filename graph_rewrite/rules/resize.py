@@ -23,10 +23,10 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from ..model_info import Dim
-from . import Grad, register
 from .common import upstream
 from .resize_measure import Probe
 from .resize_runtime import AxisFactor, runtime_matrix_t
+from .table import Grad, register
 
 
 @dataclass(frozen=True)

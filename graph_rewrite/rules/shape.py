@@ -12,8 +12,8 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from . import Grad, register
 from .common import INT_MAX, INT_MIN, known_rank, unbroadcast, upstream, zeros_like
+from .table import Grad, register
 
 
 def _first(node: Node, dx: Grad) -> list[Grad]:

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxplain.graph_rewrite import Method
+from onnxplain.graph_rewrite import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS, Method
 from onnxplain.graph_rewrite.methods import REGISTRY, RunFeeds
-from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
 

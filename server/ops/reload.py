@@ -119,9 +119,6 @@ class Reloader:
                 return None
             return list(self._last)
 
-    def reload_now(self, timeout: float | None = None) -> list[Change] | None:
-        return self.wait(self.request(), timeout)
-
     def close(self) -> None:
         with self._state:
             self._closed = True

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -28,17 +27,19 @@ from onnxplain.graph_rewrite import (
     GRAD_INPUT,
     REGISTRY,
     SALIENCY_OUTPUT,
+    TARGETS_INPUT,
+    RecipeOptions,
     RewriteError,
-    build_explain_model,
     default_input,
+    default_layer,
     default_output,
+    explain_recipe,
+    merged_recipe,
+    with_output,
 )
-from onnxplain.graph_rewrite.explain import default_layer
-from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, seed_from_targets
 from onnxplain.sanity import SanityReport, read_report
 from onnxplain.sanity.report import REPORT_FILE
 
-from ..combined import merge_explain_models
 from ..core.errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
 from ..runtime.sessions import DeviceUnavailable, SessionFactory, release_free_memory
 from .config import ModelConfig, load_config
@@ -99,7 +100,7 @@ class SessionKey:
 
     @property
     def merges(self) -> bool:
-        """Whether the merged graph of the gradient methods serves it (combined.py): a
+        """Whether the merged graph of the gradient methods serves it (graph_rewrite/merge.py): a
         method the registry lets join (`MethodSpec.merges`), at its default parameters.
         Their backward walks read the same forward pass and weights, which a session of
         their own would hold again (VGG-19 served, one call each to six such methods:
@@ -158,18 +159,14 @@ class LoadedModel:
         """Whether requests may be merged: the batch dimension is free."""
         return self.input.shape[0] is None
 
-    def session(
-        self, method: str, params: Sequence[tuple[str, Hashable]] = ()
-    ) -> ort.InferenceSession:
-        """The seeded explain session of `method` with `params`, built on first use.
+    def explain_session(self, key: SessionKey) -> Served:
+        """The seeded explain session of `key` (a method and its graph parameters), built on
+        first use.
 
         It takes the input and `targets` (int64, one per sample, -1 for the top class) and
         gives the explained output, `explained_targets` and the method's saliency output
-        (`explain_session(...).saliency`: the gradient methods share one session).
+        (`.saliency`: the merged methods share one session, each with its own output).
         """
-        return self.explain_session(SessionKey.of(method, params)).session
-
-    def explain_session(self, key: SessionKey) -> Served:
         return self._get(key)
 
     @property
@@ -238,31 +235,33 @@ class LoadedModel:
             del self._sessions[key]
 
     def _build_merged(self, key: SessionKey) -> None:
-        """One session for `key`'s method and every gradient method already served."""
+        """One session for `key`'s method and every merged method already served."""
         with self._lock:
             methods = [k.method for k in self._sessions if k.merges and k.method is not None]
         assert key.method is not None
-        self._build(key)  # fails alone (RewriteError) before the others are rebuilt
-        methods.append(key.method)
-        models = {m: self._build(SessionKey(m)) for m in methods}
-        combined, saliency = merge_explain_models(models)
-        del models
+        methods.append(key.method)  # a RewriteError from the build is this method's own
+        combined, saliency = merged_recipe(self._load(), methods, self._recipe_options())
         session = self._factory.session(combined, self.weights)
         with self._lock:
             for method in methods:
                 self._sessions[SessionKey(method)] = Served(session, saliency[method])
 
     def _build(self, key: SessionKey) -> onnx.ModelProto:
+        model = self._load()
+        if key.method is None:  # the plain forward pass
+            return with_output(shape_inference.infer_shapes(model), self.output.name)
+        return explain_recipe(model, key.method, dict(key.params), self._recipe_options())
+
+    def _load(self) -> onnx.ModelProto:
         if _stamp(self._path) != self._stamp:
             raise ModelUnavailable(
                 f"model {self.name!r} changed on disk since it was loaded; it serves other "
                 "methods again once it is reloaded"
             )
-        model = onnx.load(str(self._path))
-        if key.method is None:
-            return _with_output(shape_inference.infer_shapes(model), self.output.name)
-        ends = Endpoints(self.input.name, self.output.name)
-        return explain_model(model, key.method, ends, key.params)
+        return onnx.load(str(self._path))
+
+    def _recipe_options(self) -> RecipeOptions:
+        return recipe_options(Endpoints(self.input.name, self.output.name))
 
 
 @dataclass(frozen=True)
@@ -279,19 +278,12 @@ class FailedModel:
     error: str  # for clients: no paths, no traceback
 
 
-def explain_model(
-    model: onnx.ModelProto,
-    method: str,
-    ends: Endpoints,
-    params: Sequence[tuple[str, Hashable]] = (),
-) -> onnx.ModelProto:
-    """The explain model the server runs: onnxruntime's formulations, seeded from targets."""
-    # Graph-changing parameters (a method's own, e.g. IG's steps) pass through by name.
-    extra: dict[str, Any] = dict(params)
-    built = build_explain_model(
-        model, method, ends.input, ends.output, target="onnxruntime", params=extra
+def recipe_options(ends: Endpoints) -> RecipeOptions:
+    """How the server builds its explain models: onnxruntime's formulations, seeded from
+    `targets` in the graph, the explained output among the outputs (the scores it returns)."""
+    return RecipeOptions(
+        ends.input, ends.output, target="onnxruntime", seed_from="targets", expose_output=True
     )
-    return _with_output(seed_from_targets(built, ends.output), ends.output)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -390,7 +382,7 @@ def load_model(folder: Path, sessions: SessionFactory) -> LoadedModel:
     # start-up, and the most common request finds its session ready.
     key = SessionKey(config.default_method)
     layer = _default_layer(model, ends)
-    explain = explain_model(model, config.default_method, ends)
+    explain = explain_recipe(model, config.default_method, None, recipe_options(ends))
     del model
     _check_single_input(explain, ends.input)
     loaded = LoadedModel(
@@ -439,17 +431,6 @@ def _check_single_input(model: onnx.ModelProto, input_name: str) -> None:
 def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     graph = model.graph
     return {vi.name: vi for vi in (*graph.value_info, *graph.input, *graph.output)}
-
-
-def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """The model with `name` as a graph output too: the explained output may be internal."""
-    if name in {o.name for o in model.graph.output}:
-        return model
-    info = _value_infos(model).get(name)
-    model.graph.output.append(
-        info if info is not None else helper.make_empty_tensor_value_info(name)
-    )
-    return model
 
 
 def _spec(model: onnx.ModelProto, name: str) -> Spec:

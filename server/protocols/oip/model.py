@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from onnxplain.graph_rewrite import TARGETS_INPUT, TARGETS_OUTPUT
 from onnxplain.graph_rewrite.methods import ALL_METHODS
-from onnxplain.graph_rewrite.seeding import TARGETS_INPUT, TARGETS_OUTPUT
 
 from ...core.batching import OnAbandon
 from ...core.errors import InvalidInput, ModelNotFound

@@ -25,16 +25,22 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from .builder import Builder
-from .errors import RewriteError
-from .fold import fold_affines
-from .model_info import ModelInfo, normalise
-from .rules.rectifiers import Rectifiers
-from .shapes import InputShapes
-from .targets import Target, check_target
+from ..backward import GRAD_INPUT, SALIENCY_OUTPUT, BackwardOptions, backward
+from ..builder import Builder
+from ..errors import RewriteError
+from ..fold import fold
+from ..model_info import ModelInfo, ai_onnx_opset
+from ..prepare import prepare, resolve_endpoints
+from ..rules.rectifiers import Rectifiers, rectifier_ops
+from ..shapes import InputShapes
+from ..targets import Target, check_target
+from . import deconvnet, guided, vanilla
+from .base import MethodSpec
 
-GRAD_INPUT = "output_grad"  # as explain.GRAD_INPUT, which imports the methods, so this
-SALIENCY_OUTPUT = "saliency"  # module (imported by them) cannot import it
+# The gradient methods a batch method can average or integrate, by name.
+GRADIENT_METHODS: dict[str, MethodSpec] = {
+    m.METHOD.name: m.METHOD for m in (vanilla, deconvnet, guided)
+}
 
 # The backward pass's own seed and map, at the batch's size, before prelude and epilogue.
 _BATCH_GRAD = "onnxplain_batch/output_grad"
@@ -83,19 +89,17 @@ def build_batched_model(
 ) -> onnx.ModelProto:
     """The explain model of a batch method over gradient `method` (`label` names it in
     errors)."""
-    # explain imports the method registry, which imports this module: import it late.
-    from .explain import build_explain_model, resolve_endpoints
-
+    spec = _gradient_method(method, label)
+    rectifier_ops(rectifiers)  # a ValueError for an unknown choice, before any work
     target = check_target(target)
     ends = resolve_endpoints(model, input_name, output_name)
     x, y = ends.input, ends.output
     for taken in (GRAD_INPUT, SALIENCY_OUTPUT):
         if _has_tensor(model, taken):
             raise RewriteError(f"the model already has a tensor named {taken!r}")
-    base = _with_free_batch(normalise(model, input_shapes, keep_inputs={x}), x, y, label)
+    base = _with_free_batch(prepare(model, ends, input_shapes), x, y, label)
     # Folded once here, so that the copy shares the folded weights instead of folding its own.
-    decoded = fold_affines(base, keep={x, y})
-    info = ModelInfo(base, decoded=decoded)
+    info = ModelInfo(fold(base, keep={x, y}))
     g = Builder(info, target, prefix="onnxplain_batch")
 
     batch = prelude(g, x)
@@ -108,16 +112,20 @@ def build_batched_model(
     g.write_initializers(graph)
     del g.initializers[:]
 
-    explain = build_explain_model(
-        base,
-        method,
-        input_name=batch.x,
-        output_name=yb,
-        rectifiers=rectifiers,
-        grad_name=_BATCH_GRAD,
-        saliency_name=_BATCH_SALIENCY,
-        target=target,
+    # The base method's backward pass through the copy: prepared again, so that shape
+    # inference reaches the copy's tensors, and folded (the copy's own affines, if any).
+    copy_ends = resolve_endpoints(base, batch.x, yb)
+    options = BackwardOptions(
+        copy_ends,
+        spec.resolve(None),
+        rectifiers,
+        _BATCH_GRAD,
+        _BATCH_SALIENCY,
+        target,
+        source_opset=ai_onnx_opset(base),
     )
+    prepared = fold(prepare(base, copy_ends), keep={copy_ends.input, copy_ends.output})
+    explain = backward(prepared, spec, options)
     graph = explain.graph
     y_info = info.info(y)
     # The seed: the caller's output_grad, each sample's row repeated for its S copies.
@@ -147,6 +155,15 @@ def build_batched_model(
     g.write_initializers(graph)
     _sort_topologically(graph)
     return explain
+
+
+def _gradient_method(name: str, label: str) -> MethodSpec:
+    try:
+        return GRADIENT_METHODS[name]
+    except KeyError:
+        raise RewriteError(
+            f"{label} averages or integrates one of {', '.join(GRADIENT_METHODS)}, not {name!r}"
+        ) from None
 
 
 def _has_tensor(model: onnx.ModelProto, name: str) -> bool:

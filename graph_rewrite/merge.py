@@ -1,4 +1,4 @@
-"""One graph serving several methods: their explain models merged, the forward pass once.
+"""The merge pass: several methods' explain models in one graph, the forward pass once.
 
 Every gradient method's explain model repeats the same forward pass, and onnxruntime
 derives its own blocked-layout copy of every conv weight per session (176 MB per session
@@ -18,21 +18,22 @@ import hashlib
 from collections.abc import Mapping
 
 import onnx
-from onnxplain.graph_rewrite import SALIENCY_OUTPUT
+
+from .backward import SALIENCY_OUTPUT
 
 
 def merge_explain_models(
-    models: Mapping[str, onnx.ModelProto],
+    models: Mapping[str, onnx.ModelProto], saliency_name: str = SALIENCY_OUTPUT
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """The merged model (built on the first one, which is changed) and each method's
-    saliency output name."""
+    saliency output name (each model's own is `saliency_name`)."""
     methods = list(models)
     merged = models[methods[0]]
     graph = merged.graph
     produced = {out: node for node in graph.node for out in node.output}
     inits = {t.name: t for t in graph.initializer}
     by_content = {_content_key(t): t.name for t in graph.initializer}
-    saliency = {methods[0]: SALIENCY_OUTPUT}
+    saliency = {methods[0]: saliency_name}
     for method in methods[1:]:
         other = models[method].graph
         renamed: dict[str, str] = {}
@@ -79,7 +80,7 @@ def merge_explain_models(
                 info = graph.output.add()
                 info.CopyFrom(output)
                 info.name = name
-        saliency[method] = renamed.get(SALIENCY_OUTPUT, SALIENCY_OUTPUT)
+        saliency[method] = renamed.get(saliency_name, saliency_name)
     return merged, saliency
 
 
