@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxplain.client import Client
@@ -34,6 +33,7 @@ from onnxplain.server import (
 )
 from onnxplain.server.core.batching import ModelQueue
 from onnxplain.server.ops import hooks
+from onnxplain.server.runtime.engines import Cancel
 
 from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
@@ -112,10 +112,10 @@ class _Gate:
         self.started = threading.Event()
         self.terminated = False
 
-    def __call__(self, key: object, x: np.ndarray, t: np.ndarray, options: ort.RunOptions):  # type: ignore[no-untyped-def]
+    def __call__(self, key: object, x: np.ndarray, t: np.ndarray, cancel: Cancel):  # type: ignore[no-untyped-def]
         self.started.set()
         while not self.open.wait(0.01):
-            if options.terminate:
+            if cancel.is_set:
                 self.terminated = True
                 raise RuntimeError("terminated")
         return [x + 1, t]

@@ -8,7 +8,7 @@ fits in `max_rows`, waiting up to `max_delay_s` for more to come while the batch
 full; it runs them as one batch and hands each caller exactly its own rows.
 
 A request given up while it runs is resolved at once; when every request of a run has been
-given up, the run itself is stopped (onnxruntime's `RunOptions.terminate`), so the CPU is
+given up, the run itself is stopped (`Cancel`, onnxruntime's `RunOptions.terminate`), so the CPU is
 free for the requests still waiting.
 
 Runners are threads started when requests arrive and ended after `idle_exit_s` without
@@ -24,14 +24,14 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from ..ops import hooks
+from ..runtime.engines import Cancel
 from .errors import Cancelled, DeadlineExceeded, Overloaded
 
 # Runs one batch: key, input rows, targets (one per row), and the options that can stop it.
 # Returns arrays whose first dimension is the batch's rows.
-RunBatch = Callable[[Hashable, np.ndarray, np.ndarray, ort.RunOptions], Sequence[np.ndarray]]
+RunBatch = Callable[[Hashable, np.ndarray, np.ndarray, Cancel], Sequence[np.ndarray]]
 # Registers a function to call when the caller goes away; False when it already has.
 OnAbandon = Callable[[Callable[[], None]], bool]
 
@@ -68,7 +68,7 @@ class _Job:
 @dataclass
 class _Batch:
     jobs: list[_Job]
-    options: ort.RunOptions
+    cancel: Cancel  # set when every job of the batch was given up
 
 
 class ModelQueue:
@@ -139,7 +139,7 @@ class ModelQueue:
                 hooks.queue_depth(self.name, len(self._queue))
             elif all(j.abandoned for j in job.batch.jobs):
                 # Nobody waits for this run any more: stop it between two nodes.
-                job.batch.options.terminate = True
+                job.batch.cancel.set()
             job.error = error
             job.done.set()
 
@@ -184,7 +184,7 @@ class ModelQueue:
             for job in jobs:
                 self._queue.remove(job)
             hooks.queue_depth(self.name, len(self._queue))
-            batch = _Batch(jobs, ort.RunOptions())
+            batch = _Batch(jobs, Cancel())
             for job in jobs:
                 job.batch = batch
             return batch
@@ -211,7 +211,7 @@ class ModelQueue:
         targets = jobs[0].targets if len(jobs) == 1 else np.concatenate([j.targets for j in jobs])
         hooks.batch_size(self.name, jobs[0].key, int(x.shape[0]))
         try:
-            outputs = self._run(jobs[0].key, x, targets, batch.options)
+            outputs = self._run(jobs[0].key, x, targets, batch.cancel)
         except Exception as exc:
             with self._cond:
                 for job in jobs:

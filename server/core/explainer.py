@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from onnxplain.graph_rewrite import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS, Method
 from onnxplain.graph_rewrite.methods import REGISTRY, RunFeeds
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
 
+from ..runtime.engines import Cancel
 from ..store.repository import LoadedModel, Repository, SessionKey, Spec
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
 from .errors import InvalidInput, RequestTooLarge
@@ -239,19 +239,17 @@ class BatchKey:
 def _runner_for(model: LoadedModel) -> RunBatch:
     """Runs one (possibly merged) batch of `model` through its seeded explain session."""
 
-    def run(
-        key: Hashable, x: np.ndarray, targets: np.ndarray, options: ort.RunOptions
-    ) -> list[np.ndarray]:
+    def run(key: Hashable, x: np.ndarray, targets: np.ndarray, cancel: Cancel) -> list[np.ndarray]:
         assert isinstance(key, BatchKey) and key.session.method is not None
         served = model.explain_session(key.session)
         feeds = {model.input.name: x, TARGETS_INPUT: targets}
         if key.feeds is not None:
             feeds.update(key.feeds.feeds)
-        # A merged graph holds other methods too: compute only this one's outputs.
-        options.only_execute_path_to_fetches = True
+        # A merged graph holds other methods too: the engine computes only what the
+        # fetches need.
         names = [model.output.name, served.saliency, TARGETS_OUTPUT]
         names += [o.name for o in REGISTRY[key.session.method].outputs if o.from_model]
-        return [np.asarray(v) for v in served.session.run(names, feeds, options)]
+        return served.session.run(names, feeds, cancel)
 
     return run
 

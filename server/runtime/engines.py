@@ -26,7 +26,7 @@ class Cancel:
     stops a run under way; a runtime without that checks it only before starting."""
 
     def __init__(self) -> None:
-        self.run_options = ort.RunOptions()
+        self.run_options = _run_options()
 
     def set(self) -> None:
         self.run_options.terminate = True
@@ -34,6 +34,13 @@ class Cancel:
     @property
     def is_set(self) -> bool:
         return bool(self.run_options.terminate)
+
+
+def _run_options() -> ort.RunOptions:
+    options = ort.RunOptions()
+    # Only what the fetches need: a merged graph holds several methods' outputs.
+    options.only_execute_path_to_fetches = True
+    return options
 
 
 class Cancelled(RuntimeError):
@@ -77,7 +84,7 @@ class OnnxRuntimeEngine:
         feeds: Mapping[str, np.ndarray],
         cancel: Cancel | None = None,
     ) -> list[np.ndarray]:
-        options = None if cancel is None else cancel.run_options
+        options = _run_options() if cancel is None else cancel.run_options
         try:
             outputs = self.session.run(list(fetches), dict(feeds), options)
         except Exception:

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from ..store.weights import WeightStore
+from .engines import OnnxRuntimeEngine
 
 
 class DeviceUnavailable(RuntimeError):
@@ -78,7 +79,9 @@ class SessionFactory:
 
     def session(
         self, model: onnx.ModelProto, weights: WeightStore | None = None
-    ) -> ort.InferenceSession:
+    ) -> OnnxRuntimeEngine:
+        """An onnxruntime session of `model` with the server's options, behind the runtime
+        interface (engines.py: `run(fetches, feeds, cancel)`)."""
         options = self.options()
         if weights is not None:
             weights.share(model, options)
@@ -92,7 +95,7 @@ class SessionFactory:
             raise DeviceUnavailable(
                 f"onnxruntime could not start {self.providers[0]} (got {session.get_providers()})"
             )
-        return session
+        return OnnxRuntimeEngine(session)
 
 
 def _providers(device: str) -> list[str]:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, shape_inference
 from onnxplain.graph_rewrite import (
     GRAD_INPUT,
@@ -41,6 +40,7 @@ from onnxplain.sanity import SanityReport, read_report
 from onnxplain.sanity.report import REPORT_FILE
 
 from ..core.errors import ConfigError, InvalidInput, ModelNotFound, ModelUnavailable
+from ..runtime.engines import Engine
 from ..runtime.sessions import DeviceUnavailable, SessionFactory, release_free_memory
 from .config import ModelConfig, load_config
 from .reasons import failure_detail, failure_reason
@@ -170,7 +170,7 @@ class LoadedModel:
         return self._get(key)
 
     @property
-    def forward(self) -> ort.InferenceSession:
+    def forward(self) -> Engine:
         """The plain forward pass (the explained output among its outputs), built on use."""
         return self._get(FORWARD).session
 
@@ -268,7 +268,7 @@ class LoadedModel:
 class Served:
     """A session and the name of its saliency output for one method."""
 
-    session: ort.InferenceSession
+    session: Engine
     saliency: str
 
 
