@@ -16,7 +16,7 @@ from .recipe import (
     SEED_CHOICES,
     RecipeOptions,
     SeedFrom,
-    check_recipe,
+    check_each,
     default_layer,
     explain_recipe,
 )
@@ -52,9 +52,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "check",
         help="say whether convert will succeed, without writing anything",
         description="Run every step of convert but writing the result, for the given method "
-        "(default: every method; the layer methods only where a layer is given or found). "
-        "Prints Grad-CAM's layer. Exit 0 when convert will succeed; 1 with convert's error "
-        "(e.g. every op without a rule: op type, node name, opset) when it will not.",
+        "(default: every method, each on its own; the layer methods only where a layer is "
+        "given or found), and say which methods convert will build and why the others "
+        "fail. Prints Grad-CAM's layer. Exit 0 when the method asked for will build (with "
+        "no --method: when any method will); 1 with convert's error (e.g. every op without "
+        "a rule: op type, node name, opset) when it will not.",
     )
     chk.add_argument("model", type=Path)
     chk.add_argument("--method", choices=(*ALL_METHODS, "all"), default="all")
@@ -194,11 +196,14 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """Every method asked for (all by default) checked on its own: a verdict each. Exit 1
+    when a method named with --method fails, or, with none named, when no method builds."""
     try:
         model = _load(args.model)
         options = _options(args, _input_shapes(args.input_shapes))
         layer = args.param_layer or default_layer(model, options)
-        if args.method != "all":
+        asked = args.method != "all"
+        if asked:
             methods: tuple[str, ...] = (args.method,)
         else:
             # Without a layer the layer methods cannot build; say so instead of failing.
@@ -207,14 +212,23 @@ def run_check(args: argparse.Namespace) -> int:
             }
             methods = tuple(m for m in ALL_METHODS if layer is not None or m not in takes_layer)
         params = {m: _method_params(args, m) for m in methods}
-        ends = check_recipe(model, methods, params, options)
+        ends, verdicts = check_each(model, methods, params, options)
     except RewriteError as exc:
         print(f"onnxplain check: {exc}", file=sys.stderr)
         return 1
+    built = [m for m, error in verdicts.items() if error is None]
+    failed = {m: error for m, error in verdicts.items() if error is not None}
+    if not built:
+        # One message when every method fails alike (an op without a rule, typically).
+        for message in dict.fromkeys(str(e) for e in failed.values()):
+            print(f"onnxplain check: {message}", file=sys.stderr)
+        return 1
     print(
         f"ok: convert will build the explain model from {ends.input!r} to {ends.output!r} "
-        f"({', '.join(methods)}, {args.target})"
+        f"({', '.join(built)}, {args.target})"
     )
+    for method, error in failed.items():
+        print(f"{method}: convert will fail: {error}")
     found = "none (nothing pools or flattens a spatial tensor: give --layer)"
     print(f"Grad-CAM layer: {layer!r}" if layer else f"Grad-CAM default layer: {found}")
-    return 0
+    return 1 if asked and failed else 0

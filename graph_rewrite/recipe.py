@@ -115,14 +115,35 @@ def check_recipe(
     """The explained endpoints, once every step of `explain_recipe` has run for each of
     `methods` (all but writing the result); raises the RewriteError the build would.
     `params` maps a method's name to its parameters."""
+    ends, verdicts = check_each(model, methods, params, options)
+    for i, (method, error) in enumerate(verdicts.items()):
+        if error is None:
+            continue
+        if i == 0 or isinstance(error, UnsupportedOpsError):
+            raise error
+        # The earlier methods passed: the failure is this method's own, so say which.
+        raise RewriteError(f"method {method!r}: {error}") from None
+    return ends
+
+
+def check_each(
+    model: onnx.ModelProto,
+    methods: Sequence[Method] = METHODS,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    options: RecipeOptions = RecipeOptions(),
+) -> tuple[Endpoints, dict[Method, RewriteError | None]]:
+    """The explained endpoints and, per method, the RewriteError its build would raise (None
+    where it builds), the model prepared once for all of them. A failure that is no
+    method's own (the endpoints, the input shapes) is raised."""
     params = params or {}
-    resolved = [_spec_and_params(m, options.rectifiers, params.get(m)) for m in methods]
     target = check_target(options.target)
     opset = ai_onnx_opset(model)
     ends = resolve_endpoints(model, options.input_name, options.output_name)
     shared = _prepared(model, ends, options.input_shapes, {})
-    for i, (spec, method_params) in enumerate(resolved):
+    verdicts: dict[Method, RewriteError | None] = {}
+    for method in methods:
         try:
+            spec, method_params = _spec_and_params(method, options.rectifiers, params.get(method))
             if spec.whole_model is not None:
                 _batch_names(options)
                 spec.whole_model(
@@ -134,19 +155,15 @@ def check_recipe(
                     target=target,
                     input_shapes=options.input_shapes,
                 )
-                continue
-            prepared = shared
-            if method_params.get("layer"):
-                prepared = _prepared(model, ends, options.input_shapes, method_params)
-            plan(prepared, spec, _backward_options(opset, ends, method_params, options))
-        except UnsupportedOpsError:
-            raise
+            else:
+                prepared = shared
+                if method_params.get("layer"):
+                    prepared = _prepared(model, ends, options.input_shapes, method_params)
+                plan(prepared, spec, _backward_options(opset, ends, method_params, options))
+            verdicts[method] = None
         except RewriteError as exc:
-            if i == 0:
-                raise
-            # The earlier methods passed: the failure is this method's own, so say which.
-            raise RewriteError(f"method {spec.name!r}: {exc}") from None
-    return ends
+            verdicts[method] = exc
+    return ends, verdicts
 
 
 def default_layer(model: onnx.ModelProto, options: RecipeOptions = RecipeOptions()) -> str | None:

@@ -157,3 +157,22 @@ def test_check_names_what_it_built(model_file: Path, method: str) -> None:
     expected = ", ".join(ALL_METHODS) if method == "all" else method
     assert f"({expected}, onnxruntime)" in result.stdout
     assert "Grad-CAM layer: 'r2'" in result.stdout  # before GlobalAveragePool
+
+
+def test_check_gives_each_method_its_verdict_and_fails_only_for_the_method_asked(
+    model_file: Path,
+) -> None:
+    """Issue 17: `check` exited 1 on every ViT (Grad-CAM's layer could not be read) although
+    vanilla and guided convert. A layer that is not on the path fails the layer methods
+    only: each gets its reason, and only a check that asks for one of them fails."""
+    every = run_cli("check", model_file, "--layer", "nope")
+    assert every.returncode == 0, every.stderr
+    assert "gradcam: convert will fail: " in every.stdout
+    assert "guided_gradcam: convert will fail: " in every.stdout
+    assert "no tensor named 'nope' (given as the layer)" in every.stdout
+    built = every.stdout.splitlines()[0]
+    assert "vanilla" in built and "guided," in built and "gradcam" not in built
+    asked = run_cli("check", model_file, "--layer", "nope", "--method", "gradcam")
+    assert asked.returncode == 1
+    assert "no tensor named 'nope'" in asked.stderr
+    assert run_cli("check", model_file, "--layer", "nope", "--method", "guided").returncode == 0
