@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from model_files import loadable
 from tools import in_ci
 
 REFERENCE = "onnxruntime-cpu"
@@ -51,7 +52,8 @@ def _ort(providers: list[str | tuple[str, dict[str, str]]]) -> Callable[[onnx.Mo
         opts.intra_op_num_threads = 1
         opts.log_severity_level = 3  # IR-3 models warn once per weight listed as an input
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        with loadable(model) as source:
+            sess = ort.InferenceSession(source, opts, providers=providers)
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         if sess.get_providers()[0] != wanted:
             # onnxruntime falls back to CPU silently when a provider fails to load.
@@ -65,11 +67,13 @@ def _openvino(model: onnx.ModelProto) -> Run:
     import openvino as ov
 
     core = ov.Core()
-    read = core.read_model(io.BytesIO(model.SerializeToString()))
-    # f32 explicitly: on CPUs with bf16 or AMX units OpenVINO would otherwise run in bf16.
-    compiled = core.compile_model(
-        read, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
-    )
+    with loadable(model) as source:
+        read = core.read_model(io.BytesIO(source) if isinstance(source, bytes) else source)
+        # f32 explicitly: on CPUs with bf16 or AMX units OpenVINO would otherwise run in bf16.
+        compiled = core.compile_model(
+            read, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+        )
+        del read  # its weights: the compiled model has its own
 
     def run(feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
         results = compiled(dict(feeds))

@@ -46,7 +46,8 @@ def test_never_reached():
 
 def _run(pytester: pytest.Pytester, ci: str | None, *args: str) -> pytest.RunResult:
     pytester.makeconftest((HERE / "conftest.py").read_text())
-    shutil.copy(HERE / "tools.py", pytester.path / "tools.py")
+    for helper in ("tools.py", "memory_budget.py"):  # what the conftest imports
+        shutil.copy(HERE / helper, pytester.path / helper)
     pytester.makepyfile(test_needs_tools=NEEDS_TOOLS, test_whole_file=WHOLE_FILE)
     if ci is None:
         pytester._monkeypatch.delenv("CI", raising=False)
