@@ -9,7 +9,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers.tools import in_ci
 
-pytest_plugins = ["pytester"]  # tests/test_ci_honesty.py runs pytest on throwaway files
+# pytester: tests/test_ci_honesty.py runs pytest on throwaway files; memory_budget: the run's
+# peak memory, reported at the end and held to a budget under CI (tests/helpers/memory_budget.py).
+pytest_plugins = ["pytester", "helpers.memory_budget"]
 
 # What pytest.importorskip says when it skips.
 _IMPORTORSKIP = "could not import"

@@ -48,7 +48,8 @@ def _run(pytester: pytest.Pytester, ci: str | None, *args: str) -> pytest.RunRes
     pytester.makeconftest((HERE / "conftest.py").read_text())
     (pytester.path / "helpers").mkdir()
     (pytester.path / "helpers" / "__init__.py").write_text("")
-    shutil.copy(HERE / "helpers" / "tools.py", pytester.path / "helpers" / "tools.py")
+    for helper in ("tools.py", "memory_budget.py"):  # what the conftest imports
+        shutil.copy(HERE / "helpers" / helper, pytester.path / "helpers" / helper)
     pytester.makepyfile(test_needs_tools=NEEDS_TOOLS, test_whole_file=WHOLE_FILE)
     if ci is None:
         pytester._monkeypatch.delenv("CI", raising=False)

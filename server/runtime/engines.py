@@ -94,18 +94,29 @@ class OnnxRuntimeEngine:
         return [np.asarray(v) for v in outputs]
 
 
+# A model as a runtime can load it: the proto, its serialized bytes, or the path of a file
+# (with its weights beside it as external data: the runtimes then hold fewer copies of
+# them while loading, which matters for models of a GB).
+ModelSource = onnx.ModelProto | bytes | str
+
+
+def _serialized(model: ModelSource) -> bytes | str:
+    return model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+
+
 class OpenVinoEngine:
     """An OpenVINO CPU compiled model, full float32 (no bf16 on CPUs that have it)."""
 
     _core: Any = None  # one ov.Core per process: each holds its own thread pools
 
-    def __init__(self, model: onnx.ModelProto, options: EngineOptions) -> None:
+    def __init__(self, model: ModelSource, options: EngineOptions) -> None:
         import openvino as ov
 
         if OpenVinoEngine._core is None:
             OpenVinoEngine._core = ov.Core()
         core = OpenVinoEngine._core
-        graph = core.read_model(io.BytesIO(model.SerializeToString()))
+        source = _serialized(model)
+        graph = core.read_model(io.BytesIO(source) if isinstance(source, bytes) else source)
         if options.static_shapes:
             graph.reshape({name: list(shape) for name, shape in options.static_shapes.items()})
         config = {
@@ -117,6 +128,7 @@ class OpenVinoEngine:
             "PERF_COUNT": options.profiling,
         }
         self.compiled = core.compile_model(graph, "CPU", config)
+        del graph  # its weights: the compiled model has its own
         self.request = self.compiled.create_infer_request()
 
     def run(
@@ -173,7 +185,7 @@ def missing(name: str) -> str | None:
     return None
 
 
-def load_engine(name: str, model: onnx.ModelProto, options: EngineOptions | None = None) -> Engine:
+def load_engine(name: str, model: ModelSource, options: EngineOptions | None = None) -> Engine:
     """`model` loaded on runtime `name` (see RUNTIMES); a RuntimeError where the runtime is
     missing or quietly fell back to another device."""
     options = options or EngineOptions()
@@ -193,7 +205,7 @@ def load_engine(name: str, model: onnx.ModelProto, options: EngineOptions | None
     session_options.enable_profiling = options.profiling
     spin = "1" if options.spinning else "0"
     session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    session = ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+    session = ort.InferenceSession(_serialized(model), session_options, providers=providers)
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     if session.get_providers()[0] != wanted:
         # onnxruntime falls back to the CPU silently when a provider fails to load.

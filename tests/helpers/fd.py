@@ -17,12 +17,15 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxplain.graph_rewrite import build_explain_model, default_input
 
+from helpers.model_files import loadable
+
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    with loadable(model) as source:  # a large model from a file: fewer copies of its weights
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def single_op_model(

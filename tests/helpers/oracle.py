@@ -303,14 +303,58 @@ class TorchReference:
         others = [vi.name for vi in model.graph.input if vi.name not in inits | {input_name}]
         if others:
             raise ValueError(f"the oracle handles one-input models; {others} are inputs too")
-        single = _onnx2torch_convert(
-            for_onnx2torch(cut_at(model, output), input_name, example)
-        ).eval()
-        self.nets = {torch.float32: single, torch.float64: _cast_to(single, torch.float64)}
+        self._source = (model, input_name, output, example)
+        self._single: nn.Module | None = None
+        self._double: nn.Module | None = None
+        self.single  # noqa: B018 (converted now: a model onnx2torch refuses fails here)
+
+    @property
+    def single(self) -> nn.Module:
+        """The module in float32, converted from the model (again, after `park`)."""
+        if self._single is None:
+            model, input_name, output, example = self._source
+            self._single = _onnx2torch_convert(
+                for_onnx2torch(cut_at(model, output), input_name, example)
+            ).eval()
+        return self._single
+
+    def park(self) -> None:
+        """Frees the float32 module until it is next used; converting the same model gives
+        the same module again. Its weights are dropped at once (see `float64`)."""
+        if self._single is not None:
+            self._single.to_empty(device="meta")
+            self._single = None
+
+    @contextlib.contextmanager
+    def float64(self) -> Iterator[nn.Module]:
+        """The module in float64, made on entry and freed on exit (or the enclosing block's).
+
+        Kept beside the float32 module for a whole test module it cost twice the float32
+        one (VGG-19: 1.15 GB) while the runtimes loaded their sessions; made when needed it
+        costs a cast of a second or two. Its weights are dropped on exit (moved to the
+        meta device, which stores nothing): onnx2torch's fx module refers to itself, and
+        callers' frames refer to it, so counting references would not free them."""
+        if self._double is not None:
+            yield self._double
+            return
+        self._double = _cast_to(self.single, torch.float64)
+        try:
+            yield self._double
+        finally:
+            self._double.to_empty(device="meta")
+            self._double = None
+
+    @contextlib.contextmanager
+    def _module(self, dtype: torch.dtype) -> Iterator[nn.Module]:
+        if dtype == torch.float64:
+            with self.float64() as double:
+                yield double
+        else:
+            yield self.single
 
     def forward(self, image: np.ndarray, dtype: torch.dtype = torch.float32) -> np.ndarray:
-        with torch.no_grad(), _quiet():
-            y = self.nets[dtype](torch.from_numpy(image).to(dtype))
+        with self._module(dtype) as module, torch.no_grad(), _quiet():
+            y = module(torch.from_numpy(image).to(dtype))
         return y.double().numpy()
 
     def forward_error(self, image: np.ndarray, onnxruntime_value: np.ndarray) -> float:
@@ -321,17 +365,18 @@ class TorchReference:
         self, method: str, image: np.ndarray, seed: np.ndarray, dtype: torch.dtype
     ) -> np.ndarray:
         """The `method` map of <seed, output> at `image`, computed in `dtype`."""
-        net = Seeded(self.nets[dtype], torch.from_numpy(seed).to(dtype))
-        x = torch.from_numpy(image).to(dtype).requires_grad_(True)
-        if method == "vanilla":
-            with _quiet():
-                (grad,) = torch.autograd.grad(net(x).sum(), x)
-            return grad.double().numpy()
-        from captum.attr import Deconvolution, GuidedBackprop
+        with self._module(dtype) as module:
+            net = Seeded(module, torch.from_numpy(seed).to(dtype))
+            x = torch.from_numpy(image).to(dtype).requires_grad_(True)
+            if method == "vanilla":
+                with _quiet():
+                    (grad,) = torch.autograd.grad(net(x).sum(), x)
+                return grad.double().numpy()
+            from captum.attr import Deconvolution, GuidedBackprop
 
-        explainer = Deconvolution(net) if method == "deconvnet" else GuidedBackprop(net)
-        with _quiet():
-            return explainer.attribute(x, target=0).detach().double().numpy()
+            explainer = Deconvolution(net) if method == "deconvnet" else GuidedBackprop(net)
+            with _quiet():
+                return explainer.attribute(x, target=0).detach().double().numpy()
 
 
 class Oracle:
@@ -365,11 +410,12 @@ class Oracle:
             exact, image = self.exact(method), self.image.astype(np.float64)
             scale = SPREAD * float(np.sqrt(np.mean(image**2)))
             l2 = peak = 0.0
-            for _ in range(SPREAD_SAMPLES):
-                moved = image + scale * rng.standard_normal(image.shape)
-                other = self.reference.saliency(method, moved, self.seed, torch.float64)
-                l2 = max(l2, relative_l2(other, exact))
-                peak = max(peak, max_error(other, exact))
+            with self.reference.float64():  # one float64 module for every sample
+                for _ in range(SPREAD_SAMPLES):
+                    moved = image + scale * rng.standard_normal(image.shape)
+                    other = self.reference.saliency(method, moved, self.seed, torch.float64)
+                    l2 = max(l2, relative_l2(other, exact))
+                    peak = max(peak, max_error(other, exact))
             self._spread[method] = (l2, peak)
         return self._spread[method]
 

@@ -18,6 +18,7 @@ import pytest
 from onnxplain.server.runtime.engines import GPU_RUNTIMES, RUNTIMES, EngineOptions, load_engine
 from onnxplain.server.runtime.engines import missing as _missing
 
+from helpers.model_files import loadable
 from helpers.tools import in_ci
 
 REFERENCE = "onnxruntime-cpu"
@@ -58,5 +59,6 @@ def load(name: str, model: onnx.ModelProto) -> Run:
         if name in GPU_RUNTIMES and not in_ci():
             pytest.skip(reason)
         pytest.fail(f"runtime {name} is missing: {reason}")
-    engine = load_engine(name, model, EngineOptions(threads=1))
+    with loadable(model) as source:  # a large model from a file: fewer copies of its weights
+        engine = load_engine(name, source, EngineOptions(threads=1))
     return lambda feeds, names: engine.run(names, feeds)

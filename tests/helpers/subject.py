@@ -40,6 +40,11 @@ GPU_FLOOR = 1e-4
 OTHER_RECTIFIERS = {"Clip", "LeakyRelu", "PRelu", "HardSwish"}
 
 Key = tuple[str, str, str, str]  # runtime, method, rectifiers, target
+# Explain models are kept for reuse while they take up to this many bytes in all; past
+# that only the latest is kept and the others are rebuilt when asked for again. The six
+# explain models of one light-zoo model (VGG-19: 0.57 GB each) all kept for the module
+# were most of the test run's 14 GB peak; rebuilding one costs seconds.
+EXPLAIN_CACHE_BYTES = 256 * 2**20
 
 
 class Subject:
@@ -58,6 +63,7 @@ class Subject:
         # Methods whose float64 map the oracle computes; the others' bounds use vanilla's
         # rounding figures (where a float64 pass is too slow to run three times).
         self.oracle_methods = oracle_methods
+        self.model_bytes = model.ByteSize()
         self.input = default_input(model)
         self.output = output or default_output(model)
         forward = runtimes.load(runtimes.REFERENCE, cut_at(model, self.output))
@@ -65,6 +71,7 @@ class Subject:
         self.seed = make_seed(self.value).astype(np.float32)
         assert self.seed.shape == self.value.shape and np.any(self.seed)
         self._explain: dict[tuple[str, str, str], onnx.ModelProto] = {}
+        self._explain_bytes: dict[tuple[str, str, str], int] = {}
         self._maps: dict[Key, np.ndarray] = {}
         self._oracle: Oracle | None = None
 
@@ -78,13 +85,18 @@ class Subject:
             rectifiers = "all"  # the same explain model: share it
         key = (method, rectifiers, target)
         if key not in self._explain:
-            self._explain[key] = build_explain_model(
+            # An explain model is about its model's size: make room before building one.
+            if sum(self._explain_bytes.values()) + self.model_bytes > EXPLAIN_CACHE_BYTES:
+                self._explain.clear()
+                self._explain_bytes.clear()
+            built = build_explain_model(
                 self.model,
                 method,  # type: ignore[arg-type]
                 output_name=self.output,
                 rectifiers=rectifiers,  # type: ignore[arg-type]
                 target=target,  # type: ignore[arg-type]
             )
+            self._explain[key], self._explain_bytes[key] = built, built.ByteSize()
         return self._explain[key]
 
     def saliency(
@@ -94,7 +106,12 @@ class Subject:
             rectifiers = "all"  # the same explain model: share its map
         key = (runtime, method, rectifiers, target)
         if key not in self._maps:
-            run = runtimes.load(runtime, self.explain(method, rectifiers, target))
+            explain = self.explain(method, rectifiers, target)
+            if self._oracle is not None and self.model_bytes > EXPLAIN_CACHE_BYTES:
+                # A large model's torch module (VGG-19: 0.8 GB) makes way for the runtime's
+                # copy of the explain model; the oracle converts the model again if asked.
+                self._oracle.reference.park()
+            run = runtimes.load(runtime, explain)
             feeds = {self.input: self.image, "output_grad": self.seed}
             (got,) = run(feeds, ["saliency"])
             assert got.shape == self.image.shape, f"{runtime}: saliency shaped {got.shape}"
@@ -115,6 +132,7 @@ class Subject:
     def release(self) -> None:
         """Drops what was built (the light zoo's VGG-19 holds gigabytes of it)."""
         self._explain.clear()
+        self._explain_bytes.clear()
         self._maps.clear()
         self._oracle = None
 
