@@ -1,7 +1,7 @@
 """The test run's memory budget: measured for every run, enforced under CI.
 
 What is measured:
-- the pytest process's peak resident set (getrusage's ru_maxrss, which the kernel keeps);
+- the pytest process's peak resident set (VmHWM, which the kernel keeps);
 - the largest peak of any process the tests start (servers, nginx, node, chromium, a
   pytest of pytester's...): a watcher thread reads each descendant's VmHWM from /proc
   every SAMPLE_SECONDS. (RUSAGE_CHILDREN cannot serve: the kernel folds the parent's
@@ -53,8 +53,13 @@ def budget_bytes() -> int | None:
 
 
 def peak_self() -> int:
-    """This process's peak resident set so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set so far, in bytes: VmHWM, not getrusage's ru_maxrss,
+    which also takes in the parent's peak when the parent started it by vfork (as
+    subprocess does): a pytest started by pytester from a 2 GiB pytest said 2 GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: a guess
 
 
 def rss_now() -> int:
