@@ -18,6 +18,15 @@ from typing import Any
 
 import grpc
 
+from ..core.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ModelUnavailable,
+    Overloaded,
+    RequestTooLarge,
+)
 from ..core.explainer import Explainer
 from ..ops import metrics
 from ..ops.refusals import RefusalLog
@@ -27,6 +36,19 @@ log = logging.getLogger(__name__)
 _refusals = RefusalLog(log)
 
 ErrorTable = Mapping[type[Exception], HTTPStatus]
+
+# The one place where the core's errors become HTTP statuses for the serving protocols
+# (Open Inference Protocol REST, KServe V1): the same answer whichever of them is asked.
+# A model that failed to load is 503, as serving stacks answer (the page's own API says 409).
+SERVING_STATUS_OF: dict[type[Exception], HTTPStatus] = {
+    ModelNotFound: HTTPStatus.NOT_FOUND,
+    ModelUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    InvalidInput: HTTPStatus.BAD_REQUEST,
+    RequestTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
+    DeadlineExceeded: HTTPStatus.GATEWAY_TIMEOUT,
+    Cancelled: HTTPStatus.BAD_REQUEST,
+}
 
 
 @dataclass(frozen=True)

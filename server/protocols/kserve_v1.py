@@ -24,34 +24,18 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from ..core.errors import (
-    Cancelled,
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    ModelUnavailable,
-    Overloaded,
-    RequestTooLarge,
-)
+from ..core.errors import InvalidInput
 from ..core.explainer import ExplainCall, Explainer, Explanation
 from ..store.repository import FailedModel, LoadedModel
-from .http_answer import HttpAnswer, Metered, error_answer, json_answer
+from .http_answer import SERVING_STATUS_OF, HttpAnswer, Metered, error_answer, json_answer
 from .method_parameters import method_request
 
 PREFIX = "/v1/models"
 # Parameters about the answer rather than the method.
 TARGET, TOP_K, HEATMAP = "target", "top_k", "heatmap"
 
-# The one place where the core's errors become this protocol's HTTP statuses.
-STATUS_OF: dict[type[Exception], HTTPStatus] = {
-    ModelNotFound: HTTPStatus.NOT_FOUND,
-    ModelUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    InvalidInput: HTTPStatus.BAD_REQUEST,
-    RequestTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
-    DeadlineExceeded: HTTPStatus.GATEWAY_TIMEOUT,
-    Cancelled: HTTPStatus.BAD_REQUEST,
-}
+# The serving protocols' HTTP statuses for the core's errors (http_answer.py).
+STATUS_OF = SERVING_STATUS_OF
 _METERED = Metered("kserve-v1", STATUS_OF)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from onnxplain.graph_rewrite.methods import ALL_METHODS
+from onnxplain.graph_rewrite.methods import method_names
 
 from onnxplain.inference import grpc_service_pb2_grpc
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2, explain_pb2_grpc
@@ -250,9 +250,15 @@ def _labels(request: Any, response: Any, known_model: Callable[[str], bool]) -> 
     else:
         name = getattr(request, field)
         model = name if isinstance(name, str) and known_model(name) else metrics.UNKNOWN
-    named = _named_method(response) or _named_method(request)
-    if named is not None:  # the Open Inference Protocol names it in a parameter
-        return model, named if named in ALL_METHODS else metrics.UNKNOWN
+    # The Open Inference Protocol names the method in a parameter, Explain by name or enum.
+    named = (
+        _named_method(response)
+        or _named_method(request)
+        or getattr(response, "method_name", None)
+        or getattr(request, "method_name", None)
+    )
+    if named:
+        return model, named if named in method_names() else metrics.UNKNOWN
     wire = getattr(response, "method", None)
     if wire is None:
         wire = getattr(request, "method", None)
@@ -270,6 +276,8 @@ def _named_method(message: Any) -> str | None:
     """The method an Open Inference Protocol message names in its parameters, if any."""
     descriptor = getattr(message, "DESCRIPTOR", None)
     if descriptor is None or not descriptor.full_name.startswith("inference."):
+        return None
+    if "parameters" not in descriptor.fields_by_name:  # ModelReady, ModelMetadata, ...
         return None
     value = message.parameters.get("method")
     return None if value is None else str(value.string_param)

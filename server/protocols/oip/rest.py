@@ -17,17 +17,9 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from ...core.errors import (
-    Cancelled,
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    ModelUnavailable,
-    Overloaded,
-    RequestTooLarge,
-)
+from ...core.errors import InvalidInput
 from ...core.explainer import Explainer
-from ..http_answer import HttpAnswer, Metered, error_answer, json_answer
+from ..http_answer import SERVING_STATUS_OF, HttpAnswer, Metered, error_answer, json_answer
 from . import model
 from .datatypes import datatype_of, from_raw, from_values, to_raw
 
@@ -38,16 +30,8 @@ OPEN_PATHS = frozenset(("/v2/health/live", "/v2/health/ready"))
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
 
-# The one place where the core's errors become this protocol's HTTP statuses.
-STATUS_OF: dict[type[Exception], HTTPStatus] = {
-    ModelNotFound: HTTPStatus.NOT_FOUND,
-    ModelUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    InvalidInput: HTTPStatus.BAD_REQUEST,
-    RequestTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
-    DeadlineExceeded: HTTPStatus.GATEWAY_TIMEOUT,
-    Cancelled: HTTPStatus.BAD_REQUEST,
-}
+# The serving protocols' HTTP statuses for the core's errors (http_answer.py).
+STATUS_OF = SERVING_STATUS_OF
 _METERED = Metered("oip-rest", STATUS_OF)
 
 
