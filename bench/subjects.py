@@ -24,11 +24,10 @@ import light_zoo
 import numpy as np
 import onnx
 import torch
+from nets import NETS
 from onnxplain.graph_rewrite import default_input, default_output
 from torch import nn
 from wheels import fetch
-
-from helpers.nets import NETS
 
 CLASS = 281  # the class explained in the classifiers (tabby cat)
 
