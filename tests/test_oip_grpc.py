@@ -219,6 +219,84 @@ def test_method_parameters_and_a_methods_own_outputs(
     assert [o.name for o in response.outputs] == ["saliency"]
 
 
+IMAGES = [(SAMPLES / f"digit{d}.png").read_bytes() for d in (0, 5)]
+
+
+def image_request(images: list[bytes], raw: bool, **parameters: object) -> pb.ModelInferRequest:
+    """The model's input as BYTES, one PNG per sample: raw (4-byte length, then the bytes,
+    as tritonclient serialises BYTES) or as bytes_contents."""
+    request = infer_request(X, **parameters)
+    del request.raw_input_contents[:]
+    del request.inputs[:]
+    tensor = request.inputs.add(name="input", datatype="BYTES", shape=[len(images)])
+    if raw:
+        request.raw_input_contents.append(
+            b"".join(len(i).to_bytes(4, "little") + i for i in images)
+        )
+    else:
+        tensor.contents.bytes_contents.extend(images)
+    return request
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "bytes_contents"])
+def test_png_images_as_bytes_with_top_k_give_the_explain_rpcs_rows(
+    stub: grpc_service_pb2_grpc.GRPCInferenceServiceStub, ports: Ports, raw: bool
+) -> None:
+    request = image_request(IMAGES, raw, method="vanilla", top_k=2)
+    got = outputs(stub.ModelInfer(request, timeout=60))
+    assert got["explained_samples"].tolist() == [0, 0, 1, 1]
+    with grpc.insecure_channel(ports.grpc_address) as channel:
+        explain = explain_pb2_grpc.ExplainServiceStub(channel)
+        for sample, image in enumerate(IMAGES):
+            native = explain.Explain(
+                explain_pb2.ExplainRequest(
+                    model="digits", image=image, method=explain_pb2.METHOD_VANILLA, top_k=2
+                ),
+                timeout=60,
+            )
+            rows = got["explained_samples"] == sample
+            assert got["explained_targets"][rows].tolist() == list(native.targets)
+            np.testing.assert_array_equal(got["saliency"][rows], to_array(native.saliency))
+
+
+def test_top_k_on_a_tensor_input(stub: grpc_service_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    got = outputs(stub.ModelInfer(infer_request(X, method="vanilla", top_k=3), timeout=60))
+    _, scores, _ = direct_explain("vanilla", X)
+    best = np.argsort(-scores, axis=1)[:, :3]
+    assert got["explained_samples"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert got["explained_targets"].tolist() == best.ravel().tolist()
+    expected, _, _ = direct_explain("vanilla", X[[0, 0, 0, 1, 1, 1]], best.ravel())
+    np.testing.assert_allclose(got["saliency"], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("request_of", "words"),
+    [
+        (lambda: image_request([b"not an image"], True), "could not be decoded as PNG or JPEG"),
+        (lambda: image_request([b"GIF89a" + bytes(20)], False), "GIF"),
+        (lambda: image_request(IMAGES * 9, False), "1 <= N <= 16"),
+        (lambda: _truncated(image_request(IMAGES, True)), "BYTES element says"),
+        (lambda: infer_request(X, top_k=-1), "top_k is -1"),
+        (lambda: infer_request(X, top_k=11), "top_k is 11"),
+        (lambda: infer_request(X, top_k="two"), "'top_k' must be a whole number"),
+        (lambda: infer_request(X, top_k=2, target=3), "not both"),
+    ],
+)  # fmt: skip
+def test_bad_images_and_top_k_are_invalid_argument(
+    stub: grpc_service_pb2_grpc.GRPCInferenceServiceStub, request_of: Any, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(request_of(), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in refused.value.details(), refused.value.details()
+    assert stub.ModelInfer(infer_request(X), timeout=60).outputs  # still serving
+
+
+def _truncated(request: pb.ModelInferRequest) -> pb.ModelInferRequest:
+    request.raw_input_contents[0] = request.raw_input_contents[0][:-10]
+    return request
+
+
 @pytest.mark.parametrize(
     ("change", "code", "words"),
     [

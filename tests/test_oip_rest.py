@@ -7,6 +7,7 @@ model run straight in onnxruntime (`direct_explain`).
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -159,6 +160,65 @@ def test_binary_extension_by_hand(ports: Ports) -> None:
     np.testing.assert_array_equal(saliency, to_array(native.saliency))
 
 
+IMAGES = [(SAMPLES / f"digit{d}.png").read_bytes() for d in (0, 5)]
+
+
+def images_json(images: list[bytes]) -> dict[str, Any]:
+    """The model's input as BYTES in JSON: one base64 string per PNG."""
+    data = [base64.b64encode(i).decode() for i in images]
+    return {"name": "input", "datatype": "BYTES", "shape": [len(images)], "data": data}
+
+
+def native_top_k(ports: Ports, image: bytes, k: int) -> explain_pb2.ExplainResponse:
+    with grpc.insecure_channel(ports.grpc_address) as channel:
+        return explain_pb2_grpc.ExplainServiceStub(channel).Explain(
+            explain_pb2.ExplainRequest(
+                model="digits", image=image, method=explain_pb2.METHOD_VANILLA, top_k=k
+            ),
+            timeout=60,
+        )
+
+
+def test_json_base64_images_with_top_k(ports: Ports) -> None:
+    status, answer = infer_json(
+        ports,
+        {"inputs": [images_json(IMAGES)], "parameters": {"method": "vanilla", "top_k": 2}},
+    )
+    assert status == 200, answer
+    got = {o["name"]: o for o in answer["outputs"]}
+    assert got["explained_samples"]["data"] == [0, 0, 1, 1]
+    saliency = np.array(got["saliency"]["data"], np.float32).reshape(got["saliency"]["shape"])
+    for sample, image in enumerate(IMAGES):
+        native = native_top_k(ports, image, 2)
+        rows = slice(2 * sample, 2 * sample + 2)
+        assert got["explained_targets"]["data"][rows] == list(native.targets)
+        np.testing.assert_array_equal(saliency[rows], to_array(native.saliency))
+
+
+def test_binary_bytes_images_by_hand(ports: Ports) -> None:
+    """BYTES in the binary extension: each element's 4-byte little-endian length, then it."""
+    raw = b"".join(len(i).to_bytes(4, "little") + i for i in IMAGES)
+    header = {
+        "inputs": [{"name": "input", "datatype": "BYTES", "shape": [2],
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": "saliency", "parameters": {"binary_data": True}}],
+        "parameters": {"method": "vanilla", "top_k": 1},
+    }  # fmt: skip
+    text = json.dumps(header).encode()
+    status, headers, body = call(
+        f"{ports.http_url}/v2/models/digits/infer",
+        text + raw,
+        {"Inference-Header-Content-Length": str(len(text))},
+    )
+    assert status == 200, body
+    length = int(headers["Inference-Header-Content-Length"])
+    (meta,) = json.loads(body[:length])["outputs"]
+    saliency = np.frombuffer(body[length:], "<f4").reshape(meta["shape"])
+    for sample, image in enumerate(IMAGES):
+        native = native_top_k(ports, image, 1)
+        np.testing.assert_array_equal(saliency[sample : sample + 1], to_array(native.saliency))
+
+
 @pytest.mark.parametrize(
     ("request_body", "headers", "status", "words"),
     [
@@ -172,6 +232,15 @@ def test_binary_extension_by_hand(ports: Ports) -> None:
         (json.dumps({"inputs": [{**tensor(X), "data": [["a"]]}]}).encode(), {}, 400, "values"),
         (SHORT + b"\0" * 8, {"Inference-Header-Content-Length": str(len(SHORT))}, 400, "binary"),
         (b"{}", {"Inference-Header-Content-Length": "99"}, 400, "Inference-Header"),
+        (json.dumps({"inputs": [{**images_json(IMAGES), "data": ["%%%", "a"]}]}).encode(), {},
+         400, "must be base64"),
+        (json.dumps({"inputs": [images_json([b"junk"])]}).encode(), {}, 400, "PNG or JPEG"),
+        (json.dumps({"inputs": [{**images_json(IMAGES), "shape": [3]}]}).encode(), {},
+         400, "BYTES elements"),
+        (json.dumps({"inputs": [tensor(X)], "parameters": {"top_k": 30}}).encode(), {},
+         400, "top_k is 30"),
+        (json.dumps({"inputs": [tensor(X)], "parameters": {"top_k": True}}).encode(), {},
+         400, "whole number"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_400_and_the_server_keeps_serving(

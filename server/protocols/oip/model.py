@@ -2,10 +2,13 @@
 
 ModelInfer runs the explain model: the inputs are the model's own (plus, optionally, an
 INT64 `targets` input, one class per sample, -1 for the sample's top class, and the
-tensor-valued method options), the request parameters name the method, its parameters and
-`target` (one class for every sample), and the outputs are the model's scores plus
-`saliency` and `explained_targets`, and whatever per-row arrays the method adds (Integrated
-Gradients' completeness gap). Both transports (grpc_servicer.py, rest.py) decode their
+tensor-valued method options), the request parameters name the method, its parameters,
+`target` (one class for every sample) and `top_k` (each sample's k best classes, one row
+each), and the outputs are the model's scores plus `saliency` and `explained_targets`,
+`explained_samples` (the sample of each row) under top_k, and whatever per-row arrays the
+method adds (Integrated Gradients' completeness gap). For a model with image preprocessing
+the model's input may instead be BYTES of shape [N], one encoded PNG or JPEG per sample,
+decoded with the Explain RPC's limits (core/imaging.py). Both transports (grpc_servicer.py, rest.py) decode their
 wire format into this module's arrays and encode what it returns.
 """
 
@@ -23,6 +26,7 @@ from onnxplain.graph_rewrite.methods import ALL_METHODS
 from ...core.batching import OnAbandon
 from ...core.errors import InvalidInput, ModelNotFound
 from ...core.explainer import ExplainCall, Explainer, Explanation
+from ...core.imaging import preprocess
 from ...store.repository import FailedModel, LoadedModel
 from ..method_parameters import method_request, tensor_parameters
 from .datatypes import datatype_of
@@ -32,6 +36,8 @@ VERSION = "1"  # every model has one version: the files it was last (re)loaded f
 PLATFORM = "onnxruntime_onnx"  # Triton's name for an ONNX model run by onnxruntime
 SALIENCY_OUTPUT = "saliency"
 TARGET_PARAMETER = "target"  # one class for every sample
+TOP_K_PARAMETER = "top_k"  # each sample's k best classes, as the Explain RPC's top_k
+SAMPLES_OUTPUT = "explained_samples"  # under top_k: the sample each row explains
 # Parameters that clients (tritonclient) may send about the transport or scheduling, not
 # about the explanation: ignored, so that those clients work unchanged.
 TRANSPORT_PARAMETERS = frozenset(
@@ -121,7 +127,7 @@ def infer(
 ) -> InferResult:
     """Explain `inputs` with `name`; `wanted`: the outputs to return (empty: all)."""
     model = loaded(core, name, version)
-    x = _model_input(model, inputs)
+    x = _model_input(model, inputs, core.max_batch)
     named = tensor_parameters()
     tensors = {k: v for k, v in inputs.items() if k in named and k != model.input.name}
     given = {
@@ -130,6 +136,7 @@ def infer(
         if k not in TRANSPORT_PARAMETERS and not k.startswith(TRANSPORT_PREFIX)
     }
     targets = _targets(given.pop(TARGET_PARAMETER, None), inputs, model)
+    top_k = _top_k(given.pop(TOP_K_PARAMETER, 0))
     method, params = method_request(given, tensors)
     result = core.explain(
         ExplainCall(
@@ -138,12 +145,13 @@ def infer(
             method=method,
             targets=targets,
             top_class_targets=True,
+            top_k=top_k,
             params=params,
         ),
         deadline,
         on_abandon,
     )
-    outputs = _outputs(model, result)
+    outputs = _outputs(model, result, top_k > 0)
     if wanted:
         available = dict(outputs)
         missing = [w for w in wanted if w not in available]
@@ -174,10 +182,14 @@ def _properties(model: LoadedModel) -> dict[str, str]:
         "methods": ",".join(ALL_METHODS),
         "optional_inputs": ",".join([TARGETS_INPUT, *tensor_parameters()]),
         "labels": ",".join(model.config.labels),
+        # Whether the model's input may be BYTES, one encoded PNG or JPEG per sample.
+        "image_input": "true" if model.config.preprocessing is not None else "false",
     }
 
 
-def _model_input(model: LoadedModel, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+def _model_input(
+    model: LoadedModel, inputs: Mapping[str, np.ndarray], max_batch: int
+) -> np.ndarray:
     spec = model.input
     takes = [spec.name, TARGETS_INPUT, *tensor_parameters()]
     stray = [n for n in inputs if n not in takes]
@@ -190,12 +202,41 @@ def _model_input(model: LoadedModel, inputs: Mapping[str, np.ndarray]) -> np.nda
     if spec.name not in inputs:
         raise InvalidInput(f"model {model.name!r} needs its input {spec.name!r}")
     x = inputs[spec.name]
+    if x.dtype == np.dtype(object):
+        return _images(model, x, max_batch)
     if x.dtype != spec.dtype:
         raise InvalidInput(
             f"input {spec.name!r} is {datatype_of(x.dtype)}; model {model.name!r} takes "
             f"{datatype_of(spec.dtype)}"
         )
     return x
+
+
+def _images(model: LoadedModel, images: np.ndarray, max_batch: int) -> np.ndarray:
+    """A BYTES input, one encoded image per sample, as one batch of the model's input.
+
+    Each image goes through the Explain RPC's decoder and limits (PNG or JPEG, at most
+    the server's megapixels) and the model's preprocessing; the count is checked first,
+    so that no more than a batch of images is ever decoded."""
+    pre = model.config.preprocessing
+    if pre is None:
+        raise InvalidInput(
+            f"model {model.name!r} has no image preprocessing configured: send its input "
+            f"{model.input.name!r} as a {datatype_of(model.input.dtype)} tensor, not BYTES"
+        )
+    if images.ndim != 1 or not 1 <= len(images) <= max_batch:
+        raise InvalidInput(
+            f"BYTES input {model.input.name!r} has shape {list(images.shape)}; it must be "
+            f"[N], one PNG or JPEG per sample, with 1 <= N <= {max_batch}"
+        )
+    return np.concatenate([preprocess(bytes(image), pre) for image in images])
+
+
+def _top_k(value: Any) -> int:
+    """The `top_k` parameter; its range (1..20, at most the classes) is the core's check."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"parameter {TOP_K_PARAMETER!r} must be a whole number; got {value!r}")
+    return value
 
 
 def _targets(target: Any, inputs: Mapping[str, np.ndarray], model: LoadedModel) -> list[int]:
@@ -218,12 +259,16 @@ def _targets(target: Any, inputs: Mapping[str, np.ndarray], model: LoadedModel) 
     return [int(t) for t in given]
 
 
-def _outputs(model: LoadedModel, result: Explanation) -> list[tuple[str, np.ndarray]]:
+def _outputs(
+    model: LoadedModel, result: Explanation, top_k: bool
+) -> list[tuple[str, np.ndarray]]:
     outputs = [
         (model.output.name, result.scores),
         (SALIENCY_OUTPUT, result.saliency),
         (TARGETS_OUTPUT, result.targets.astype(np.int64)),
     ]
+    if top_k:  # rows are no longer one per sample: say which each is
+        outputs.append((SAMPLES_OUTPUT, result.samples.astype(np.int64)))
     for name, value in result.outputs.items():
         if isinstance(value, np.ndarray):
             outputs.append((name, value))  # a method's own per-row values
