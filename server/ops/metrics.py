@@ -26,7 +26,7 @@ UNKNOWN = "unknown"  # the label of a model or method the server does not know
 NATIVE = "onnxplain"  # the protocol label of onnxplain's own gRPC services
 # Every protocol label: onnxplain's gRPC API, the Open Inference Protocol over gRPC and
 # over REST, KServe's V1 REST protocol.
-PROTOCOLS = (NATIVE, "oip-grpc", "oip-rest", "kserve-v1")
+PROTOCOLS = (NATIVE, "oip-grpc", "oip-rest", "kserve-v1", "vertex")
 
 # Seconds: a tiny model answers in about a millisecond, a large one on the CPU in seconds.
 _LATENCY_BUCKETS = (

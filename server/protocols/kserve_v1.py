@@ -15,8 +15,6 @@ and explained class: `{"explanations": [{"instance", "target", "label", "score",
 from __future__ import annotations
 
 import base64
-import binascii
-import dataclasses
 import json
 from http import HTTPStatus
 from typing import Any
@@ -26,8 +24,9 @@ import numpy as np
 
 from ..core.errors import InvalidInput
 from ..core.explainer import ExplainCall, Explainer, Explanation
-from ..store.repository import FailedModel, LoadedModel
+from ..store.repository import FailedModel
 from .http_answer import SERVING_STATUS_OF, HttpAnswer, Metered, error_answer, json_answer
+from .instances import explain_instances
 from .method_parameters import method_request
 
 PREFIX = "/v1/models"
@@ -92,7 +91,8 @@ def _request(body: bytes) -> tuple[list[Any], dict[str, Any]]:
 def _predict(core: Explainer, name: str, body: bytes) -> tuple[HttpAnswer, str]:
     instances, parameters = _request(body)
     method, params = method_request(parameters)
-    results = _run(core, name, instances, ExplainCall(name, b"", method, params=params))
+    call = ExplainCall(name, b"", method, params=params)
+    results = explain_instances(core, name, instances, call)
     scores = np.concatenate([r.scores for r in results])
     return json_answer({"predictions": scores.tolist()}), results[0].method
 
@@ -118,7 +118,7 @@ def _explain(core: Explainer, name: str, body: bytes) -> tuple[HttpAnswer, str]:
         top_k=top_k,
         params=params,
     )
-    results = _run(core, name, instances, call)
+    results = explain_instances(core, name, instances, call)
     explanations, first = [], 0
     for result in results:
         for row in range(len(result.targets)):
@@ -126,44 +126,6 @@ def _explain(core: Explainer, name: str, body: bytes) -> tuple[HttpAnswer, str]:
         first += len(result.scores)
     payload = {"method": results[0].method, **_scalars(results[0]), "explanations": explanations}
     return json_answer(payload), results[0].method
-
-
-def _run(core: Explainer, name: str, instances: list[Any], call: ExplainCall) -> list[Explanation]:
-    """The explanations of every instance: one batch of tensors, or one call per image."""
-    model = core.repository.get(name)
-    images = [_image(i) for i in instances]
-    if all(i is not None for i in images):
-        return [core.explain(dataclasses.replace(call, input=i)) for i in images if i is not None]
-    if any(i is not None for i in images):
-        raise InvalidInput("give every instance as a nested list, or every one as {'b64': ...}")
-    batch = _tensor(instances, model)
-    return [core.explain(dataclasses.replace(call, input=batch))]
-
-
-def _image(instance: Any) -> bytes | None:
-    if not isinstance(instance, dict):
-        return None
-    if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
-        raise InvalidInput('an instance object must be {"b64": "<base64 PNG or JPEG>"}')
-    try:
-        return base64.b64decode(instance["b64"], validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput("an instance's b64 is not valid base64") from None
-
-
-def _tensor(instances: list[Any], model: LoadedModel) -> np.ndarray:
-    """The instances stacked into one batch of the model's input type."""
-    spec = model.input
-    try:
-        batch = np.asarray(instances, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise InvalidInput(
-            f"the instances are not equal-shaped lists of numbers; model {model.name!r} takes "
-            f"samples of shape {['?' if d is None else d for d in spec.shape[1:]]}"
-        ) from None
-    if np.issubdtype(spec.dtype, np.integer) and not (batch == np.round(batch)).all():
-        raise InvalidInput(f"model {model.name!r} takes whole numbers ({spec.dtype})")
-    return batch.astype(spec.dtype)
 
 
 def _scalars(result: Explanation) -> dict[str, Any]:

@@ -155,8 +155,7 @@ def _bytes_from_values(values: Any, dims: tuple[int, ...], what: str) -> np.ndar
 def _object_array(elements: list[bytes], dims: tuple[int, ...], what: str) -> np.ndarray:
     if len(elements) != math.prod(dims):
         raise InvalidInput(
-            f"{what} has {len(elements)} BYTES elements; shape {list(dims)} holds "
-            f"{math.prod(dims)}"
+            f"{what} has {len(elements)} BYTES elements; shape {list(dims)} holds {math.prod(dims)}"
         )
     array = np.empty(len(elements), dtype=object)
     array[:] = elements

@@ -8,8 +8,8 @@ each), and the outputs are the model's scores plus `saliency` and `explained_tar
 `explained_samples` (the sample of each row) under top_k, and whatever per-row arrays the
 method adds (Integrated Gradients' completeness gap). For a model with image preprocessing
 the model's input may instead be BYTES of shape [N], one encoded PNG or JPEG per sample,
-decoded with the Explain RPC's limits (core/imaging.py). Both transports (grpc_servicer.py, rest.py) decode their
-wire format into this module's arrays and encode what it returns.
+decoded with the Explain RPC's limits (core/imaging.py). Both transports (grpc_servicer.py,
+rest.py) decode their wire format into this module's arrays and encode what it returns.
 """
 
 from __future__ import annotations
@@ -259,9 +259,7 @@ def _targets(target: Any, inputs: Mapping[str, np.ndarray], model: LoadedModel) 
     return [int(t) for t in given]
 
 
-def _outputs(
-    model: LoadedModel, result: Explanation, top_k: bool
-) -> list[tuple[str, np.ndarray]]:
+def _outputs(model: LoadedModel, result: Explanation, top_k: bool) -> list[tuple[str, np.ndarray]]:
     outputs = [
         (model.output.name, result.scores),
         (SALIENCY_OUTPUT, result.saliency),

@@ -32,7 +32,7 @@ from ...core.errors import (
 )
 from ...core.explainer import Explainer
 from ...ops.security import Security
-from .. import kserve_v1
+from .. import kserve_v1, vertex
 from ..http_answer import HttpAnswer
 from ..oip import rest as oip_rest
 from . import api
@@ -206,6 +206,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body() if verb == "POST" else b""
             if body is not None:
                 self._answer(kserve_v1.answer(core, verb, path, body))
+            return True
+        if vertex.handles(path):
+            if not self._authorized():
+                return True
+            body = self._body() if verb == "POST" else b""
+            if body is not None:
+                self._answer(vertex.answer(core, verb, path, body))
             return True
         return False
 
