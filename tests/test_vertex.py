@@ -11,11 +11,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from onnxplain.server.ops import metrics
+from onnxplain.server.ops.security import Security
 
 from onnxplain.v1 import explain_pb2, explain_pb2_grpc
 from onnxplain.v1.tensors import to_array, to_tensor
@@ -175,3 +178,35 @@ def test_unknown_endpoints_and_verbs_are_404(ports: Ports) -> None:
     assert got == 404 and ":explain" in answer["error"]["message"]
     got, answer = post(ports, {"instances": X.tolist()}, "/v1/projects/p/elsewhere")
     assert got == 404 and "endpoints/{model}:explain" in answer["error"]["message"]
+
+
+def test_tokens_guard_the_endpoint(tmp_path: Path) -> None:
+    with serving(make_repository(tmp_path), Security(tokens=(b"s3cret",))) as running:
+        body = json.dumps({"instances": X.tolist()}).encode()
+        refused = urllib.request.Request(running.http_url + ROUTE, data=body)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(refused, timeout=60)
+        assert error.value.code == 401
+        token = {"Authorization": "Bearer s3cret"}
+        allowed = urllib.request.Request(running.http_url + ROUTE, data=body, headers=token)
+        with urllib.request.urlopen(allowed, timeout=60) as answer:
+            assert answer.status == 200
+
+
+def test_metrics_count_under_the_vertex_protocol(ports: Ports) -> None:
+    registry = metrics.enable()
+    labels = {"protocol": "vertex", "rpc": "Explain", "model": "digits", "method": "vanilla"}
+
+    def count(code: str, method: str = "vanilla") -> float:
+        value = registry.get_sample_value(
+            "onnxplain_requests_total", {**labels, "method": method, "code": code}
+        )
+        return value or 0.0
+
+    before_ok, before_bad = count("OK"), count("INVALID_ARGUMENT", "")
+    assert post(ports, {"instances": X.tolist(), "parameters": {"method": "vanilla"}})[0] == 200
+    bad = {"instances": X.tolist(), "parameters": {"method": "vanilla", "steps": "x"}}
+    assert post(ports, bad)[0] == 400
+    assert count("OK") == before_ok + 1
+    # A refused request has no method label (refused before a method ran), gRPC's code.
+    assert count("INVALID_ARGUMENT", "") == before_bad + 1
