@@ -97,6 +97,36 @@ def test_tritonclient_http_gets_the_explain_rpcs_saliency(ports: Ports, tmp_path
     assert report["after_refusal"] == targets.tolist()  # the server kept serving
 
 
+def test_tritonclient_sends_png_images_as_bytes(ports: Ports, tmp_path: Path) -> None:
+    """tritonclient's BYTES (an np.object_ array of PNG files) with top_k, as users send it."""
+    files = [SAMPLES / f"digit{d}.png" for d in (0, 5)]
+    np.save(tmp_path / "x.npy", X)
+    report = run_tritonclient(
+        "http", f"127.0.0.1:{ports.http}", "digits", str(tmp_path / "x.npy"), str(tmp_path),
+        "--images", ",".join(map(str, files)),
+        "--image-parameters", json.dumps({"method": "vanilla", "top_k": 2}),
+    )  # fmt: skip
+    assert report["image_outputs"] == [
+        "logits", "saliency", "explained_targets", "explained_samples"
+    ]  # fmt: skip
+    samples = np.load(tmp_path / "images_explained_samples.npy")
+    assert samples.tolist() == [0, 0, 1, 1]
+    saliency = np.load(tmp_path / "images_saliency.npy")
+    targets = np.load(tmp_path / "images_explained_targets.npy")
+    with grpc.insecure_channel(ports.grpc_address) as channel:
+        explain = explain_pb2_grpc.ExplainServiceStub(channel)
+        for sample, file in enumerate(files):
+            native = explain.Explain(
+                explain_pb2.ExplainRequest(
+                    model="digits", image=file.read_bytes(),
+                    method=explain_pb2.METHOD_VANILLA, top_k=2,
+                ),
+                timeout=60,
+            )  # fmt: skip
+            assert targets[samples == sample].tolist() == list(native.targets)
+            np.testing.assert_array_equal(saliency[samples == sample], to_array(native.saliency))
+
+
 def test_json_infer_with_targets_and_parameters(ports: Ports) -> None:
     request = {
         "id": "r7",

@@ -5,6 +5,8 @@ needs protobuf 6, the server 7), never imported by them. Prints one JSON line: w
 server said to each call; saves each array it got to OUT/<name>.npy.
 
     client.py {grpc,http} URL MODEL INPUT.npy OUT [--token T] [--parameters JSON]
+              [--images A.png,B.png --image-parameters JSON]
+    (--images: those files as one BYTES input, saved as OUT/images_<name>.npy)
     client.py descriptor     the messages of tritonclient's own grpc_service.proto
 """
 
@@ -96,6 +98,18 @@ def talk(args: argparse.Namespace) -> dict[str, Any]:
         report["wrong_datatype"] = {"status": str(exc.status()), "message": exc.message()}
     again = infer(x, "FP32")
     report["after_refusal"] = again.as_numpy("explained_targets").tolist()
+    if args.images:  # encoded images as BYTES: an np.object_ array of the files' bytes
+        files = [Path(f).read_bytes() for f in args.images.split(",")]
+        tensor = client.InferInput(name, [len(files)], "BYTES")
+        tensor.set_data_from_numpy(np.array(files, dtype=np.object_))
+        images = server.infer(
+            args.model, [tensor], parameters=json.loads(args.image_parameters), headers=headers
+        )
+        answer = images.get_response(as_json=True) if args.transport == "grpc" else None
+        answer = answer if answer is not None else images.get_response()
+        report["image_outputs"] = [o["name"] for o in answer["outputs"]]
+        for output in report["image_outputs"]:
+            np.save(out / f"images_{output}.npy", images.as_numpy(output))
     return report
 
 
@@ -111,6 +125,8 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--token")
     parser.add_argument("--parameters", default="{}")
+    parser.add_argument("--images", default="")
+    parser.add_argument("--image-parameters", default="{}")
     print(json.dumps(talk(parser.parse_args())))
 
 
