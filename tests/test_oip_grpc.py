@@ -378,6 +378,7 @@ def test_model_ready_and_metadata(stub: grpc_service_pb2_grpc.GRPCInferenceServi
         ("explained_targets", "INT64", [-1]),
     ]
     assert meta.properties["default_method"] == "guided"
+    assert meta.properties["image_input"] == "true"  # digits has image preprocessing
 
 
 def test_tokens_guard_inference_but_not_liveness(tmp_path: Path) -> None:

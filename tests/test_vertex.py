@@ -158,6 +158,7 @@ def spec(**parameters: Any) -> dict[str, Any]:
         (spec(outputIndices=[99]), 400, "out of range"),
         (spec(outputIndices="2"), 400, "outputIndices must be a list"),
         ({"instances": [{"b64": "%%%"}]}, 400, "base64"),
+        ({"instances": [{"b64": "iVBO"}] * 17}, 400, "at most 16 per request"),
         ({"instances": X.tolist(), "parameters": {"method": "nope"}}, 400, "unknown method"),
     ],
 )  # fmt: skip

@@ -24,8 +24,16 @@ from ..store.repository import LoadedModel
 def explain_instances(
     core: Explainer, name: str, instances: list[Any], call: ExplainCall
 ) -> list[Explanation]:
-    """The explanations of every instance: one batch of tensors, or one call per image."""
+    """The explanations of every instance: one batch of tensors, or one call per image.
+
+    At most the server's batch of instances, images or not: a tensor batch is held to it
+    by the core, and the images, each its own call, are counted here before any is
+    decoded."""
     model = core.repository.get(name)
+    if len(instances) > core.max_batch:
+        raise InvalidInput(
+            f"{len(instances)} instances; this server takes at most {core.max_batch} per request"
+        )
     images = [_image(i) for i in instances]
     if all(i is not None for i in images):
         return [core.explain(dataclasses.replace(call, input=i)) for i in images if i is not None]
