@@ -72,10 +72,10 @@ class Recogniser(nn.Module):
         return self.body(x).flatten(2).transpose(1, 2)
 
 
-def seeded(net: nn.Module, seed: int = 0) -> nn.Module:
+def seeded(net: nn.Module, seed: int = 0, std: float = 0.4) -> nn.Module:
     torch.manual_seed(seed)
     for p in net.parameters():
-        nn.init.normal_(p, std=0.4)
+        nn.init.normal_(p, std=std)
     return net.eval()
 
 
