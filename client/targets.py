@@ -120,12 +120,10 @@ def parse_target(text: str) -> Target:
         if kind == "detection" and 1 <= len(parts) <= 3:
             flags = parts[1:]
             explain_box = "box" in flags
-            classes = [f for f in flags if f != "box"]
-            if len(classes) > 1:
+            named = [f for f in flags if f != "box"]
+            if len(named) > 1:
                 raise ValueError
-            return DetectionBox(
-                _box_text(parts[0]), int(classes[0]) if classes else None, explain_box
-            )
+            return DetectionBox(_box_text(parts[0]), int(named[0]) if named else None, explain_box)
     except ValueError:
         pass
     raise ValueError(f"cannot read the target {text!r}; {parse_target.__doc__}")
