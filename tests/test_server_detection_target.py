@@ -220,3 +220,117 @@ def test_a_class_other_than_the_matched_predictions_is_refused(
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"is of class {found.class_index}, not {other}" in str(caught.value.details())
+
+
+class DetrHead(nn.Module):
+    """DETR's output contract on a tiny backbone: 8 queries, logits over 3 classes + "no
+    object", and sigmoid boxes (cx, cy, w, h as fractions of the input)."""
+
+    def __init__(self, queries: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
+        )
+        self.logits = nn.Linear(32, queries * (classes + 1))
+        self.boxes = nn.Linear(32, queries * 4)
+        self.shape = (queries, classes + 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x).flatten(1)
+        boxes = torch.sigmoid(self.boxes(f)).reshape(len(x), self.shape[0], 4)
+        return self.logits(f).reshape(len(x), *self.shape), boxes
+
+
+@pytest.fixture(scope="module")
+def detr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[nn.Module, Any]]:
+    net = seeded(DetrHead(), seed=4, std=0.5)
+    folder = tmp_path_factory.mktemp("detr") / "models" / "detr"
+    folder.mkdir(parents=True)
+    torch.onnx.export(
+        net,
+        (torch.from_numpy(images(SHAPE)),),
+        str(folder / "model.onnx"),
+        input_names=["image"],
+        output_names=["logits", "pred_boxes"],
+        dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}, "pred_boxes": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    (folder / "config.toml").write_text(
+        'output = "logits"\n[detection]\nlayout = "detr"\nboxes = "pred_boxes"\nmin_score = 0.1\n'
+    )
+    with (
+        running_server(folder.parent) as running,
+        grpc.insecure_channel(f"127.0.0.1:{running[0].port}") as channel,
+    ):
+        yield net, explain_pb2_grpc.ExplainServiceStub(channel)
+
+
+def test_a_detr_layout_explains_the_query_grad_cams_box_target_picks(
+    detr: tuple[nn.Module, Any],
+) -> None:
+    net, stub = detr
+    x = images(SHAPE, seed=8)
+    xt = torch.from_numpy(x).double().requires_grad_()
+    logits, boxes = copy.deepcopy(net).double()(xt)
+    probs = torch.softmax(logits[0], -1)[:, :-1]  # the last class: no object
+    cxcywh = boxes[0].detach() * 32
+    xyxy = torch.cat([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], 1)
+    scores, labels = probs.max(1)
+    keep = torch.nonzero(scores >= 0.1)[:, 0]
+    best = int(keep[scores[keep].argmax()])
+    w, h = cxcywh[best, 2:].tolist()  # moved by a few percent of its size: IoU about 0.9
+    box = xyxy[best].numpy() + np.array([0.05 * w, -0.03 * h, 0.04 * w, 0.02 * h])
+    outputs = {"boxes": xyxy[keep], "labels": labels[keep], "scores": scores[keep]}
+    pick = int(keep[box_iou(torch.from_numpy(box)[None], outputs["boxes"]).argmax()])
+    score = grad_cam_target([int(labels[pick])], box[None], 0.5)(outputs)
+    score.sum().backward()
+    assert xt.grad is not None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    reply = stub.Explain(
+        pb.ExplainRequest(
+            model="detr",
+            tensor=to_tensor(x),
+            method_name="vanilla",
+            detection=pb.DetectionTarget(box=pb.Box(x0=x0, y0=y0, x1=x1, y1=y1)),
+        ),
+        timeout=120,
+    )
+    (detection,) = reply.detections
+    assert detection.index == pick and detection.class_index == int(labels[pick])
+    ref = xt.grad.numpy()
+    gap = np.abs(to_array(reply.saliency).astype(np.float64) - ref).max()
+    assert np.abs(ref).max() > 0 and gap <= 1e-4 * np.abs(ref).max(), (gap, np.abs(ref).max())
+    with pytest.raises(grpc.RpcError) as caught:  # its boxes are another output
+        reply = stub.Explain(
+            pb.ExplainRequest(
+                model="detr",
+                tensor=to_tensor(x),
+                detection=pb.DetectionTarget(
+                    box=pb.Box(x0=x0, y0=y0, x1=x1, y1=y1), explain_box=True
+                ),
+            ),
+            timeout=60,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "explain_box needs the boxes in the explained output" in str(caught.value.details())
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('layout = "ssd"', "layout 'ssd' is not one of"),
+        ('layout = "detr"', "boxes (a string) names the boxes output"),
+        ('layout = "yolov8"\nboxes = "b"', "boxes (a string) names the boxes output"),
+        ('layout = "yolov8"\nmin_score = 2', "min_score must be in [0, 1]"),
+        ('layout = "yolov8"\nlayuot = "x"', "unknown key layuot in [detection]"),
+    ],
+)
+def test_a_bad_detection_table_is_a_config_error(tmp_path: Path, table: str, message: str) -> None:
+    from onnxplain.server.core.errors import ConfigError
+    from onnxplain.server.store.config import load_config
+
+    (tmp_path / "config.toml").write_text(f"[detection]\n{table}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert message in str(caught.value)
