@@ -6,7 +6,10 @@ dtype, or one combined with a target field, is INVALID_ARGUMENT."""
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -14,7 +17,11 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GuidedBackprop
-from onnxplain.server import Explainer, Service
+from onnxplain.server import Explainer, Repository, Service, SessionFactory
+from onnxplain.server.core.batching import QueueLimits
+from onnxplain.server.core.errors import DeadlineExceeded
+from onnxplain.server.core.explainer import ExplainCall
+from onnxplain.server.ops import hooks
 from torch import nn
 
 from onnxplain.v1 import explain_pb2 as pb
@@ -138,3 +145,42 @@ def test_a_seed_with_another_target_field_is_invalid_argument(
         stub.Explain(request, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "output_grad" in str(caught.value.details())
+
+
+def test_concurrent_seed_requests_merge_and_each_gets_its_own_rows(
+    tmp_path: Path, net: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_model(tmp_path / "seg", net, torch.from_numpy(images(SHAPE)))
+    runs: list[int] = []
+    monkeypatch.setattr(hooks, "_BATCH", lambda model, method, rows: runs.append(rows))
+    queue = QueueLimits(max_queue=16, instances=1, max_rows=8, max_delay_s=0.3)
+    core = Explainer(Repository.load(tmp_path, SessionFactory("cpu", threads=1)), 8, queue=queue)
+    rng = np.random.default_rng(3)
+    calls = [
+        (images((1 + i % 2, 3, 16, 16), seed=10 + i), rng.normal(size=(1 + i % 2, 3, 16, 16)))
+        for i in range(6)
+    ]
+    barrier = threading.Barrier(len(calls))
+
+    def call(x: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        barrier.wait()
+        got = core.explain(ExplainCall("seg", x, "vanilla", output_grad=seed.astype(np.float32)))
+        return got.saliency
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(lambda c: call(*c), calls))
+    assert max(runs) > 1, runs  # seeds of several requests ran as one batch
+    assert sum(runs) == sum(len(x) for x, _ in calls)
+    net64 = copy.deepcopy(net).double()
+    for (x, seed), got in zip(calls, answers):
+        xt = torch.from_numpy(x).double().requires_grad_()
+        (net64(xt) * torch.from_numpy(seed)).sum().backward()
+        assert xt.grad is not None
+        close(got, xt.grad.numpy())
+    # Its deadline holds as any request's: one already past is not run.
+    with pytest.raises(DeadlineExceeded):
+        x, seed = calls[0]
+        core.explain(
+            ExplainCall("seg", x, output_grad=seed.astype(np.float32)),
+            deadline=time.monotonic() - 1,
+        )
