@@ -187,3 +187,39 @@ def test_a_box_drawn_in_chromium_gets_its_map(web: WebPage, browser: Any, tmp_pa
     page.screenshot(path=str(tmp_path / "box.png"), full_page=True)
     assert errors == []
     page.close()
+
+
+def test_a_detection_picked_in_chromium_is_explained(
+    web: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(upload(64))
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/explain" in r.url else None)
+    page.goto(f"{web.scheme}://127.0.0.1:{web.port}/")
+    page.select_option("#model", "det")
+    page.set_input_files("#image", str(image))
+    page.select_option("#method", "vanilla")
+    page.click("#explain")
+    picks = page.locator("#detection-list button")
+    expect(picks.first).to_be_visible(timeout=60_000)
+    _, listed = post(web, urlsplit(sent[0]).query, image.read_bytes())
+    best = listed["detections"][0]
+    picks.first.click()
+    expect(page.locator("#drawn-box")).to_be_visible()
+    page.wait_for_function("() => document.querySelectorAll('figure.map').length === 1")
+    query = dict(parse_qsl(urlsplit(sent[-1]).query))
+    np.testing.assert_allclose(
+        [float(v) for v in query["detection_box"].split(",")], best["box"], atol=0.01
+    )
+    _, answer = post(web, urlsplit(sent[-1]).query, image.read_bytes())
+    assert answer["explained_detections"][0]["index"] == best["index"]
+    src = page.locator("figure.map img.overlay").get_attribute("src")
+    assert src == answer["explained"][0]["overlay_png"]
+    assert errors == []
+    page.close()
