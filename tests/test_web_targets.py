@@ -6,6 +6,7 @@ Chromium a box drawn with the mouse is sent in the model input's pixels and gets
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import numpy as np
 import pytest
@@ -219,6 +220,69 @@ def test_a_detection_picked_in_chromium_is_explained(
     )
     _, answer = post(web, urlsplit(sent[-1]).query, image.read_bytes())
     assert answer["explained_detections"][0]["index"] == best["index"]
+    src = page.locator("figure.map img.overlay").get_attribute("src")
+    assert src == answer["explained"][0]["overlay_png"]
+    assert errors == []
+    page.close()
+
+
+def test_a_painted_mask_is_the_cores_mask_png_target(web: WebPage, core: Explainer) -> None:
+    mask = np.zeros((16, 16), np.uint8)
+    mask[5:12, 2:7] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    data = quote("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    status, answer = post(
+        web, f"model=seg&method=vanilla&region_classes=0&region_mask={data}", upload()
+    )
+    assert status == 200, answer
+    direct = core.explain(
+        ExplainCall(
+            "seg", upload(), "vanilla", target=RegionTarget(mask_png=buffer.getvalue(), classes=[0])
+        )
+    )
+    assert answer["explained"][0]["score"] == pytest.approx(
+        float(direct.target_scores[0]), rel=1e-6
+    )
+    status, answer = post(web, "model=seg&region_mask=%25%25", upload())
+    assert status == 400 and "region_mask must be a PNG in base64" in answer["error"]
+
+
+def test_a_region_painted_in_chromium_gets_its_map(
+    web: WebPage, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(upload())
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/explain" in r.url else None)
+    page.goto(f"{web.scheme}://127.0.0.1:{web.port}/")
+    page.select_option("#model", "seg")
+    page.set_input_files("#image", str(image))
+    page.wait_for_function("() => document.getElementById('preview').complete")
+    page.check("#paint")
+    area = page.locator("#preview").bounding_box()
+    assert area is not None
+    page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.7, area["y"] + area["height"] * 0.5, steps=8)
+    page.mouse.up()
+    expect(page.locator("#painted")).to_be_visible()
+    page.select_option("#method", "vanilla")
+    page.click("#explain")
+    expect(page.locator("figure.map")).to_have_count(1, timeout=60_000)
+    query = dict(parse_qsl(urlsplit(sent[-1]).query))
+    assert "region_box" not in query and query["region_mask"].startswith("data:image/png;base64,")
+    painted = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(query["region_mask"].split(",", 1)[1]))).convert("L")
+    )
+    # A horizontal stroke across the middle of the 16x16 input: painted there, not at the top.
+    assert painted.shape == (16, 16) and painted[8, 8] > 128 and painted[:3].max() == 0
+    _, answer = post(web, urlsplit(sent[-1]).query, image.read_bytes())
     src = page.locator("figure.map img.overlay").get_attribute("src")
     assert src == answer["explained"][0]["overlay_png"]
     assert errors == []

@@ -1,11 +1,13 @@
 """The page's targets beyond a class, from its query: a box drawn on the image explains a
-region of a dense output (`region_box`, with `region_classes`, empty: all) or a detector's
+region of a dense output (`region_box`, with `region_classes`, empty: all; or a painted
+`region_mask`, a PNG as a base64 data URL, in the input's pixels) or a detector's
 prediction (`detection_box`, `detection_class`); `position` (and `position_class`) one step
 of a sequence output. And the detector's own top predictions, which the page offers to pick
 from. Boxes are in the model input's pixels (the page scales what was drawn)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +21,8 @@ from ...store.repository import LoadedModel
 
 # Detections the page lists for picking, best first.
 TOP_DETECTIONS = 5
-_KEYS = ("region_box", "detection_box", "position")
+_KEYS = ("region_box", "region_mask", "detection_box", "position")
+_DATA_URL = "data:image/png;base64,"
 
 
 def target_from_query(params: Mapping[str, str]) -> SeedTarget | None:
@@ -28,8 +31,10 @@ def target_from_query(params: Mapping[str, str]) -> SeedTarget | None:
         raise InvalidInput(f"give one of {', '.join(_KEYS)}, not {' and '.join(given)}")
     if not given:
         return None
-    if given[0] == "region_box":
+    if given[0] in ("region_box", "region_mask"):
         classes = _ints(params.get("region_classes", ""), "region_classes")
+        if given[0] == "region_mask":
+            return RegionTarget(mask_png=_png(params["region_mask"]), classes=classes)
         return RegionTarget(box=_box(params["region_box"]), classes=classes)
     if given[0] == "detection_box":
         chosen = _ints(params.get("detection_class", ""), "detection_class")
@@ -82,6 +87,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
     return float(w * h / union) if union > 0 else 0.0
+
+
+def _png(text: str) -> bytes:
+    data = text.strip()
+    data = data[len(_DATA_URL) :] if data.startswith(_DATA_URL) else data
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        raise InvalidInput("region_mask must be a PNG in base64 (a data: URL)") from None
 
 
 def _box(text: str) -> Box:

@@ -396,6 +396,9 @@ function showTargetKinds(model) {
     ? "Drag on the preview to draw a box: Explain explains the detection that best overlaps it (the class picked above, if any)."
     : "Drag on the preview to draw a box: Explain explains the class picked above (or all classes) summed over it.";
   $("position-label").hidden = !kinds.includes("position");
+  $("paint-label").hidden = !kinds.includes("region"); // a detector matches boxes only
+  $("paint").checked = false;
+  resetPaint();
   $("position").value = "";
   $("detections").hidden = true;
   setBox(null);
@@ -426,14 +429,43 @@ function setBox(value) {
   shown.hidden = false;
 }
 
+// Painting: white strokes on a canvas of the model input's size, sent as a PNG mask.
+let painted = false;
+const painting = () => $("paint").checked && !$("paint-label").hidden;
+
+function resetPaint() {
+  const canvas = $("painted");
+  const model = chosenModel();
+  painted = false;
+  canvas.hidden = true;
+  if (!model || !model.input_size) return;
+  [canvas.height, canvas.width] = model.input_size;
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+}
+
+function paintAt(event) {
+  const [x, y] = modelPixels(event);
+  const canvas = $("painted");
+  const context = canvas.getContext("2d");
+  context.fillStyle = "#fff";
+  context.beginPath();
+  context.arc(x, y, Math.max(1, canvas.width / 16), 0, 2 * Math.PI);
+  context.fill();
+  painted = true;
+  canvas.hidden = false;
+  $("box-value").textContent = "painted region";
+}
+
 function startDrag(event) {
   if ($("box-target").hidden) return;
   event.preventDefault();
   dragFrom = modelPixels(event);
+  if (painting()) paintAt(event);
 }
 
 function moveDrag(event) {
   if (!dragFrom) return;
+  if (painting()) { paintAt(event); return; }
   const [x, y] = modelPixels(event);
   setBox([Math.min(dragFrom[0], x), Math.min(dragFrom[1], y), Math.max(dragFrom[0], x), Math.max(dragFrom[1], y)]);
 }
@@ -442,13 +474,18 @@ function endDrag(event) {
   if (!dragFrom) return;
   moveDrag(event);
   dragFrom = null;
+  if (painting()) return;
   if (box && (box[2] - box[0] < 0.5 || box[3] - box[1] < 0.5)) setBox(null); // a click, no box
 }
 
 function addTargetQuery(query) {
   const model = chosenModel();
   const kinds = (model && model.target_kinds) || [];
-  if (box && !$("box-target").hidden) {
+  if (painting() && painted) {
+    query.set("region_mask", $("painted").toDataURL("image/png"));
+    query.set("region_classes", $("target").value);
+    query.set("target", "");
+  } else if (box && !$("box-target").hidden) {
     const text = box.map((v) => v.toFixed(2)).join(",");
     if (kinds.includes("detection")) {
       query.set("detection_box", text);
@@ -485,5 +522,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("preview").addEventListener("mousedown", startDrag);
   document.addEventListener("mousemove", moveDrag);
   document.addEventListener("mouseup", endDrag);
-  $("clear-box").addEventListener("click", () => setBox(null));
+  $("clear-box").addEventListener("click", () => { setBox(null); resetPaint(); });
+  $("paint").addEventListener("change", () => { setBox(null); resetPaint(); });
 });
