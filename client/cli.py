@@ -31,6 +31,7 @@ from .method_options import (
     methods_lines,
     parse_params,
 )
+from .targets import Target, parse_target
 
 # $ONNXPLAIN_SERVER, when set, spares every command its --server.
 DEFAULT_SERVER = os.environ.get("ONNXPLAIN_SERVER") or "127.0.0.1:50051"
@@ -55,6 +56,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     which.add_argument(
         "--top-k", type=int, default=None, metavar="K", help="explain each sample's K best classes"
+    )
+    which.add_argument(
+        "--explain",
+        type=_target_arg,
+        default=None,
+        metavar="TARGET",
+        help="beyond a class: region:box:X0,Y0,X1,Y1[:CLASSES], region:mask:FILE[:CLASSES] "
+        "(a PNG or .npy mask), position:T[:CLASS], detection:X0,Y0,X1,Y1[:CLASS][:box] "
+        "(boxes in input pixels; CLASSES 1,2 or none for all)",
+    )
+    which.add_argument(
+        "--output-grad",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a .npy seed shaped like the explained output (batch included)",
     )
     p.add_argument("input", type=Path, help="a PNG/JPEG image or a preprocessed .npy tensor")
     p.add_argument(
@@ -143,6 +160,13 @@ def failure(command: str, exc: Exception) -> str:
     return f"onnxplain {command}: {exc}"
 
 
+def _target_arg(text: str) -> Target:
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_targets(text: str) -> list[int] | list[str]:
     """`3,7` as class indices; anything else (`cat,dog`) as class names."""
     parts = [p.strip() for p in text.split(",")]
@@ -174,6 +198,8 @@ def run_explain(args: argparse.Namespace) -> int:
                 targets=args.target,
                 top_k=args.top_k,
                 params=params,
+                target=args.explain,
+                output_grad=np.load(args.output_grad) if args.output_grad else None,
                 **method_options(args),
             )
         paths = row_paths(args.output, result.samples.tolist(), result.targets.tolist())

@@ -27,6 +27,8 @@ from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_array, to_tensor
 from onnxplain.v1.values import decode_value, encode_value, method_from_wire, method_to_wire
 
+from .targets import ExplainedDetection, Target, decode_detections, set_target
+
 # The released typed fields that alias parameters: a value they can carry is sent in them
 # (a server from before the generic `parameters` reads them too); any other parameter, or
 # a value they cannot carry, goes in `parameters`.
@@ -100,17 +102,28 @@ class Explanation:
     # Everything the method returned besides the saliency, by name (GetModel's outputs),
     # the three above included when the server sends them so.
     outputs: dict[str, Any] = field(default_factory=dict)
+    # A detection target's: the prediction each row explains.
+    detections: list[ExplainedDetection] = field(default_factory=list)
 
     def label(self, row: int) -> str:
         return self.labels[row] if self.labels else str(int(self.targets[row]))
 
     def describe(self, row: int) -> str:
         """`sample 0  class 7 (seven)  score 12.31  p 0.982`, for people."""
-        name = f" ({self.labels[row]})" if self.labels else ""
-        text = f"sample {int(self.samples[row])}  class {int(self.targets[row])}{name}"
+        name = f" ({self.labels[row]})" if self.labels and self.labels[row] else ""
+        target = int(self.targets[row])
+        # -1: a seed or a target of no one class.
+        what = f"class {target}{name}" if target >= 0 else "seed"
+        text = f"sample {int(self.samples[row])}  {what}"
+        if row < len(self.detections):
+            d = self.detections[row]
+            box = ",".join(f"{v:.1f}" for v in d.box)
+            text += f"  detection {d.index} box {box} iou {d.iou:.2f}"
         if row >= len(self.target_scores):  # a server from before scores were sent
             return text
         p = float(self.probabilities[row])
+        if np.isnan(p):  # no class of a flat score: no probability
+            return f"{text}  score {float(self.target_scores[row]):.4g}"
         tiny = f" ({p:.1e})" if 0 < p < 5e-4 else ""
         return f"{text}  score {float(self.target_scores[row]):.4g}  p {p:.3f}{tiny}"
 
@@ -228,6 +241,9 @@ class Client:
         heatmap: bool | HeatmapOptions = False,
         top_k: int | None = None,
         params: Mapping[str, Any] | None = None,
+        *,
+        target: Target | None = None,
+        output_grad: np.ndarray | None = None,
         **options: Any,
     ) -> Explanation:
         """Saliency of `targets` (default: each sample's top class) for an array or image.
@@ -242,6 +258,10 @@ class Client:
         `explain(m, x, "some_method", steps=16)`: int, float, str, bool or numpy
         array values. Keyword spellings kept from the typed fields: baseline also takes a
         number (a constant), ("blur", sigma) or an array (the baseline tensor).
+
+        Beyond a class: `target` a Region, Position or DetectionBox (targets.py), or
+        `output_grad` the seed itself, shaped like the explained output with its batch;
+        either instead of `targets` and `top_k`.
         """
         if method is not None and not isinstance(method, str):
             raise ValueError(f"method {method!r}: give a method's name")
@@ -258,6 +278,10 @@ class Client:
         if isinstance(heatmap, HeatmapOptions):
             _set_heatmap_options(request, heatmap)
         _set_input(request, data)
+        if target is not None:
+            set_target(request, target)
+        if output_grad is not None:
+            request.output_grad.CopyFrom(to_tensor(np.asarray(output_grad)))
         given = {k for k, v in options.items() if v is not None}
         overlap = sorted(set(params or {}) & given)
         if overlap:
@@ -287,6 +311,7 @@ class Client:
             image=request.image if request.WhichOneof("input") == "image" else None,
             tensor=to_array(request.tensor) if request.WhichOneof("input") == "tensor" else None,
             outputs=outputs,
+            detections=decode_detections(response),
         )
 
     def models(self) -> list[ModelSummary]:

@@ -264,7 +264,7 @@ class SanityResult(_message.Message):
     def __init__(self, method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., passed: _Optional[bool] = ..., spearman_abs: _Optional[float] = ..., spearman: _Optional[float] = ..., ssim: _Optional[float] = ..., hog: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "tensor", "image", "method", "method_name", "parameters", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names")
+    __slots__ = ("model", "tensor", "image", "method", "method_name", "parameters", "targets", "heatmap", "layer", "steps", "integration", "samples", "sigma", "baseline", "seed", "cam_style", "gradient", "noise", "heatmap_sign", "heatmap_opacity", "heatmap_colormap", "heatmap_percentile", "heatmap_overlay", "top_k", "target_names", "output_grad", "region", "position", "detection")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +297,10 @@ class ExplainRequest(_message.Message):
     HEATMAP_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TARGET_NAMES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_GRAD_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
     model: str
     tensor: Tensor
     image: bytes
@@ -322,10 +326,72 @@ class ExplainRequest(_message.Message):
     heatmap_overlay: bool
     top_k: int
     target_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    output_grad: Tensor
+    region: RegionTarget
+    position: PositionTarget
+    detection: DetectionTarget
+    def __init__(self, model: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., image: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap: _Optional[bool] = ..., layer: _Optional[str] = ..., steps: _Optional[int] = ..., integration: _Optional[_Union[Integration, str]] = ..., samples: _Optional[int] = ..., sigma: _Optional[float] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., seed: _Optional[int] = ..., cam_style: _Optional[_Union[CamStyle, str]] = ..., gradient: _Optional[_Union[Method, str]] = ..., noise: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_sign: _Optional[_Union[HeatmapSign, str]] = ..., heatmap_opacity: _Optional[float] = ..., heatmap_colormap: _Optional[str] = ..., heatmap_percentile: _Optional[float] = ..., heatmap_overlay: _Optional[bool] = ..., top_k: _Optional[int] = ..., target_names: _Optional[_Iterable[str]] = ..., output_grad: _Optional[_Union[Tensor, _Mapping]] = ..., region: _Optional[_Union[RegionTarget, _Mapping]] = ..., position: _Optional[_Union[PositionTarget, _Mapping]] = ..., detection: _Optional[_Union[DetectionTarget, _Mapping]] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
+
+class RegionTarget(_message.Message):
+    __slots__ = ("mask_png", "mask", "box", "classes")
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    mask_png: bytes
+    mask: Tensor
+    box: Box
+    classes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, mask_png: _Optional[bytes] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., classes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PositionTarget(_message.Message):
+    __slots__ = ("position", "class_index")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    class_index: int
+    def __init__(self, position: _Optional[int] = ..., class_index: _Optional[int] = ...) -> None: ...
+
+class DetectionTarget(_message.Message):
+    __slots__ = ("box", "class_index", "explain_box", "min_iou")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_BOX_FIELD_NUMBER: _ClassVar[int]
+    MIN_IOU_FIELD_NUMBER: _ClassVar[int]
+    box: Box
+    class_index: int
+    explain_box: bool
+    min_iou: float
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., class_index: _Optional[int] = ..., explain_box: _Optional[bool] = ..., min_iou: _Optional[float] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("index", "box", "class_index", "score", "iou")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    box: Box
+    class_index: int
+    score: float
+    iou: float
+    def __init__(self, index: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., class_index: _Optional[int] = ..., score: _Optional[float] = ..., iou: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "method_name", "outputs", "completeness_gap", "seed", "layer", "heatmaps_png", "samples", "target_scores", "target_probabilities")
+    __slots__ = ("saliency", "scores", "targets", "heatmap_png", "target_labels", "method", "method_name", "outputs", "completeness_gap", "seed", "layer", "heatmaps_png", "samples", "target_scores", "target_probabilities", "detections")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +414,7 @@ class ExplainResponse(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TARGET_SCORES_FIELD_NUMBER: _ClassVar[int]
     TARGET_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     saliency: Tensor
     scores: Tensor
     targets: _containers.RepeatedScalarFieldContainer[int]
@@ -363,7 +430,8 @@ class ExplainResponse(_message.Message):
     samples: _containers.RepeatedScalarFieldContainer[int]
     target_scores: _containers.RepeatedScalarFieldContainer[float]
     target_probabilities: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., outputs: _Optional[_Mapping[str, ParamValue]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    def __init__(self, saliency: _Optional[_Union[Tensor, _Mapping]] = ..., scores: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., heatmap_png: _Optional[bytes] = ..., target_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., method_name: _Optional[str] = ..., outputs: _Optional[_Mapping[str, ParamValue]] = ..., completeness_gap: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., layer: _Optional[str] = ..., heatmaps_png: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[int]] = ..., target_scores: _Optional[_Iterable[float]] = ..., target_probabilities: _Optional[_Iterable[float]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from onnxplain.graph_rewrite import TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS, Method
+from onnxplain.graph_rewrite import GRAD_INPUT, TARGETS_INPUT, TARGETS_OUTPUT, TOP_CLASS, Method
 from onnxplain.graph_rewrite.methods import REGISTRY, RunFeeds
 from onnxplain.render import DEFAULT_OPTIONS, HeatmapOptions
 from PIL import Image
@@ -24,10 +24,16 @@ from PIL import Image
 from ..runtime.engines import Cancel
 from ..store.repository import LoadedModel, Repository, SessionKey, Spec
 from .batching import ModelQueue, OnAbandon, QueueLimits, RunBatch
+from .detection import Detection, DetectionTarget, detection_seed
 from .errors import InvalidInput, RequestTooLarge
 from .imaging import decode, heatmap_pngs, preprocess
 from .method_params import method_params, run_feeds
+from .region_targets import PositionTarget, RegionTarget, position_seed, region_seed
+from .seeds import BuiltSeed, given_seed
 from .targets import explain_top_k, resolve_names, row_stats
+
+# What a request explains beyond one class (ExplainRequest.region, position, detection).
+SeedTarget = RegionTarget | PositionTarget | DetectionTarget
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class ExplainCall:
     target_names: Sequence[str] = ()  # classes by label, instead of targets
     # The method's parameters by name (its registry entry says which it takes).
     params: Mapping[str, Any] = field(default_factory=dict)
+    # The caller's own seed, shaped like the explained output (batch included).
+    output_grad: np.ndarray | None = None
+    # A region, position or detection target, built into a seed from the forward run.
+    target: SeedTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class Explanation:
     # `outputs`: per-row arrays and values its run-time feeding reports), and the "layer"
     # used by a method that takes one.
     outputs: dict[str, Any] = field(default_factory=dict)
+    detections: list[Detection] = field(default_factory=list)  # a detection target's, per row
 
 
 class Explainer:
@@ -122,7 +133,10 @@ class Explainer:
         reported: dict[str, Any] = dict(feeds.reported)
         if spec.param("layer") is not None:
             reported["layer"] = str(params.resolved["layer"] or model.default_layer() or "")
-        session = SessionKey.of(method, params.graph)
+        seeded = call.output_grad is not None or call.target is not None
+        if seeded:
+            _check_seed_alone(call)
+        session = SessionKey.of(method, params.graph, given_seed=seeded)
         given = list(call.targets)
         if call.target_names:
             given = resolve_names(call.target_names, model.config.labels, model.name)
@@ -142,7 +156,13 @@ class Explainer:
             _check_in_range(explained, scores)
             return scores, saliency, explained
 
-        if call.top_k:
+        built: BuiltSeed | None = None
+        if seeded:
+            built = _seed(call, model, x)
+            scores, saliency, _ = run(x, built.seed)
+            samples = np.arange(len(x), dtype=np.int64)
+            targets = built.classes
+        elif call.top_k:
             scores, samples, targets, saliency = explain_top_k(
                 call.top_k,
                 x,
@@ -157,7 +177,11 @@ class Explainer:
             scores, saliency, targets = run(x, wanted)
             samples = np.arange(len(targets), dtype=np.int64)
         flat = scores.reshape(scores.shape[0], -1)
-        target_scores, probabilities = row_stats(flat, samples, targets)
+        if built is not None:  # no class of a flat score: the explained scalar, no probability
+            target_scores = _seed_values(built, scores)
+            probabilities = np.full(len(samples), np.nan)
+        else:
+            target_scores, probabilities = row_stats(flat, samples, targets)
         if not call.top_k and extra:  # per-row outputs: one run's rows are the response's
             names = [o.name for o in spec.outputs if o.from_model]
             reported.update(zip(names, extra[0]))
@@ -170,13 +194,14 @@ class Explainer:
             scores=scores,
             targets=targets,
             method=method,
-            labels=[model.config.labels[t] for t in targets] if model.config.labels else [],
+            labels=_labels(model.config.labels, targets),
             heatmap_png=pngs[0] if pngs else None,
             samples=samples,
             target_scores=target_scores,
             probabilities=probabilities,
             heatmaps_png=pngs,
             outputs=reported,
+            detections=list(built.detections) if built is not None else [],  # type: ignore[arg-type]
         )
 
     def queue(self, model: LoadedModel) -> ModelQueue:
@@ -205,6 +230,73 @@ class Explainer:
             given = preprocess(given, model.config.preprocessing)
         check_input(given, model.input, self.max_batch)
         return given
+
+
+def _check_seed_alone(call: ExplainCall) -> None:
+    if call.output_grad is not None and call.target is not None:
+        raise InvalidInput("give output_grad or a region, position or detection target, not both")
+    if call.targets or call.target_names or call.top_k:
+        what = (
+            "output_grad"
+            if call.output_grad is not None
+            else "a region, position or detection target"
+        )
+        raise InvalidInput(f"{what} combines with no targets, target_names or top_k")
+
+
+def _seed(call: ExplainCall, model: LoadedModel, x: np.ndarray) -> BuiltSeed:
+    """The request's seed: its own, checked, or one built from its target on the forward run."""
+    if call.output_grad is not None:
+        return given_seed(
+            np.asarray(call.output_grad),
+            model.output.dtype,
+            model.output.shape,
+            len(x),
+            lambda: _forward(model, x),
+        )
+    target = call.target
+    hw = _input_hw(model, x)
+    if isinstance(target, RegionTarget):
+        return region_seed(target, _forward(model, x), hw)
+    if isinstance(target, PositionTarget):
+        return position_seed(target, _forward(model, x))
+    assert isinstance(target, DetectionTarget)
+    detection = model.config.detection
+    if detection is None:
+        raise InvalidInput(
+            f"model {model.name!r} has no [detection] layout in its config.toml; a detection "
+            "target needs one"
+        )
+    names = [model.output.name] + ([detection.boxes] if detection.boxes else [])
+    outputs = [np.asarray(o) for o in model.forward.run(names, {model.input.name: x})]
+    boxes = outputs[1] if len(outputs) > 1 else None
+    return detection_seed(target, detection, outputs[0], boxes, hw)
+
+
+def _input_hw(model: LoadedModel, x: np.ndarray) -> tuple[int, int]:
+    """The input's height and width in pixels (a box's coordinates are in them)."""
+    pre = model.config.preprocessing
+    if x.ndim != 4:
+        raise InvalidInput(
+            f"a box or region needs an image input [N, C, H, W]; this is {list(x.shape)}"
+        )
+    if pre is not None and pre.layout == "NHWC":
+        return int(x.shape[1]), int(x.shape[2])
+    return int(x.shape[2]), int(x.shape[3])
+
+
+def _seed_values(built: BuiltSeed, scores: np.ndarray) -> np.ndarray:
+    if built.values is not None:
+        return built.values
+    products = scores.astype(np.float64) * built.seed.astype(np.float64)
+    return products.reshape(len(products), -1).sum(axis=1)
+
+
+def _labels(labels: Sequence[str], targets: np.ndarray) -> list[str]:
+    """Each row's class label; empty where the model has none, "" for a row of no one class."""
+    if not labels:
+        return []
+    return [labels[t] if 0 <= t < len(labels) else "" for t in targets]
 
 
 def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
@@ -242,13 +334,20 @@ def _runner_for(model: LoadedModel) -> RunBatch:
     def run(key: Hashable, x: np.ndarray, targets: np.ndarray, cancel: Cancel) -> list[np.ndarray]:
         assert isinstance(key, BatchKey) and key.session.method is not None
         served = model.explain_session(key.session)
-        feeds = {model.input.name: x, TARGETS_INPUT: targets}
+        # With a given seed `targets` holds the seed rows themselves.
+        seeded = key.session.given_seed
+        feeds = {model.input.name: x, (GRAD_INPUT if seeded else TARGETS_INPUT): targets}
         if key.feeds is not None:
             feeds.update(key.feeds.feeds)
         # A merged graph holds other methods too: the engine computes only what the
         # fetches need.
-        names = [model.output.name, served.saliency, TARGETS_OUTPUT]
-        names += [o.name for o in REGISTRY[key.session.method].outputs if o.from_model]
+        extra = [o.name for o in REGISTRY[key.session.method].outputs if o.from_model]
+        if seeded:
+            outputs = served.session.run(
+                [model.output.name, served.saliency, *extra], feeds, cancel
+            )
+            return [*outputs[:2], np.full(len(x), -1, np.int64), *outputs[2:]]
+        names = [model.output.name, served.saliency, TARGETS_OUTPUT, *extra]
         return served.session.run(names, feeds, cancel)
 
     return run

@@ -12,6 +12,9 @@ mean = [0.485, 0.456, 0.406]  # applied to pixels scaled to [0, 1]
 std = [0.229, 0.224, 0.225]
 layout = "NCHW"             # or "NHWC"
 color_mode = "RGB"          # or "L"
+
+[detection]                 # a detector's raw head (detection_config.py says how)
+layout = "yolov8"
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from onnxplain.graph_rewrite.methods import DEFAULT_METHOD, Method, method_names
 
 from ..core.errors import ConfigError
+from .detection_config import DetectionConfig, detection_config
 from .scan import check_inside_repository
 
 _LAYOUTS = ("NCHW", "NHWC")
@@ -53,6 +57,7 @@ class ModelConfig:
     labels: tuple[str, ...] = ()
     default_method: Method = DEFAULT_METHOD
     preprocessing: Preprocessing | None = None
+    detection: DetectionConfig | None = None
 
 
 def load_config(model_dir: Path) -> ModelConfig:
@@ -78,6 +83,7 @@ def load_config(model_dir: Path) -> ModelConfig:
         labels=_load_labels(model_dir, _optional_str(raw, "labels")),
         default_method=method,
         preprocessing=_preprocessing(raw.get("preprocessing")),
+        detection=detection_config(raw.get("detection")),
     )
 
 

@@ -11,6 +11,7 @@ its weights (`weights.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -93,10 +94,15 @@ class SessionKey:
 
     method: str | None
     params: tuple[tuple[str, Hashable], ...] = ()
+    # True: the explain model takes the seed itself (`output_grad`, a request's own or one
+    # the server built from a region, position or detection target) instead of `targets`.
+    given_seed: bool = False
 
     @classmethod
-    def of(cls, method: str, params: Sequence[tuple[str, Hashable]] = ()) -> SessionKey:
-        return cls(method, tuple(sorted(params)))
+    def of(
+        cls, method: str, params: Sequence[tuple[str, Hashable]] = (), given_seed: bool = False
+    ) -> SessionKey:
+        return cls(method, tuple(sorted(params)), given_seed)
 
     @property
     def merges(self) -> bool:
@@ -106,10 +112,11 @@ class SessionKey:
         their own would hold again (VGG-19 served, one call each to six such methods:
         1,750 MB apart, 1,322 MB merged, as for three)."""
         spec = REGISTRY.get(self.method) if self.method is not None else None
-        return spec is not None and spec.merges and not self.params
+        return spec is not None and spec.merges and not self.params and not self.given_seed
 
     def __str__(self) -> str:
-        return (self.method or "forward") + "".join(f" {k}={v}" for k, v in self.params)
+        seed = " output_grad" if self.given_seed else ""
+        return (self.method or "forward") + "".join(f" {k}={v}" for k, v in self.params) + seed
 
 
 FORWARD = SessionKey(None)
@@ -163,8 +170,9 @@ class LoadedModel:
         """The seeded explain session of `key` (a method and its graph parameters), built on
         first use.
 
-        It takes the input and `targets` (int64, one per sample, -1 for the top class) and
-        gives the explained output, `explained_targets` and the method's saliency output
+        It takes the input and `targets` (int64, one per sample, -1 for the top class), or
+        with `key.given_seed` the seed `output_grad` itself, and gives the explained output,
+        `explained_targets` (not with a given seed) and the method's saliency output
         (`.saliency`: the merged methods share one session, each with its own output).
         """
         return self._get(key)
@@ -229,8 +237,8 @@ class LoadedModel:
     def _forget_oldest_parameterised(self) -> None:
         """Keeps at most MAX_PARAMETERISED sessions with parameters (oldest built goes
         first): a client cycling through sigmas or step counts rebuilds instead of growing
-        the server without bound. Holds _lock."""
-        keyed = [k for k in self._sessions if k.params]
+        the server without bound; a given seed's session counts as one. Holds _lock."""
+        keyed = [k for k in self._sessions if k.params or k.given_seed]
         for key in keyed[: max(0, len(keyed) - MAX_PARAMETERISED)]:
             del self._sessions[key]
 
@@ -250,7 +258,10 @@ class LoadedModel:
         model = self._load()
         if key.method is None:  # the plain forward pass
             return with_output(shape_inference.infer_shapes(model), self.output.name)
-        return explain_recipe(model, key.method, dict(key.params), self._recipe_options())
+        options = self._recipe_options()
+        if key.given_seed:
+            options = dataclasses.replace(options, seed_from="output_grad")
+        return explain_recipe(model, key.method, dict(key.params), options)
 
     def _load(self) -> onnx.ModelProto:
         if _stamp(self._path) != self._stamp:

@@ -20,6 +20,7 @@ from ...core.errors import InvalidInput
 from ...core.explainer import ExplainCall, Explainer, Explanation
 from ...store.repository import FailedModel, LoadedModel, Spec
 from .aliases import method_to_wire, request_method, request_params, set_outputs
+from .seed_targets import decode_output_grad, decode_target, encode_detection
 
 _SIGN_FROM_WIRE: dict[int, Sign] = {
     pb.HEATMAP_SIGN_UNSPECIFIED: "all",
@@ -67,6 +68,8 @@ def decode_call(request: pb.ExplainRequest) -> ExplainCall:
         top_k=request.top_k,
         target_names=list(request.target_names),
         params=request_params(request),
+        output_grad=decode_output_grad(request),
+        target=decode_target(request),
     )
 
 
@@ -100,6 +103,7 @@ def encode_explanation(result: Explanation) -> pb.ExplainResponse:
         samples=result.samples.tolist(),
         target_scores=result.target_scores.tolist(),
         target_probabilities=result.probabilities.tolist(),
+        detections=[encode_detection(d) for d in result.detections],
     )
     set_outputs(response, result.outputs)
     return response

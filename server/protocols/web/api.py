@@ -25,7 +25,7 @@ from ...core.errors import InvalidInput, ModelNotFound
 from ...core.explainer import ExplainCall, Explainer, Explanation
 from ...core.targets import MAX_TOP_K, row_stats
 from ...store.repository import FailedModel
-from . import method_params
+from . import method_params, page_targets
 
 # Classes explained (top mode) and listed when the request does not say.
 DEFAULT_TOP = 3
@@ -57,6 +57,14 @@ def list_models(core: Explainer) -> dict[str, Any]:
                 # Each method's parameters from the registry, for the page's controls.
                 "method_params": method_params.listing(),
                 "default_method": config.default_method,
+                # The targets beyond a class the page offers (a drawn box, a position), and
+                # the input's size in pixels, to which a drawn box is scaled.
+                "target_kinds": page_targets.kinds(entry),
+                "input_size": (
+                    None
+                    if config.preprocessing is None
+                    else [config.preprocessing.height, config.preprocessing.width]
+                ),
                 "sanity": None if entry.sanity is None else _sanity(entry.sanity),
             }
         )
@@ -94,6 +102,9 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
         raise InvalidInput(f"top must be between 1 and {MAX_TOP_K}; got {top}")
     options = heatmap_options(params)
     method = params.get("method") or None
+    seed_target = page_targets.target_from_query(params)
+    if seed_target is not None:
+        target = None
     result = core.explain(
         ExplainCall(
             model=model,
@@ -101,7 +112,8 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
             method=method,
             params=method_params.from_query(params, method or _default_method(core, model)),
             targets=() if target is None else (target,),
-            top_k=top if target is None else 0,
+            top_k=top if target is None and seed_target is None else 0,
+            target=seed_target,
             heatmap=True,
             heatmap_options=options,
         )
@@ -113,7 +125,13 @@ def explain(core: Explainer, params: Mapping[str, str], image: bytes) -> dict[st
     flat = result.scores.reshape(result.scores.shape[0], -1)
     best = np.argsort(-flat[0], kind="stable")[:top]
     scores, probabilities = row_stats(flat, np.zeros(len(best), np.int64), best)
+    hw = (pre.height, pre.width) if pre is not None else (0, 0)
     return {
+        "detections": page_targets.top_detections(loaded, result, hw),
+        "explained_detections": [
+            {"index": d.index, "box": [d.box.x0, d.box.y0, d.box.x1, d.box.y1], "iou": d.iou}
+            for d in result.detections
+        ],
         "method": result.method,
         "outputs": method_params.outputs_json(result.outputs),
         "explained": [_row(result, i, labels, layout, options) for i in range(len(result.targets))],
@@ -170,8 +188,11 @@ def _row(
 
 
 def _class(index: int, labels: tuple[str, ...], score: float, probability: float) -> dict[str, Any]:
-    label = labels[index] if index < len(labels) else str(index)
-    return {"index": index, "label": label, "score": score, "probability": probability}
+    # -1: a row of no one class (a region of all classes); its probability is none (NaN,
+    # which JSON cannot carry: null).
+    label = labels[index] if 0 <= index < len(labels) else str(index) if index >= 0 else "region"
+    shown = None if np.isnan(probability) else probability
+    return {"index": index, "label": label, "score": score, "probability": shown}
 
 
 def _data_url(png: bytes) -> str:

@@ -17,7 +17,7 @@ function element(tag, props = {}, ...children) {
 }
 
 const option = (value, text) => element("option", { value, textContent: text });
-const percent = (p) => (p >= 0.001 || p === 0 ? `${(p * 100).toFixed(1)}%` : `${(p * 100).toExponential(1)}%`);
+const percent = (p) => (p === null || p === undefined ? "no probability" : p >= 0.001 || p === 0 ? `${(p * 100).toFixed(1)}%` : `${(p * 100).toExponential(1)}%`);
 const number = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toPrecision(3) : v.toExponential(2));
 
 function modelChosen() {
@@ -175,6 +175,7 @@ function showResult(result, file) {
   $("classes").tBodies[0].replaceChildren(...result.top.map((c) => classRow(c, explained)));
   $("result").hidden = false;
   decorateResult(result);
+  showDetections(result);
 }
 
 async function explain(event) {
@@ -184,6 +185,7 @@ async function explain(event) {
   if (!file) { showError("choose an image first"); return; }
   const fields = ["model", "method", "target", "top", "sign", "colormap", "opacity", "percentile"];
   const query = new URLSearchParams(fields.map((f) => [f, $(f).value]));
+  addTargetQuery(query);
   for (const [name, value] of methodParamEntries()) query.append(name, value);
   $("busy").hidden = false;
   $("explain").disabled = true;
@@ -227,11 +229,13 @@ document.addEventListener("DOMContentLoaded", () => {
 function clearModelExtras() {
   $("method-sanity").textContent = "";
   showSamples(null);
+  showTargetKinds(null);
 }
 
 function showModelExtras(model) {
   showMethodSanity();
   showSamples(model);
+  showTargetKinds(model);
 }
 
 const chosenModel = () => models.find((m) => m.name === $("model").value);
@@ -374,4 +378,150 @@ document.addEventListener("DOMContentLoaded", () => {
   $("image").addEventListener("change", () => showPreview($("image").files[0]));
   $("preview").addEventListener("error", () => { if (previewUrl) previewFailed(); });
   $("explain-form").addEventListener("submit", rememberDrawing);
+});
+
+// --- Targets beyond a class: a box drawn on the preview (a region of a dense output, or the
+// detector's prediction best overlapping it), a sequence position, and the detector's own
+// top detections to pick from. The box is kept in the model input's pixels, as the server
+// takes it (the preview shows the image at another size).
+
+let box = null; // [x0, y0, x1, y1] in model-input pixels
+let dragFrom = null;
+
+function showTargetKinds(model) {
+  const kinds = (model && model.available && model.target_kinds) || [];
+  const drawable = (kinds.includes("region") || kinds.includes("detection")) && model.input_size;
+  $("box-target").hidden = !drawable;
+  $("box-hint").textContent = kinds.includes("detection")
+    ? "Drag on the preview to draw a box: Explain explains the detection that best overlaps it (the class picked above, if any)."
+    : "Drag on the preview to draw a box: Explain explains the class picked above (or all classes) summed over it.";
+  $("position-label").hidden = !kinds.includes("position");
+  $("paint-label").hidden = !kinds.includes("region"); // a detector matches boxes only
+  $("paint").checked = false;
+  resetPaint();
+  $("position").value = "";
+  $("detections").hidden = true;
+  setBox(null);
+}
+
+function modelPixels(event) {
+  const img = $("preview");
+  const rect = img.getBoundingClientRect();
+  const [height, width] = chosenModel().input_size;
+  const x = Math.min(Math.max(event.clientX - rect.left, 0), rect.width);
+  const y = Math.min(Math.max(event.clientY - rect.top, 0), rect.height);
+  return [(x / rect.width) * width, (y / rect.height) * height];
+}
+
+function setBox(value) {
+  box = value;
+  const shown = $("drawn-box");
+  $("box-value").textContent = box ? `box ${box.map((v) => v.toFixed(1)).join(", ")} (input pixels)` : "no box";
+  if (!box) { shown.hidden = true; return; }
+  const img = $("preview");
+  const [height, width] = chosenModel().input_size;
+  const sx = img.clientWidth / width;
+  const sy = img.clientHeight / height;
+  Object.assign(shown.style, {
+    left: `${box[0] * sx + img.offsetLeft}px`, top: `${box[1] * sy + img.offsetTop}px`,
+    width: `${(box[2] - box[0]) * sx}px`, height: `${(box[3] - box[1]) * sy}px`,
+  });
+  shown.hidden = false;
+}
+
+// Painting: white strokes on a canvas of the model input's size, sent as a PNG mask.
+let painted = false;
+const painting = () => $("paint").checked && !$("paint-label").hidden;
+
+function resetPaint() {
+  const canvas = $("painted");
+  const model = chosenModel();
+  painted = false;
+  canvas.hidden = true;
+  if (!model || !model.input_size) return;
+  [canvas.height, canvas.width] = model.input_size;
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+}
+
+function paintAt(event) {
+  const [x, y] = modelPixels(event);
+  const canvas = $("painted");
+  const context = canvas.getContext("2d");
+  context.fillStyle = "#fff";
+  context.beginPath();
+  context.arc(x, y, Math.max(1, canvas.width / 16), 0, 2 * Math.PI);
+  context.fill();
+  painted = true;
+  canvas.hidden = false;
+  $("box-value").textContent = "painted region";
+}
+
+function startDrag(event) {
+  if ($("box-target").hidden) return;
+  event.preventDefault();
+  dragFrom = modelPixels(event);
+  if (painting()) paintAt(event);
+}
+
+function moveDrag(event) {
+  if (!dragFrom) return;
+  if (painting()) { paintAt(event); return; }
+  const [x, y] = modelPixels(event);
+  setBox([Math.min(dragFrom[0], x), Math.min(dragFrom[1], y), Math.max(dragFrom[0], x), Math.max(dragFrom[1], y)]);
+}
+
+function endDrag(event) {
+  if (!dragFrom) return;
+  moveDrag(event);
+  dragFrom = null;
+  if (painting()) return;
+  if (box && (box[2] - box[0] < 0.5 || box[3] - box[1] < 0.5)) setBox(null); // a click, no box
+}
+
+function addTargetQuery(query) {
+  const model = chosenModel();
+  const kinds = (model && model.target_kinds) || [];
+  if (painting() && painted) {
+    query.set("region_mask", $("painted").toDataURL("image/png"));
+    query.set("region_classes", $("target").value);
+    query.set("target", "");
+  } else if (box && !$("box-target").hidden) {
+    const text = box.map((v) => v.toFixed(2)).join(",");
+    if (kinds.includes("detection")) {
+      query.set("detection_box", text);
+      query.set("detection_class", $("target").value);
+    } else {
+      query.set("region_box", text);
+      query.set("region_classes", $("target").value);
+    }
+    query.set("target", "");
+  } else if (!$("position-label").hidden && $("position").value !== "") {
+    query.set("position", $("position").value);
+    query.set("position_class", $("target").value);
+    query.set("target", "");
+  }
+}
+
+function showDetections(result) {
+  const found = result.detections || [];
+  $("detections").hidden = found.length === 0;
+  $("detection-list").replaceChildren(...found.map((d) => {
+    const model = chosenModel();
+    const label = (model.labels && model.labels[d.class]) || `class ${d.class}`;
+    const button = element("button", { type: "button", className: "detection",
+      textContent: `${label} ${percent(d.score)} at ${d.box.map((v) => v.toFixed(0)).join(",")}` });
+    button.addEventListener("click", () => {
+      setBox(d.box);
+      $("explain-form").requestSubmit();
+    });
+    return button;
+  }));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("preview").addEventListener("mousedown", startDrag);
+  document.addEventListener("mousemove", moveDrag);
+  document.addEventListener("mouseup", endDrag);
+  $("clear-box").addEventListener("click", () => { setBox(null); resetPaint(); });
+  $("paint").addEventListener("change", () => { setBox(null); resetPaint(); });
 });
