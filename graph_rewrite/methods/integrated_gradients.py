@@ -28,6 +28,7 @@ from onnx import helper
 
 from ..builder import Builder
 from ..errors import RewriteError
+from ..rules.common import onnx_type
 from ..rules.rectifiers import Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
@@ -160,6 +161,10 @@ def build_integrated_gradients_model(
         change = g.Sub(
             seeded_score(g, c.seed, c.y), seeded_score(g, c.seed, c.forward(starts["x0"]))
         )
+        if g.dtype_of(c.y) != g.dtype_of(c.x):
+            # The scores in the output's type (float16 inside a float32-I/O model), the
+            # gap in the input's, as it is declared.
+            change = g.Cast(change, to=onnx_type(g, c.x))
         return {"saliency": saliency, GAP_OUTPUT: g.Sub(total, change)}
 
     return build_batched_model(
