@@ -24,10 +24,9 @@ from captum.attr import (
 )
 from onnx import numpy_helper
 from onnxconverter_common import float16
+from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite.methods import ALL_METHODS
 from torch import nn
-
-from graph_rewrite import build_explain_model
-from graph_rewrite.methods import ALL_METHODS
 
 from helpers.tiny import tiny_classifier
 
