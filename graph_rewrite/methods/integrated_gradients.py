@@ -29,7 +29,7 @@ from onnx import helper
 from ..builder import Builder
 from ..errors import RewriteError
 from ..rules.common import onnx_type
-from ..rules.rectifiers import Rectifiers
+from ..rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
 from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
@@ -121,7 +121,7 @@ def build_integrated_gradients_model(
     method: str = "vanilla",
     input_name: str | None = None,
     output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
 ) -> onnx.ModelProto:
