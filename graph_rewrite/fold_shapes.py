@@ -115,9 +115,9 @@ def _evaluate(
     if not any(t in derived for t in ins if t):
         return
     derived.update(t for t in node.output if t)
-    given = [t for t in ins if t]
-    if all(value(t) is not None for t in given):
-        if sum(value(t).size for t in given) <= _MAX_ELEMENTS:  # type: ignore[union-attr]
+    known = [value(t) for t in ins if t]
+    if all(v is not None for v in known):
+        if sum(int(v.size) for v in known if v is not None) <= _MAX_ELEMENTS:
             _run(node, ins, value, full, opsets)
         return
     # Partly known shape vectors: the ops that pick or join their entries.
