@@ -36,10 +36,25 @@ _NOT_EVALUATED = frozenset(
 )  # fmt: skip
 
 
+# Each round folds what the shapes known so far decide; a folded Reshape target makes the
+# next layer's shapes known, so a deep net (a Swin's blocks) takes several rounds.
+_MAX_ROUNDS = 64
+
+
 def fold_shape_arithmetic(model: onnx.ModelProto, keep: Collection[str] = ()) -> bool:
     """Replaces, in place, each tensor computed only from static sizes by an initializer
-    and drops the nodes no longer needed. True when anything was folded (shapes must then
-    be inferred again)."""
+    and drops the nodes no longer needed, shapes inferred again after each round. True
+    when anything was folded."""
+    folded_any = False
+    for _ in range(_MAX_ROUNDS):
+        if not _fold_round(model, keep):
+            break
+        folded_any = True
+        _infer_shapes_again(model)
+    return folded_any
+
+
+def _fold_round(model: onnx.ModelProto, keep: Collection[str]) -> bool:
     graph = model.graph
     dims = _known_dims(graph)
     constants = _constants(graph)
@@ -60,7 +75,6 @@ def fold_shape_arithmetic(model: onnx.ModelProto, keep: Collection[str] = ()) ->
     if not folded:
         return False
     _rewrite(graph, folded, derived | set(partial), pinned)
-    _infer_shapes_again(model)
     return True
 
 
@@ -214,13 +228,22 @@ def _rewrite(
             if outs and all(t in derived and t not in read for t in outs):
                 removed.add(id(node))
                 changed = True
+    # The constants only the removed nodes read go with them (Constant nodes and
+    # initializers alike); runtimes would warn about each one left unused.
+    fed = {t for n in nodes if id(n) in removed for t in n.input} | set(folded)
     kept = [n for n in nodes if id(n) not in removed]
+    read = {t for n in kept for t in n.input} | pinned
+    kept = [
+        n
+        for n in kept
+        if not (n.op_type == "Constant" and n.output[0] in fed and n.output[0] not in read)
+    ]
     del graph.node[:]
     graph.node.extend(kept)
-    read = {t for n in kept for t in n.input} | pinned
+    inputs = {vi.name for vi in graph.input}
     for i in reversed(range(len(graph.initializer))):
         name = graph.initializer[i].name
-        if name in folded and name not in read:
+        if name in fed and name not in read and name not in inputs:
             del graph.initializer[i]
     info = [vi for vi in graph.value_info if vi.name not in folded]
     del graph.value_info[:]
