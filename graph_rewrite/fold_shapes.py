@@ -206,44 +206,45 @@ def _run(
 def _rewrite(
     graph: onnx.GraphProto, folded: dict[str, np.ndarray], derived: set[str], pinned: set[str]
 ) -> None:
-    """The folded tensors as initializers; the nodes of the shape arithmetic that nothing
-    reads any more removed (only those: dead forward nodes are not this pass's business)."""
+    """The folded tensors as initializers, and what only the removed nodes read removed.
+
+    Only that: a value nobody reads yet stays (a batch method's epilogue reads its
+    prelude's tensors after this pass has run), and dead forward nodes are not this pass's
+    business. Constant nodes and folded values read by the removed nodes alone go with
+    them (runtimes warn about each initializer left unused)."""
     nodes = list(graph.node)
-    producers = {t: n for n in nodes for t in n.output}
     for name, value in folded.items():
         graph.initializer.append(numpy_helper.from_array(value, name))
-        producers.pop(name, None)
-    removed: set[int] = set()
-    for node in nodes:  # a node whose every output is folded
-        if all(not t or t in folded for t in node.output):
-            removed.add(id(node))
+    removed = {id(n) for n in nodes if all(not t or t in folded for t in n.output)}
+
+    def fed_only_to_removed(name: str) -> bool:
+        return name in fed and name not in read
+
     changed = True
-    while changed:  # then the shape nodes that only fed those
-        changed = False
+    while changed:  # then the shape nodes that fed only those
+        fed = {t for n in nodes if id(n) in removed for t in n.input}
         read = {t for n in nodes if id(n) not in removed for t in n.input} | pinned
+        changed = False
         for node in nodes:
-            if id(node) in removed:
-                continue
             outs = [t for t in node.output if t]
-            if outs and all(t in derived and t not in read for t in outs):
+            if id(node) in removed or not outs:
+                continue
+            if all(t in derived and fed_only_to_removed(t) for t in outs):
                 removed.add(id(node))
                 changed = True
-    # The constants only the removed nodes read go with them (Constant nodes and
-    # initializers alike); runtimes would warn about each one left unused.
-    fed = {t for n in nodes if id(n) in removed for t in n.input} | set(folded)
-    kept = [n for n in nodes if id(n) not in removed]
-    read = {t for n in kept for t in n.input} | pinned
     kept = [
         n
-        for n in kept
-        if not (n.op_type == "Constant" and n.output[0] in fed and n.output[0] not in read)
+        for n in nodes
+        if id(n) not in removed
+        and not (n.op_type == "Constant" and fed_only_to_removed(n.output[0]))
     ]
     del graph.node[:]
     graph.node.extend(kept)
-    inputs = {vi.name for vi in graph.input}
+    # Of the initializers, only this pass's own: a builder may hold the name of one it
+    # wrote earlier and read it again later (Builder.const caches them by value).
     for i in reversed(range(len(graph.initializer))):
         name = graph.initializer[i].name
-        if name in fed and name not in read and name not in inputs:
+        if name in folded and fed_only_to_removed(name):
             del graph.initializer[i]
     info = [vi for vi in graph.value_info if vi.name not in folded]
     del graph.value_info[:]
