@@ -25,7 +25,7 @@ from .errors import RewriteError, UnsupportedOpsError
 from .layers import last_spatial_layer
 from .model_info import ModelInfo, ai_onnx_opset
 from .rules import Rule
-from .rules.rectifiers import Rectifiers, with_rectifier_rule
+from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, with_rectifier_rule
 from .targets import Target
 from .walk import Endpoints, Path, differentiated_path, missing_rules, reverse_walk
 
@@ -99,7 +99,7 @@ class BackwardOptions:
 
     ends: Endpoints
     params: Mapping[str, Any] = field(default_factory=dict)
-    rectifiers: Rectifiers = "all"
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS
     grad_name: str = GRAD_INPUT
     saliency_name: str = SALIENCY_OUTPUT
     target: Target = "portable"

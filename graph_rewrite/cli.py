@@ -20,6 +20,7 @@ from .recipe import (
     default_layer,
     explain_recipe,
 )
+from .rules.rectifiers import DEFAULT_RECTIFIERS, other_rectifiers
 from .seeding import TARGETS_INPUT, TARGETS_OUTPUT
 from .shapes import parse_input_shape
 from .targets import TARGETS
@@ -86,9 +87,10 @@ def _add_build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rectifiers",
         choices=RECTIFIER_CHOICES,
-        default="all",
-        help="which activations get the method's rule: only Relu, or also ReLU6-style Clip, "
-        "LeakyRelu, PRelu and HardSwish (default: all)",
+        default=DEFAULT_RECTIFIERS,
+        help="which activations get deconvnet's or guided backprop's rule: only Relu, as "
+        "Captum and pytorch-grad-cam (default), or also ReLU6-style Clip, LeakyRelu, PRelu "
+        "and HardSwish",
     )
     parser.add_argument(
         "--target",
@@ -183,7 +185,31 @@ def run_convert(args: argparse.Namespace) -> int:
         return 1
     seconds = time.perf_counter() - started
     print(f"wrote {args.output_file} ({args.method}, {args.target}) in {seconds:.2f} s")
+    note = _rectifier_note(model, args)
+    if note:
+        print(note)
     return 0
+
+
+# The methods, and the gradients a batch method averages, that rectifiers change.
+_RECTIFYING = ("deconvnet", "guided", "guided_gradcam")
+
+
+def _rectifier_note(model: onnx.ModelProto, args: argparse.Namespace) -> str | None:
+    """Says which activations kept their true gradient under --rectifiers relu (the
+    default), where the method rectifies and the model has any."""
+    rectifying = args.method in _RECTIFYING or getattr(args, "param_gradient", None) in _RECTIFYING
+    if args.rectifiers != "relu" or not rectifying:
+        return None
+    others = other_rectifiers(model)
+    if not others:
+        return None
+    listed = ", ".join(f"{count} {op}" for op, count in sorted(others.items()))
+    return (
+        f"note: only Relu gets {args.method}'s rule (--rectifiers relu, as Captum and "
+        f"pytorch-grad-cam); {listed} keep their true gradient: --rectifiers all gives "
+        "them the rule too"
+    )
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

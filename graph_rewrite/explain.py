@@ -15,7 +15,7 @@ from .backward import GRAD_INPUT, SALIENCY_OUTPUT
 from .methods import METHODS, Method
 from .recipe import RecipeOptions, check_recipe, explain_recipe
 from .recipe import default_layer as recipe_default_layer
-from .rules.rectifiers import Rectifiers
+from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers
 from .shapes import InputShapes
 from .targets import Target
 from .walk import Endpoints
@@ -26,7 +26,7 @@ def build_explain_model(
     method: Method = "guided",
     input_name: str | None = None,
     output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     grad_name: str = GRAD_INPUT,
     saliency_name: str = SALIENCY_OUTPUT,
     target: Target = "portable",
@@ -52,7 +52,7 @@ def check(
     input_name: str | None = None,
     output_name: str | None = None,
     methods: Sequence[Method] = METHODS,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     grad_name: str = GRAD_INPUT,
     saliency_name: str = SALIENCY_OUTPUT,
     target: Target = "portable",

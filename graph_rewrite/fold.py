@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .fold_shapes import fold_shape_arithmetic
+
 _LAYERS = ("Conv", "ConvTranspose", "Gemm")
 
 
@@ -44,12 +46,14 @@ class _Folded:
 
 
 def fold(model: onnx.ModelProto, keep: Collection[str] = ()) -> onnx.ModelProto:
-    """The fold pass: `model` with BatchNormalization and per-channel affines folded into
-    the Conv/ConvTranspose/Gemm before them (changed in place and returned).
+    """The fold pass: `model` with shape arithmetic over static sizes folded to constants
+    (fold_shapes.py), then BatchNormalization and per-channel affines folded into the
+    Conv/ConvTranspose/Gemm before them (changed in place and returned).
 
     `keep` names tensors that must stay in the graph (the explained endpoints, a layer a
     method reads).
     """
+    fold_shape_arithmetic(model, keep)
     graph = model.graph
     constants = _Constants(graph)
     uses = Counter(_used_names(graph))

@@ -29,7 +29,7 @@ from .merge import merge_explain_models
 from .methods import METHODS, Method, MethodSpec, method_spec
 from .model_info import ai_onnx_opset
 from .prepare import prepare, resolve_endpoints
-from .rules.rectifiers import Rectifiers, rectifier_ops
+from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, rectifier_ops
 from .seeding import seed_from_targets
 from .shapes import InputShapes
 from .targets import Target, check_target
@@ -49,7 +49,7 @@ class RecipeOptions:
 
     input_name: str | None = None
     output_name: str | None = None
-    rectifiers: Rectifiers = "all"
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS
     grad_name: str = GRAD_INPUT
     saliency_name: str = SALIENCY_OUTPUT
     target: Target = "portable"

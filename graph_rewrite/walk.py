@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
+
 from .builder import Builder, Node
 from .errors import MissingRule, RewriteError
 from .model_info import ModelInfo
 from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
+from .rules.quantize import INTEGER_CARRIERS
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def differentiated_path(info: ModelInfo, ends: Endpoints) -> Path:
         if node.op_type in NON_DIFFERENTIABLE:
             continue
         if any(t in forward for t in node.inputs if t):
-            forward.update(t for t in node.outputs if t and info.is_float(t))
+            forward.update(_carrying_outputs(info, node))
     backward = {ends.output}
     for node in reversed(graph_nodes):
         if any(t in backward for t in node.outputs):
@@ -46,7 +49,8 @@ def differentiated_path(info: ModelInfo, ends: Endpoints) -> Path:
     live = forward & backward
     if ends.output not in live:
         raise RewriteError(
-            f"the output {ends.output!r} does not depend differentiably on the input {ends.input!r}"
+            f"the output {ends.output!r} does not depend differentiably on the input "
+            f"{ends.input!r}{_where_it_stops(info, graph_nodes, forward, backward)}"
         )
     nodes = [
         n
@@ -56,6 +60,44 @@ def differentiated_path(info: ModelInfo, ends: Endpoints) -> Path:
         and any(t in live for t in n.outputs)
     ]
     return Path(nodes, live)
+
+
+def _carrying_outputs(info: ModelInfo, node: Node) -> list[str]:
+    """The outputs of a node on the input's side that a gradient can reach: float ones, or
+    a quantizer's integer ones (rules/quantize.py: straight through)."""
+    carriers = INTEGER_CARRIERS.get(node.op_type)
+    if carriers is not None and (node.proto is None or node.proto.domain in ("", "ai.onnx")):
+        return [node.outputs[i] for i in carriers if i < len(node.outputs) and node.outputs[i]]
+    return [t for t in node.outputs if t and info.is_float(t)]
+
+
+def _where_it_stops(
+    info: ModelInfo, nodes: list[Node], forward: set[str], backward: set[str]
+) -> str:
+    """Names the nodes between input and output whose outputs carry no gradient (integer
+    results such as QLinearConv's), the usual reason a quantized model is refused."""
+    stops = [
+        n
+        for n in nodes
+        if n.op_type not in NON_DIFFERENTIABLE
+        and any(t in forward for t in n.inputs if t)
+        and any(t in backward for t in n.outputs if t)
+        and not _carrying_outputs(info, n)
+    ]
+    if not stops:
+        return ""
+    named = ", ".join(
+        f"{n.op_type} {n.name or n.outputs[0]!r} (output {n.outputs[0]!r}: "
+        f"{_type_name(info, n.outputs[0])})"
+        for n in stops[:5]
+    )
+    more = f" and {len(stops) - 5} more" if len(stops) > 5 else ""
+    return f": the gradient stops at {named}{more}, whose outputs are not float tensors"
+
+
+def _type_name(info: ModelInfo, name: str) -> str:
+    elem = info.info(name).elem_type
+    return onnx.TensorProto.DataType.Name(elem).lower() if elem else "unknown type"
 
 
 def missing_rules(

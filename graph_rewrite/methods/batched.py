@@ -31,7 +31,7 @@ from ..errors import RewriteError
 from ..fold import fold
 from ..model_info import ModelInfo, ai_onnx_opset
 from ..prepare import prepare, resolve_endpoints
-from ..rules.rectifiers import Rectifiers, rectifier_ops
+from ..rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, rectifier_ops
 from ..shapes import InputShapes
 from ..targets import Target, check_target
 from . import deconvnet, guided, vanilla
@@ -83,7 +83,7 @@ def build_batched_model(
     epilogue: Epilogue,
     input_name: str | None = None,
     output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
 ) -> onnx.ModelProto:

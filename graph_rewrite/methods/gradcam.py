@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..builder import Builder
 from ..errors import RewriteError
+from ..rules.common import onnx_type
 from .base import Context, MethodSpec, Param, Shape, spatial_axes
 
 STYLES = ("captum", "pytorch-grad-cam")
@@ -65,6 +66,11 @@ def upsampled_map(ctx: Context) -> str:
             f"{input_rank}-D: the map cannot be brought to the input's size"
         )
     cam = layer_map(ctx)
+    if g.dtype_of(layer) != g.dtype_of(x):
+        # A float16 model with float32 I/O (keep_io_types): the map is declared, and
+        # Guided Grad-CAM multiplies it, in the input's type. Cast before resizing, so that
+        # the resize and the min-max run in the wider type.
+        cam = g.Cast(cam, to=onnx_type(g, x))
     shape = g.shape_of(x)
     sizes = g.Concat(
         g.Slice(shape, g.ints([0]), g.ints([1])),
@@ -83,16 +89,23 @@ def upsampled_map(ctx: Context) -> str:
             nearest_mode="floor",
         )
     resized = g.Resize(
-        _min_max(g, cam), "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel"
+        _min_max(g, cam, x),
+        "",
+        "",
+        sizes,
+        mode="linear",
+        coordinate_transformation_mode="half_pixel",
     )
-    return _min_max(g, resized)
+    return _min_max(g, resized, x)
 
 
-def _min_max(g: Builder, cam: str) -> str:
-    """Per image: cam - min, then / (1e-7 + max), as pytorch-grad-cam's scale_cam_image."""
+def _min_max(g: Builder, cam: str, like: str) -> str:
+    """Per image: cam - min, then / (1e-7 + max), as pytorch-grad-cam's scale_cam_image.
+    `cam` has the float type of the forward tensor `like` (a built tensor has no type
+    the builder can read)."""
     # The map has one channel, so the global pools are per-image minimum and maximum.
     shifted = g.Add(cam, g.GlobalMaxPool(g.Neg(cam)))
-    return g.Div(shifted, g.Add(g.GlobalMaxPool(shifted), g.scalar_like(1e-7, cam)))
+    return g.Div(shifted, g.Add(g.GlobalMaxPool(shifted), g.scalar_like(1e-7, like)))
 
 
 def one_channel(input_shape: Shape) -> Shape:

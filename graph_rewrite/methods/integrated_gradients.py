@@ -28,7 +28,8 @@ from onnx import helper
 
 from ..builder import Builder
 from ..errors import RewriteError
-from ..rules.rectifiers import Rectifiers
+from ..rules.common import onnx_type
+from ..rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
 from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
@@ -120,7 +121,7 @@ def build_integrated_gradients_model(
     method: str = "vanilla",
     input_name: str | None = None,
     output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
 ) -> onnx.ModelProto:
@@ -160,6 +161,10 @@ def build_integrated_gradients_model(
         change = g.Sub(
             seeded_score(g, c.seed, c.y), seeded_score(g, c.seed, c.forward(starts["x0"]))
         )
+        if g.dtype_of(c.y) != g.dtype_of(c.x):
+            # The scores in the output's type (float16 inside a float32-I/O model), the
+            # gap in the input's, as it is declared.
+            change = g.Cast(change, to=onnx_type(g, c.x))
         return {"saliency": saliency, GAP_OUTPUT: g.Sub(total, change)}
 
     return build_batched_model(

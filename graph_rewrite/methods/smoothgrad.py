@@ -21,7 +21,7 @@ from onnx import helper
 
 from ..builder import Builder
 from ..errors import RewriteError
-from ..rules.rectifiers import Rectifiers
+from ..rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers
 from ..shapes import InputShapes
 from ..targets import Target
 from .base import RUN_TIME, MethodSpec, Output, Param, RunFeeds, Tensor
@@ -52,7 +52,7 @@ def build_smoothgrad_model(
     sigma: float = DEFAULT_SIGMA,
     input_name: str | None = None,
     output_name: str | None = None,
-    rectifiers: Rectifiers = "all",
+    rectifiers: Rectifiers = DEFAULT_RECTIFIERS,
     target: Target = "portable",
     input_shapes: InputShapes | None = None,
     seed: int | None = None,

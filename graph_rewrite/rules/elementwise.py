@@ -184,6 +184,10 @@ def dropout(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) 
 @register("Cast")
 def cast(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
     x = node.inputs[0]
+    if not g.info.is_float(x):
+        # From an integer product (MatMulInteger, quantize.py): the gradient with respect
+        # to its integer value stays in the float type it arrives in.
+        return [upstream(node, dys)]
     return [g.Cast(upstream(node, dys), to=onnx_type(g, x))]
 
 

@@ -5,7 +5,10 @@ true-gradient rules in activation.py both read it from here.
 
 Which ops count is the user's choice (`rectifiers`):
 
-    "relu"  only Relu, as Captum does (it swaps the backward of nn.ReLU modules alone);
+    "relu"  only Relu, as Captum and pytorch-grad-cam do (they swap the backward of
+            nn.ReLU modules alone): the default, so that a map compared with theirs
+            matches (guided on timm's MobileNetV3: 4e-7 relative L2 from Captum's, 0.97
+            under "all"; bench/rectifier_default.py);
     "all"   also ReLU6 and other Clips whose lower bound is 0, LeakyRelu, PRelu and
             HardSwish, the drop-in replacements for ReLU in mobile and newer nets: a
             guided or deconvnet map of a MobileNet then means what it means for a VGG.
@@ -16,12 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import onnx
+from onnx import numpy_helper
+
 from ..builder import Builder, Node
 from .common import float_mask, positive_mask
 from .table import RULES, Grad, Rule
 
 Rectifiers = Literal["relu", "all"]
 RECTIFIER_CHOICES: tuple[Rectifiers, ...] = ("relu", "all")
+DEFAULT_RECTIFIERS: Rectifiers = "relu"
 
 _EXTRA_RECTIFIERS = ("Clip", "LeakyRelu", "PRelu", "HardSwish")
 
@@ -31,6 +38,36 @@ def rectifier_ops(rectifiers: Rectifiers) -> tuple[str, ...]:
     if rectifiers not in RECTIFIER_CHOICES:
         raise ValueError(f"unknown rectifiers {rectifiers!r}; choose relu or all")
     return ("Relu", *_EXTRA_RECTIFIERS) if rectifiers == "all" else ("Relu",)
+
+
+def other_rectifiers(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each op type "all" adds to "relu" in `model`'s main graph (a Clip
+    counted where its lower bound is a constant 0): what the default leaves to its true
+    gradient, which the CLI tells the user."""
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    constants.update(
+        (n.output[0], a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute
+        if a.name == "value"
+    )  # fmt: skip
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in _EXTRA_RECTIFIERS or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type == "Clip" and not _clips_at_zero(node, constants):
+            continue
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _clips_at_zero(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    for attr in node.attribute:  # opset < 11: the bounds are attributes
+        if attr.name == "min":
+            return attr.f == 0.0
+    if len(node.input) < 2 or node.input[1] not in constants:
+        return False
+    low = numpy_helper.to_array(constants[node.input[1]]).reshape(-1)
+    return low.size == 1 and float(low[0]) == 0.0
 
 
 def clip_bounds(g: Builder, node: Node) -> tuple[float | None, float | None]:
@@ -91,7 +128,9 @@ def local_derivative(g: Builder, node: Node) -> str:
     raise ValueError(f"{node.op_type} is not a rectifier")
 
 
-def with_rectifier_rule(rule: Rule | None, rectifiers: Rectifiers = "all") -> dict[str, Rule]:
+def with_rectifier_rule(
+    rule: Rule | None, rectifiers: Rectifiers = DEFAULT_RECTIFIERS
+) -> dict[str, Rule]:
     """The true-gradient rule table with every rectifier's backward replaced by `rule`
     (None: the true gradients, unchanged). A Clip that is not a rectifier keeps its rule."""
     ops = rectifier_ops(rectifiers)

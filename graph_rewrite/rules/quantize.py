@@ -1,0 +1,173 @@
+"""Quantized models: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger.
+
+Rounding has no useful derivative, so these take the straight-through estimator that
+quantization-aware training trains with (torch.fake_quantize_per_tensor_affine's backward):
+round(·) counts as the identity, saturation does not. Each rule is the derivative of its
+op with round replaced by the identity, and the gradient at an integer tensor is taken
+with respect to its integer value (a real number, carried in the float type of the
+gradient):
+
+    QuantizeLinear       q = sat(round(x / s) + z)    dx = dq / s · [qmin <= round(x/s) + z <= qmax]
+    DequantizeLinear     y = (q - z) · s              dq = dy · s
+    MatMulInteger        y = (a - za) @ (b - zb)      da = dy @ (b - zb)ᵀ   (b a constant)
+
+A QuantizeLinear → DequantizeLinear pair (the QDQ format of onnxruntime's quantize_static)
+so passes dy where x quantizes inside [(qmin - z)·s, (qmax - z)·s] and 0 where it clips.
+Scales and zero points get no gradient: QAT reads them from its observers, not through
+them. walk.py lets the gradient through the integer outputs listed in INTEGER_CARRIERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from ..builder import Builder, Node
+from ..errors import RewriteError
+from .common import float_mask, known_rank, upstream
+from .table import Grad, register
+
+# Ops whose integer outputs (by index) carry a gradient: the quantized value, and products
+# of quantized values. Every other integer tensor stops the walk.
+INTEGER_CARRIERS: dict[str, tuple[int, ...]] = {
+    "QuantizeLinear": (0,),
+    "DynamicQuantizeLinear": (0,),
+    "MatMulInteger": (0,),
+    # No rule yet: listed so that a dynamically quantized convolution is refused as an op
+    # without a backward rule, by name, not as "no differentiable path".
+    "ConvInteger": (0,),
+}
+
+# The saturation range of each integer type a quantizer writes.
+_RANGES: dict[int, tuple[int, int]] = {
+    onnx.TensorProto.UINT8: (0, 255),
+    onnx.TensorProto.INT8: (-128, 127),
+    onnx.TensorProto.UINT16: (0, 65535),
+    onnx.TensorProto.INT16: (-32768, 32767),
+    onnx.TensorProto.UINT4: (0, 15),
+    onnx.TensorProto.INT4: (-8, 7),
+}
+
+
+def _range(g: Builder, node: Node) -> tuple[int, int]:
+    elem = g.tensor(node.outputs[0]).elem_type
+    if elem == 0 and not node.input(2):
+        elem = onnx.TensorProto.UINT8  # no zero point, no output_dtype: uint8
+    if elem not in _RANGES:
+        name = onnx.TensorProto.DataType.Name(elem) if elem else "unknown"
+        raise RewriteError(
+            f"{node.op_type} {node.name!r}: quantizing to {name} has no gradient rule "
+            "(supported: uint8, int8, uint16, int16, uint4, int4)"
+        )
+    return _RANGES[elem]
+
+
+def _along_axis(g: Builder, node: Node, param: str, x: str) -> str:
+    """A scale or zero point shaped to broadcast against `x`: a 1-D one (per-axis
+    quantization) along the node's `axis`; a scalar as it is."""
+    if node.attr("block_size", 0):
+        raise RewriteError(
+            f"{node.op_type} {node.name!r}: blocked quantization (block_size) has no gradient rule"
+        )
+    rank = g.tensor(param).rank
+    if rank is None:
+        raise RewriteError(f"{node.op_type} {node.name!r}: the rank of {param!r} is unknown")
+    if rank == 0:
+        return param
+    x_rank = known_rank(g, node, x)
+    axis = int(node.attr("axis", 1)) % x_rank
+    shape = [1] * x_rank
+    shape[axis] = -1
+    return g.Reshape(param, g.ints(shape))
+
+
+def _as_float(g: Builder, tensor: str, like: str) -> str:
+    return g.Cast(tensor, to=int(onnx.helper.np_dtype_to_tensor_dtype(g.dtype_of(like))))
+
+
+def _inside(g: Builder, x: str, scale: str, zero: str | None, bounds: tuple[int, int]) -> str:
+    """[qmin <= round(x / scale) + zero <= qmax] as 0/1 in x's float type: where the
+    quantizer does not saturate."""
+    level = g.Round(g.Div(x, scale))
+    if zero is not None:
+        level = g.Add(level, _as_float(g, zero, x))
+    low, high = (g.scalar_like(float(b), x) for b in bounds)
+    inside = g.And(g.GreaterOrEqual(level, low), g.LessOrEqual(level, high))
+    return float_mask(g, inside, x)
+
+
+@register("QuantizeLinear")
+def quantize_linear(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    dq, x = upstream(node, dys), node.inputs[0]
+    bounds = _range(g, node)
+    scale = _along_axis(g, node, node.inputs[1], x)
+    zero = _along_axis(g, node, node.input(2), x) if node.input(2) else None
+    dx = g.Mul(g.Div(dq, scale), _inside(g, x, scale, zero, bounds))
+    return [dx, None, None][: len(node.inputs)]
+
+
+@register("DequantizeLinear")
+def dequantize_linear(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    dy, q = upstream(node, dys), node.inputs[0]
+    if node.attr("block_size", 0):
+        _along_axis(g, node, node.inputs[1], q)  # raises: blocked
+    rank = g.tensor(node.inputs[1]).rank
+    if rank:  # per-axis: the scale along `axis` of q
+        x_rank = known_rank(g, node, q)
+        shape = [1] * x_rank
+        shape[int(node.attr("axis", 1)) % x_rank] = -1
+        scale = g.Reshape(node.inputs[1], g.ints(shape))
+    else:
+        scale = node.inputs[1]
+    return [g.Mul(dy, scale), None, None][: len(node.inputs)]
+
+
+@register("DynamicQuantizeLinear")
+def dynamic_quantize_linear(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    """uint8, scale = (max(x, 0) - min(x, 0)) / 255: the gradient of y only (scale and zero
+    point are the observer's). An all-zero x has scale 0; the smallest normal float
+    stands in for it, so the gradient is 0 there rather than NaN."""
+    dq, x = dys[0], node.inputs[0]
+    if dq is None:
+        return [None]
+    scale, zero = node.outputs[1], node.outputs[2]
+    tiny = g.scalar_like(float(np.finfo(g.dtype_of(x)).tiny), x)
+    safe = g.Max(scale, tiny)
+    return [g.Mul(g.Div(dq, safe), _inside(g, x, safe, zero, (0, 255)))]
+
+
+@register("MatMulInteger")
+def matmul_integer(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    """The gradient of the left operand, the right one a constant 2-D matrix (a weight,
+    as onnxruntime's quantize_dynamic writes them)."""
+    dy, b = upstream(node, dys), node.inputs[1]
+    if len(wants) > 1 and wants[1]:
+        raise RewriteError(
+            f"MatMulInteger {node.name!r}: a computed right operand has no gradient rule"
+        )
+    weight = g.info.constant(b)
+    if weight is None or weight.ndim != 2:
+        raise RewriteError(
+            f"MatMulInteger {node.name!r}: the right operand must be a constant 2-D matrix"
+        )
+    zero: np.ndarray | int = 0
+    if node.input(3):
+        zero_value = g.info.constant(node.input(3))
+        if zero_value is None:
+            raise RewriteError(f"MatMulInteger {node.name!r}: a computed zero point of b")
+        zero = zero_value.astype(np.int64).reshape(1, -1) if zero_value.ndim else zero_value
+    centred = (weight.astype(np.int64) - zero).astype(np.float32)
+    # dy arrives in the float type its Cast gave it; the weight is exact in float32.
+    return [g.MatMul(dy, g.const(centred.T, hint="w_integer_t")), None, None, None][
+        : len(node.inputs)
+    ]
