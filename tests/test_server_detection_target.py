@@ -25,6 +25,7 @@ from onnxplain.v1.tensors import to_array, to_tensor
 from helpers.pytorch_grad_cam_import import pytorch_grad_cam
 from helpers.server_support import running_server
 from helpers.target_models import YoloV8Head, images, seeded, write_model
+from helpers.torchvision_stub import torchvision_module
 
 SHAPE = (1, 3, 32, 32)
 MIN_SCORE = 0.3
@@ -56,11 +57,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def grad_cam_target(labels: list[int], boxes: np.ndarray, iou_threshold: float) -> Any:
     grad_cam = pytorch_grad_cam()
-    import torchvision  # the stub pytorch_grad_cam() installed
-
-    if not hasattr(torchvision, "ops"):
-        torchvision.ops = type(torchvision)("torchvision.ops")
-    torchvision.ops.box_iou = box_iou
+    torchvision_module("ops").box_iou = box_iou
     return grad_cam.utils.model_targets.FasterRCNNBoxScoreTarget(labels, boxes, iou_threshold)
 
 

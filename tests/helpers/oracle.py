@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import sys
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +38,8 @@ import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
+
+from helpers.torchvision_stub import torchvision_module
 
 # Agreement asked of onnx2torch's float32 forward pass with onnxruntime's (relative L2)
 # before its gradients count: a mistranslated op is off by O(1), rounding by ~1e-6.
@@ -70,21 +70,8 @@ def max_error(got: np.ndarray, want: np.ndarray) -> float:
 
 def _stub_torchvision() -> None:
     # onnx2torch imports torchvision for its NonMaxSuppression and RoiAlign converters
-    # only; PyPI's torchvision pins another torch (a CUDA one), so it is not installed.
-    # None of the models here has those ops: a stub that fails loudly if reached is enough.
-    if "torchvision" in sys.modules:
-        return
-
-    def missing(*_: Any, **__: Any) -> Any:
-        raise NotImplementedError("torchvision is a stub in the tests (tests/helpers/oracle.py)")
-
-    vision = types.ModuleType("torchvision")
-    ops = types.ModuleType("torchvision.ops")
-    for name in ("nms", "batched_nms", "roi_align", "box_convert"):
-        setattr(ops, name, missing)
-    vision.ops = ops  # type: ignore[attr-defined]
-    sys.modules["torchvision"] = vision
-    sys.modules["torchvision.ops"] = ops
+    # only; none of the models here has those ops.
+    torchvision_module("ops", "nms", "batched_nms", "roi_align", "box_convert")
 
 
 def _onnx2torch_convert(model: onnx.ModelProto) -> nn.Module:
