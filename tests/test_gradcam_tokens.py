@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite import build_explain_model, default_layer
 from onnxplain.graph_rewrite.errors import RewriteError
 from onnxplain.graph_rewrite.methods.token_grid import token_grid
 from test_transformer_and_mobile import CLASSES, TinyViT
@@ -70,11 +70,14 @@ def image() -> torch.Tensor:
     return torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(7))
 
 
-def test_token_layer_gradcam_matches_pytorch_grad_cam(image: torch.Tensor) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["named-layer", "default-layer"])
+def test_token_layer_gradcam_matches_pytorch_grad_cam(image: torch.Tensor, named: bool) -> None:
     net = ViTWithNorm().eval()
     model = export_onnx(net, image)
     layer = _norm1_output(model)
-    params = {"layer": layer, "cam_style": "pytorch-grad-cam"}
+    assert default_layer(model) == layer, "the default on a ViT: the last block's norm1"
+    params = {"layer": layer, "cam_style": "pytorch-grad-cam"} if named else {}
+    params["cam_style"] = "pytorch-grad-cam"
     explain = build_explain_model(model, "gradcam", params=params)
     one_hot = np.eye(CLASSES, dtype=np.float32)[TARGETS]
     got = session(explain).run(["saliency"], {"image": image.numpy(), "output_grad": one_hot})[0]
