@@ -7,6 +7,12 @@ branch's pooled vector is multiplied back into a feature map, so it is not in th
 The default layer is the spatial input of the last node that leads into the head: the
 input of ResNet's GlobalAveragePool, of VGG's Flatten (its last MaxPool's output).
 A model whose explained output is itself spatial (a detector's map) has none.
+
+Token models: where that layer is a token tensor [N, tokens, C] (ViT's final norm), the
+head often reads one class token, and everything after the last attention is per token:
+no gradient reaches the patch tokens there, and the map would be all zero. The default is
+then the output of the last LayerNormalization before the last Softmax (attention), the
+last block's norm1, as pytorch-grad-cam's docs advise for ViT.
 """
 
 from __future__ import annotations
@@ -43,5 +49,18 @@ def last_spatial_layer(info: ModelInfo, path: Path) -> str | None:
             continue
         spatial_inputs = [t for t in node.inputs if t in path.tensors and is_spatial(info, t)]
         if spatial_inputs:
+            if info.info(spatial_inputs[0]).rank == 3:
+                return last_norm_before_attention(path) or spatial_inputs[0]
             return spatial_inputs[0]
+    return None
+
+
+def last_norm_before_attention(path: Path) -> str | None:
+    """The output of the last LayerNormalization before the path's last Softmax, or None."""
+    softmaxes = [i for i, n in enumerate(path.nodes) if n.op_type == "Softmax"]
+    if not softmaxes:
+        return None
+    for node in reversed(path.nodes[: softmaxes[-1]]):
+        if node.op_type == "LayerNormalization" and node.outputs[0] in path.tensors:
+            return node.outputs[0]
     return None

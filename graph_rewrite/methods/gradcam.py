@@ -17,6 +17,9 @@ Two conventions for the last step (`cam_style`), the two users meet:
                         aggregate_multi_layers does. For 5-D layers pytorch-grad-cam uses
                         scipy's cubic-spline zoom instead; here it stays linear.
 
+A 3-D token layer [N, tokens, C] of a ViT-style model explained against a 4-D image is read
+as a grid [N, C, gh, gw] (token_grid.py), the leading class/distillation tokens dropped.
+
 Default layer: the last spatial tensor before global pooling or flattening (layers.py).
 """
 
@@ -26,6 +29,7 @@ from ..builder import Builder
 from ..errors import RewriteError
 from ..rules.common import onnx_type
 from .base import Context, MethodSpec, Param, Shape, spatial_axes
+from .token_grid import grid_of_layer, tokens_as_grid
 
 STYLES = ("captum", "pytorch-grad-cam")
 
@@ -50,6 +54,11 @@ def layer_map(ctx: Context) -> str:
     g, layer = ctx.g, ctx.layer()
     spatial_axes(g.tensor(layer).rank, f"the Grad-CAM layer {layer!r}")
     grad = ctx.gradient(at=layer)
+    grid = grid_of_layer(g, layer, ctx.ends.input)
+    if grid is not None:
+        # A token layer: activation and gradient both read as [N, C, gh, gw], as
+        # pytorch-grad-cam's reshape_transform does to both.
+        layer, grad = (tokens_as_grid(g, t, *grid) for t in (layer, grad))
     # The spatial mean of the gradient; GlobalAveragePool takes 3-D to 5-D alike.
     weights = g.GlobalAveragePool(grad)
     return g.Relu(g.ReduceSum(g.Mul(weights, layer), g.ints([1]), keepdims=1))
@@ -59,6 +68,8 @@ def upsampled_map(ctx: Context) -> str:
     """The layer map at the input's spatial size, in the chosen style: [N, 1, spatial of X]."""
     g, x, layer = ctx.g, ctx.ends.input, ctx.layer()
     layer_rank = len(spatial_axes(g.tensor(layer).rank, f"the Grad-CAM layer {layer!r}")) + 2
+    if grid_of_layer(g, layer, x) is not None:
+        layer_rank = 4  # a token layer read as a grid
     input_rank = len(spatial_axes(g.tensor(x).rank, f"the explained input {x!r}")) + 2
     if input_rank != layer_rank:
         raise RewriteError(
