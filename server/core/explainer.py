@@ -149,8 +149,9 @@ class Explainer:
                 given,
                 self.max_batch,
                 model.input.shape[0],
-                forward=lambda v: _forward(model, v),
-                explain=lambda v, t, shape: run(v, t)[1],
+                explain=run,
+                top_class=TOP_CLASS,
+                classes=model.output.classes,
             )
         else:
             wanted = _requested_targets(given, len(x), model.output, call.top_class_targets)
@@ -205,12 +206,6 @@ class Explainer:
             given = preprocess(given, model.config.preprocessing)
         check_input(given, model.input, self.max_batch)
         return given
-
-
-def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """The scores alone (top-k ranks classes before explaining), from the forward session."""
-    (scores,) = model.forward.run([model.output.name], {model.input.name: x})
-    return np.asarray(scores)
 
 
 class _Feeds:
