@@ -9,6 +9,7 @@ without targets costs what one with targets does.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
@@ -84,13 +85,7 @@ class Explainer:
         self.max_batch = max_batch
         limits = queue or QueueLimits()
         if max_concurrent is not None:
-            limits = QueueLimits(
-                limits.max_queue,
-                max_concurrent,
-                limits.max_rows,
-                limits.max_delay_s,
-                limits.idle_exit_s,
-            )
+            limits = dataclasses.replace(limits, instances=max_concurrent)
         self.queue_limits = limits
         # One queue per loaded model object: a reloaded model gets a fresh queue, and the old
         # one goes with the old model.
