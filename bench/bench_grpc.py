@@ -178,9 +178,14 @@ def batching_ratios(repo: Path, name: str, x: np.ndarray, args: argparse.Namespa
             throughput(on_address, name, x, window, count)
             throughput(off_address, name, x, window, count)
             ratios, rates = [], []
-            for _ in range(args.windows):
-                with_batching = throughput(on_address, name, x, window, count)
-                without = throughput(off_address, name, x, window, count)
+            for i in range(args.windows):
+                # ABBA order: neither server always runs first after the other's window.
+                if i % 2 == 0:
+                    with_batching = throughput(on_address, name, x, window, count)
+                    without = throughput(off_address, name, x, window, count)
+                else:
+                    without = throughput(off_address, name, x, window, count)
+                    with_batching = throughput(on_address, name, x, window, count)
                 ratios.append(with_batching / without)
                 rates.append((with_batching, without))
             q1, median, q3 = np.percentile(ratios, [25, 50, 75])
