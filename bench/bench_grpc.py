@@ -4,9 +4,13 @@ For the demo model and for a ResNet-50 (random weights, defined below and export
 prints the median latency of the core's `Explainer.explain` called in-process, the median
 latency of the same request through `onnxplain.client.Client` to an `onnxplain serve`
 process on a loopback socket, their ratio (target: <= 1.05 at ResNet-50 scale), and the
-requests per second that 8 concurrent clients get.
+requests per second that 8 concurrent clients get. Then, for each model, dynamic batching
+on (the default: merges up to 16 rows, as many as measured cheapest) against off
+(`--batch-rows 1`): two servers, throughput at 1, 8 and 32 clients, the two timed in
+alternating windows; the ratio on/off is the median over the window pairs, with its
+interquartile range.
 
-    python bench/bench_grpc.py [--repeats 20] [--seconds 10] [--threads 0]
+    python bench/bench_grpc.py [--repeats 20] [--seconds 10] [--threads 0] [--windows 5]
 
 The server runs in its own process, so client and server do not share a GIL; in-process and
 end-to-end calls alternate (so both see the same load from anything else on the machine),
@@ -109,8 +113,10 @@ def start_server(repo: Path, threads: int, *flags: str) -> tuple[subprocess.Pope
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def throughput(address: str, name: str, x: np.ndarray, seconds: float) -> float:
-    clients = [Client(address) for _ in range(CLIENTS)]
+def throughput(
+    address: str, name: str, x: np.ndarray, seconds: float, count: int = CLIENTS
+) -> float:
+    clients = [Client(address) for _ in range(count)]
     deadline = time.perf_counter() + seconds
 
     def loop(client: Client) -> int:
@@ -121,7 +127,7 @@ def throughput(address: str, name: str, x: np.ndarray, seconds: float) -> float:
         return done
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
+    with ThreadPoolExecutor(count) as pool:
         total = sum(pool.map(loop, clients))
     elapsed = time.perf_counter() - start
     for client in clients:
@@ -160,22 +166,63 @@ def bench(repo: Path, name: str, x: np.ndarray, args: argparse.Namespace) -> Non
     )
 
 
+def batching_ratios(repo: Path, name: str, x: np.ndarray, args: argparse.Namespace) -> None:
+    """Throughput with dynamic batching over without, at 1, 8 and 32 clients."""
+    on, on_address = start_server(repo, args.threads)
+    off, off_address = start_server(repo, args.threads, "--batch-rows", "1")
+    window = args.seconds / 2
+    try:
+        for count in (1, 8, 32):
+            # A first window each: sessions built, and the batching server's queue has
+            # tried its merge sizes (batch_sizer.py) before it is timed.
+            throughput(on_address, name, x, window, count)
+            throughput(off_address, name, x, window, count)
+            ratios, rates = [], []
+            for i in range(args.windows):
+                # ABBA order: neither server always runs first after the other's window.
+                if i % 2 == 0:
+                    with_batching = throughput(on_address, name, x, window, count)
+                    without = throughput(off_address, name, x, window, count)
+                else:
+                    without = throughput(off_address, name, x, window, count)
+                    with_batching = throughput(on_address, name, x, window, count)
+                ratios.append(with_batching / without)
+                rates.append((with_batching, without))
+            q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+            rps_on = statistics.median(r[0] for r in rates)
+            rps_off = statistics.median(r[1] for r in rates)
+            print(
+                f"{name:10s} {count:2d} clients  batching {rps_on:7.1f} req/s  none "
+                f"{rps_off:7.1f} req/s  on/off {median:5.2f}x (IQR {q1:4.2f}-{q3:4.2f}, "
+                f"{args.windows} window pairs)",
+                flush=True,
+            )
+    finally:
+        for proc in (on, off):
+            proc.terminate()
+            proc.wait(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput run length")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all)")
     parser.add_argument("--skip-resnet", action="store_true")
+    parser.add_argument("--windows", type=int, default=5, help="batching on/off window pairs")
     args = parser.parse_args()
     print(f"{METHOD} backprop, onnxruntime CPU, threads={args.threads or 'all'}")
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"
         shutil.copytree(ROOT / "models" / "digits", demo / "digits")
-        bench(demo, "digits", np.load(ROOT / "models/digits/samples/digit3.npy"), args)
+        digit = np.load(ROOT / "models/digits/samples/digit3.npy")
+        bench(demo, "digits", digit, args)
+        batching_ratios(demo, "digits", digit, args)
         if not args.skip_resnet:
             export_resnet50(Path(tmp) / "resnet" / "resnet50")
             x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), np.float32)
             bench(Path(tmp) / "resnet", "resnet50", x, args)
+            batching_ratios(Path(tmp) / "resnet", "resnet50", x, args)
 
 
 if __name__ == "__main__":

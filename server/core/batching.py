@@ -5,7 +5,10 @@ deadline passes (DeadlineExceeded) or its caller goes away (Cancelled); only a f
 refuses (Overloaded). A runner takes the oldest request and, as Triton's dynamic batcher
 does, every queued request with the same key (method, parameters, sample shape) that still
 fits in `max_rows`, waiting up to `max_delay_s` for more to come while the batch is not
-full; it runs them as one batch and hands each caller exactly its own rows.
+full; it runs them as one batch and hands each caller exactly its own rows. With `adaptive`
+(the default), `max_rows` is a ceiling: the queue times its runs and merges only as many
+rows as measured cheapest per row (batch_sizer.py), so batching is never kept where it
+is slower than none.
 
 A request given up while it runs is resolved at once; when every request of a run has been
 given up, the run itself is stopped (`Cancel`, onnxruntime's `RunOptions.terminate`), so the CPU is
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..ops import hooks
 from ..runtime.engines import Cancel
+from .batch_sizer import BatchSizer
 from .errors import Cancelled, DeadlineExceeded, Overloaded
 
 # Runs one batch: key, input rows, targets (one per row), and the options that can stop it.
@@ -48,6 +52,7 @@ class QueueLimits:
     max_rows: int = 16  # rows merged into one run (a single larger request runs alone)
     max_delay_s: float = 0.0  # how long the oldest request waits for others to merge
     idle_exit_s: float = 5.0  # a runner thread with nothing to do for this long ends
+    adaptive: bool = True  # merge only up to the measured cheapest rows per run
 
 
 class _Job:
@@ -79,6 +84,7 @@ class ModelQueue:
         self.limits = limits
         self.batchable = batchable  # False: a model of fixed batch size; one request a run
         self._run = run
+        self.sizer = BatchSizer(limits.max_rows) if limits.adaptive and batchable else None
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._runners = 0
@@ -165,6 +171,7 @@ class ModelQueue:
                     return None
                 ready = time.monotonic()
             head = self._queue[0]
+            limit = self._limit(head.key)
             if self.batchable and self.limits.max_delay_s > 0:
                 # Counted from when this runner is free, not from the head's arrival: clients
                 # that resend as soon as they are answered come back a little after a run
@@ -174,13 +181,13 @@ class ModelQueue:
                 while (
                     self._queue
                     and self._queue[0] is head
-                    and self._mergeable_rows(head) < self.limits.max_rows
+                    and self._mergeable_rows(head) < limit
                     and time.monotonic() < flush_at
                 ):
                     self._cond.wait(flush_at - time.monotonic())
                 if not self._queue or self._queue[0] is not head:
                     continue  # the head was given up, or another runner took it
-            jobs = self._merge(head)
+            jobs = self._merge(head, limit)
             for job in jobs:
                 self._queue.remove(job)
             hooks.queue_depth(self.name, len(self._queue))
@@ -197,10 +204,13 @@ class ModelQueue:
     def _mergeable_rows(self, head: _Job) -> int:
         return sum(job.rows for job in self._compatible(head))
 
-    def _merge(self, head: _Job) -> list[_Job]:
+    def _limit(self, key: Hashable) -> int:
+        return self.limits.max_rows if self.sizer is None else self.sizer.limit(key)
+
+    def _merge(self, head: _Job, limit: int) -> list[_Job]:
         jobs, rows = [head], head.rows
         for job in self._compatible(head)[1:]:
-            if rows + job.rows <= self.limits.max_rows:
+            if rows + job.rows <= limit:
                 jobs.append(job)
                 rows += job.rows
         return jobs
@@ -211,7 +221,10 @@ class ModelQueue:
         targets = jobs[0].targets if len(jobs) == 1 else np.concatenate([j.targets for j in jobs])
         hooks.batch_size(self.name, jobs[0].key, int(x.shape[0]))
         try:
+            started = time.perf_counter()
             outputs = self._run(jobs[0].key, x, targets, batch.cancel)
+            if self.sizer is not None and not batch.cancel.is_set:
+                self.sizer.record(jobs[0].key, int(x.shape[0]), time.perf_counter() - started)
         except Exception as exc:
             with self._cond:
                 for job in jobs:

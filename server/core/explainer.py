@@ -9,6 +9,7 @@ without targets costs what one with targets does.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
@@ -95,13 +96,7 @@ class Explainer:
         self.max_batch = max_batch
         limits = queue or QueueLimits()
         if max_concurrent is not None:
-            limits = QueueLimits(
-                limits.max_queue,
-                max_concurrent,
-                limits.max_rows,
-                limits.max_delay_s,
-                limits.idle_exit_s,
-            )
+            limits = dataclasses.replace(limits, instances=max_concurrent)
         self.queue_limits = limits
         # One queue per loaded model object: a reloaded model gets a fresh queue, and the old
         # one goes with the old model.
@@ -169,8 +164,9 @@ class Explainer:
                 given,
                 self.max_batch,
                 model.input.shape[0],
-                forward=lambda v: _forward(model, v),
-                explain=lambda v, t, shape: run(v, t)[1],
+                explain=run,
+                top_class=TOP_CLASS,
+                classes=model.output.classes,
             )
         else:
             wanted = _requested_targets(given, len(x), model.output, call.top_class_targets)
@@ -300,7 +296,8 @@ def _labels(labels: Sequence[str], targets: np.ndarray) -> list[str]:
 
 
 def _forward(model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """The scores alone (top-k ranks classes before explaining), from the forward session."""
+    """The outputs a target is built from (a region, position or given seed), from the forward
+    session; top-k needs none (it ranks classes from its explain run's scores)."""
     (scores,) = model.forward.run([model.output.name], {model.input.name: x})
     return np.asarray(scores)
 

@@ -63,34 +63,53 @@ def row_stats(
     return scores[samples, targets], probabilities[samples, targets]
 
 
+# One explain run of rows: (x_rows, targets) → (scores, saliency, explained classes).
+ExplainRows = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def explain_top_k(
     k: int,
     x: np.ndarray,
     given: Sequence[int],
     max_batch: int,
     fixed_batch: int | None,
-    forward: Callable[[np.ndarray], np.ndarray],
-    explain: Callable[[np.ndarray, np.ndarray, tuple[int, ...]], np.ndarray],
+    explain: ExplainRows,
+    top_class: int,
+    classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(scores, samples, targets, saliency) for each sample's k best classes.
 
-    One forward run ranks the classes; one explain run then takes every sample k times,
-    each copy seeded with one of its classes (a model with a fixed batch of 1 gets one
-    run per row). `explain(x_rows, targets, score_shape)` returns the rows' saliency.
+    No forward run of its own: a first explain run seeds each sample with its top class
+    (`top_class`, the graph picks it), and its scores rank the other classes, which one
+    more explain run takes together (a model with a fixed batch of 1 gets one run per
+    row). The class a sample's first row explains is the one the graph picked, so a tie
+    cannot pair a map with another class than the one reported.
     """
-    scores = forward(x)
-    flat = scores.reshape(scores.shape[0], -1)
-    check_top_k(k, flat.shape[1], bool(given))
-    samples, targets = top_k_rows(flat, k)
-    if len(samples) > max_batch:
+    # Before any run, what the scores are not needed for (`classes`: where known ahead).
+    check_top_k(k, MAX_TOP_K if classes is None else classes, bool(given))
+    if len(x) * k > max_batch:
         raise RequestTooLarge(
-            f"top_k {k} of {len(flat)} samples is {len(samples)} rows; this server allows "
-            f"{max_batch}"
+            f"top_k {k} of {len(x)} samples is {len(x) * k} rows; this server allows {max_batch}"
         )
-    shape = scores.shape[1:]
-    if fixed_batch is None:
-        return scores, samples, targets, explain(x[samples], targets, (len(samples), *shape))
-    if fixed_batch != 1 and k > 1:
+    if fixed_batch is not None and fixed_batch != 1 and k > 1:
         raise InvalidInput(f"top_k needs a model whose batch is dynamic or 1, not {fixed_batch}")
-    maps = [explain(x[[s]], targets[[i]], (1, *shape)) for i, s in enumerate(samples)]
-    return scores, samples, targets, np.concatenate(maps)
+    scores, first, best = explain(x, np.full(len(x), top_class, dtype=np.int64))
+    flat = scores.reshape(scores.shape[0], -1)
+    check_top_k(k, flat.shape[1], False)
+    ranked = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    others = np.stack([row[row != b][: k - 1] for row, b in zip(ranked, best)])
+    targets = np.concatenate([best[:, None], others], axis=1).reshape(-1).astype(np.int64)
+    samples = np.repeat(np.arange(len(x), dtype=np.int64), k)
+    if k == 1:
+        return scores, samples, targets, first
+    rest = others.reshape(-1).astype(np.int64)
+    rest_samples = np.repeat(np.arange(len(x), dtype=np.int64), k - 1)
+    if fixed_batch is None:
+        more = explain(x[rest_samples], rest)[1]
+    else:
+        rows = [explain(x[[s]], rest[[i]])[1] for i, s in enumerate(rest_samples)]
+        more = np.concatenate(rows)
+    saliency = np.concatenate(
+        [first[:, None], more.reshape(len(x), k - 1, *more.shape[1:])], axis=1
+    ).reshape(len(x) * k, *first.shape[1:])
+    return scores, samples, targets, saliency
