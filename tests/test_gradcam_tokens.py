@@ -115,3 +115,76 @@ def test_token_count_without_a_grid_is_refused() -> None:
     # 205 - k is no square for k <= 8 (196 would need 9 dropped tokens).
     with pytest.raises(RewriteError, match="does not form a grid"):
         token_grid(205, (224, 224))
+
+
+class ChannelsLastStage(nn.Module):
+    """A Swin-like stage: a patch embedding, then blocks that work on [N, H, W, C]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.embed = nn.Conv2d(3, 24, PATCH, stride=PATCH)
+        self.norm = nn.LayerNorm(24)
+        self.mlp = nn.Sequential(nn.Linear(24, 48), nn.GELU(), nn.Linear(48, 24))
+        self.stage = nn.Identity()  # its output, [N, H, W, C], is the Grad-CAM layer
+        self.head = nn.Linear(24, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).permute(0, 2, 3, 1)
+        t = self.stage(t + self.mlp(self.norm(t)))
+        return self.head(t.mean(dim=(1, 2)))
+
+
+def test_channels_last_layer_gradcam_matches_pytorch_grad_cam(image: torch.Tensor) -> None:
+    net = ChannelsLastStage().eval()
+    model = export_onnx(net, image)
+    # The stage's output: the last Add before the spatial mean.
+    (layer,) = [n.output[0] for n in model.graph.node if n.op_type == "Add"][-1:]
+    explain = build_explain_model(
+        model, "gradcam", params={"layer": layer, "cam_style": "pytorch-grad-cam"}
+    )
+    one_hot = np.eye(CLASSES, dtype=np.float32)[TARGETS]
+    got = session(explain).run(["saliency"], {"image": image.numpy(), "output_grad": one_hot})[0]
+
+    pgc = pytorch_grad_cam()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with pgc.GradCAM(
+        model=net,
+        target_layers=[net.stage],
+        reshape_transform=lambda t: t.permute(0, 3, 1, 2),  # pytorch-grad-cam's Swin recipe
+    ) as cam:
+        want = np.asarray(
+            cam(input_tensor=image, targets=[ClassifierOutputTarget(c) for c in TARGETS])
+        )[:, None]
+    assert float(np.abs(want).max()) > 0
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("dims", "hw", "channels_last"),
+    [
+        ((7, 7, 768), (224, 224), True),  # a Swin stage
+        ((768, 7, 7), (224, 224), False),  # a CNN stage
+        ((64, 56, 56), (224, 224), False),
+        ((10, 16, 512), (300, 500), True),  # rounded strides, channels last
+        ((512, 10, 16), (300, 500), False),
+        ((7, 7, 7), (224, 224), False),  # reads both ways: channels first, as before
+    ],
+)
+def test_channels_last_is_read_from_the_shape(
+    dims: tuple[int, int, int], hw: tuple[int, int], channels_last: bool
+) -> None:
+    from onnx import TensorProto, helper
+    from onnxplain.graph_rewrite.builder import Builder
+    from onnxplain.graph_rewrite.methods.token_grid import is_channels_last
+    from onnxplain.graph_rewrite.model_info import ModelInfo
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["unused"])],
+        "shapes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, *hw])],
+        [helper.make_tensor_value_info("layer", TensorProto.FLOAT, ["N", *dims])],
+    )
+    g = Builder(ModelInfo(helper.make_model(graph)))
+    assert is_channels_last(g, "layer", "x") is channels_last

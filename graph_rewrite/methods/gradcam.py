@@ -19,6 +19,8 @@ Two conventions for the last step (`cam_style`), the two users meet:
 
 A 3-D token layer [N, tokens, C] of a ViT-style model explained against a 4-D image is read
 as a grid [N, C, gh, gw] (token_grid.py), the leading class/distillation tokens dropped.
+A 4-D layer whose shape reads as [N, H, W, C] (Swin-style stages; token_grid.is_channels_last)
+is taken channels last.
 
 Default layer: the last spatial tensor before global pooling or flattening (layers.py).
 """
@@ -29,7 +31,7 @@ from ..builder import Builder
 from ..errors import RewriteError
 from ..rules.common import onnx_type
 from .base import Context, MethodSpec, Param, Shape, spatial_axes
-from .token_grid import grid_of_layer, tokens_as_grid
+from .token_grid import grid_of_layer, is_channels_last, tokens_as_grid
 
 STYLES = ("captum", "pytorch-grad-cam")
 
@@ -59,6 +61,9 @@ def layer_map(ctx: Context) -> str:
         # A token layer: activation and gradient both read as [N, C, gh, gw], as
         # pytorch-grad-cam's reshape_transform does to both.
         layer, grad = (tokens_as_grid(g, t, *grid) for t in (layer, grad))
+    elif is_channels_last(g, layer, ctx.ends.input):
+        # [N, H, W, C] (a Swin stage): channels first, so that the weighting below reads C.
+        layer, grad = (g.Transpose(t, perm=[0, 3, 1, 2]) for t in (layer, grad))
     # The spatial mean of the gradient; GlobalAveragePool takes 3-D to 5-D alike.
     weights = g.GlobalAveragePool(grad)
     return g.Relu(g.ReduceSum(g.Mul(weights, layer), g.ints([1]), keepdims=1))

@@ -52,3 +52,33 @@ def grid_of_layer(g: Builder, layer: str, x: str) -> tuple[int, int, int] | None
         )
     spatial = input_info.static_from(2)
     return token_grid(per_sample[0], None if spatial is None else (spatial[0], spatial[1]))
+
+
+# A layer whose (rows, columns) miss the input's aspect ratio by more than this is not laid
+# out as [N, C, H, W]; the margin covers the rounding of strided convs (300x500 -> 10x16).
+ASPECT_SLACK = 0.25
+
+
+def _aspect_miss(rows: int, columns: int, input_hw: tuple[int, int]) -> float:
+    """How far rows/columns is from the input's height/width, relatively."""
+    want = input_hw[0] / input_hw[1]
+    return abs(rows / columns - want) / want
+
+
+def is_channels_last(g: Builder, layer: str, x: str) -> bool:
+    """Whether a 4-D layer explained against a 4-D image is [N, H, W, C] (Swin-style blocks,
+    and channels-last exports), not [N, C, H, W].
+
+    Read from the shapes: channels last when dims (1, 2) follow the input's aspect ratio and
+    dims (2, 3) clearly do not ([N, 7, 7, 768] against 224x224). A layer whose shape fits
+    both readings, or is not static, is taken as channels first, as before.
+    """
+    layer_info, input_info = g.tensor(layer), g.tensor(x)
+    if layer_info.rank != 4 or input_info.rank != 4:
+        return False
+    dims, spatial = layer_info.static_from(1), input_info.static_from(2)
+    if dims is None or spatial is None or 0 in dims or 0 in spatial:
+        return False
+    hw = (spatial[0], spatial[1])
+    first, last = _aspect_miss(dims[1], dims[2], hw), _aspect_miss(dims[0], dims[1], hw)
+    return first > ASPECT_SLACK and last < first
