@@ -8,7 +8,7 @@ TensorRT. Each net is explained for a batch of two samples asking for different 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -37,14 +37,15 @@ def _one_hot_rows(value: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module", params=sorted(NETS))
-def net(request: pytest.FixtureRequest) -> Subject:
+def net(request: pytest.FixtureRequest) -> Iterator[Subject]:
     generator = torch.Generator().manual_seed(1234)
     torch.manual_seed(1234)
     module = NETS[request.param]()
     randomise_batchnorm(module, generator)
     module.eval()
     image = torch.randn(2, 3, SIDE, SIDE, generator=generator)
-    return Subject(request.param, export_onnx(module, image), image.numpy(), _one_hot_rows)
+    with Subject(request.param, export_onnx(module, image), image.numpy(), _one_hot_rows) as s:
+        yield s
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -49,14 +49,15 @@ def _one_hot(value: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module", params=MODELS)
 def light(request: pytest.FixtureRequest) -> Iterator[Subject]:
     model = load(request.param)
-    subject = Subject(request.param, model, image_for(model)[1], _one_hot)
-    yield subject
-    subject.release()  # VGG-19's sessions hold gigabytes; free them before the next model
+    # The subject's exit frees what its tests shared before the next model loads.
+    with Subject(request.param, model, image_for(model)[1], _one_hot) as subject:
+        yield subject
 
 
 def test_vanilla_matches_finite_differences(light: Subject) -> None:
     forward = session(with_first_output(light.model, light.output))
-    explain = session(light.explain("vanilla"))
+    with light.explained("vanilla") as model:
+        explain = session(model)
     feeds = {light.input: light.image}
     err = fd_error(forward, explain, feeds, light.input, np.float32, FD_STEP, 2, 0)
     tolerance = FD_TOLERANCE.get(light.name, FD_DEFAULT_TOLERANCE)
@@ -83,8 +84,10 @@ def test_original_outputs_ride_along(light: Subject) -> None:
     # The explain model keeps the original outputs (up to rounding: onnxruntime fuses the
     # forward part of the explain graph a little differently).
     original = light.model.graph.output[0].name
-    explain = session(light.explain("guided"))
+    with light.explained("guided") as model:
+        explain = session(model)
     got = explain.run([original], {light.input: light.image, "output_grad": light.seed})[0]
+    del explain  # one session at a time: the forward model's comes next
     want = session(light.model).run([original], {light.input: light.image})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -94,5 +97,6 @@ def test_explain_model_passes_the_checker(light: Subject, tmp_path: Path) -> Non
     # no copy of the weights (the checker copied VGG-19's 1 GB explain model twice: the
     # run's memory peak).
     path = tmp_path / "explain.onnx"
-    model_files.save_with_external_weights(light.explain("guided"), path)
+    with light.explained("guided") as model:
+        model_files.save_with_external_weights(model, path)
     onnx.checker.check_model(str(path), full_check=True)

@@ -161,9 +161,10 @@ def wheel_model(request: pytest.FixtureRequest) -> Iterator[Subject]:
     model = fixed_input_shape(realmodels.load(case.model), case.shape)
     image = case.image()
     assert list(image.shape) == case.shape
-    subject = Subject(request.param, model, image, case.seed, oracle_methods=case.oracle_methods)
-    yield subject
-    subject.release()
+    with Subject(
+        request.param, model, image, case.seed, oracle_methods=case.oracle_methods
+    ) as subject:
+        yield subject
 
 
 @pytest.mark.parametrize(
@@ -200,7 +201,8 @@ def test_all_rectifiers_map_is_homogeneous_and_differs_from_relu_only(
     # float32 product exactly (a factor of 3 rounds, and moved the orientation model's
     # near-zero entries by 6% of themselves), so the maps must agree to rounding.
     once = wheel_model.saliency(runtimes.REFERENCE, method)
-    run = runtimes.load(runtimes.REFERENCE, wheel_model.explain(method))
+    with wheel_model.explained(method) as explain:
+        run = runtimes.load(runtimes.REFERENCE, explain)
     feeds = {wheel_model.input: wheel_model.image, "output_grad": 4 * wheel_model.seed}
     (four,) = run(feeds, ["saliency"])
     np.testing.assert_allclose(four, 4 * once, rtol=1e-5, atol=1e-6 * np.abs(once).max())
@@ -210,7 +212,8 @@ def test_all_rectifiers_map_is_homogeneous_and_differs_from_relu_only(
 
 def test_original_outputs_ride_along(wheel_model: Subject) -> None:
     names = [o.name for o in wheel_model.model.graph.output]
-    run = runtimes.load(runtimes.REFERENCE, wheel_model.explain("guided"))
+    with wheel_model.explained("guided") as explain:
+        run = runtimes.load(runtimes.REFERENCE, explain)
     got = run({wheel_model.input: wheel_model.image, "output_grad": wheel_model.seed}, names)
     plain = runtimes.load(runtimes.REFERENCE, wheel_model.model)
     for name, g, w in zip(names, got, plain({wheel_model.input: wheel_model.image}, names)):

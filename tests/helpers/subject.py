@@ -1,9 +1,15 @@
 """One model under test in the whole-model and conformance tests, and the checks run on it.
 
-A `Subject` is a model, an input, and a seed for the explained output. It builds each
-explain model, each runtime's session and map, and the float64 oracle once, on first
-use, so that every test of one model (module-scoped fixtures) shares them: converting and
-loading a model costs seconds, running it a fraction of that.
+A `Subject` is a model, an input, and a seed for the explained output, and a context
+manager: a module-scoped fixture enters it (`with Subject(...) as subject: yield subject`),
+and its exit frees what the tests of that model share (the maps, small; the oracle's torch
+module). The heavy resources each live in a `with` block of their own, so that at most one
+model and one resource are alive at a time (the light zoo's VGG-19: 0.57 GB a copy):
+- `explained(...)`: an explain model, built on entry, dropped on exit (no cache outlives it);
+- a runtime's session, inside `saliency`, which lives as long as one run of it;
+- the float64 torch module (`TorchReference.float64`), made and freed per oracle map.
+The maps themselves are kept (an image's size each), so that every runtime and check of
+one model builds each explain model once per runtime.
 
 The checks:
 - `check_oracle`: the map on onnxruntime CPU against onnx2torch in float64 (vanilla: the
@@ -18,7 +24,9 @@ and input, a floor): see tests/helpers/oracle.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from types import TracebackType
 
 import numpy as np
 import onnx
@@ -40,15 +48,14 @@ GPU_FLOOR = 1e-4
 OTHER_RECTIFIERS = {"Clip", "LeakyRelu", "PRelu", "HardSwish"}
 
 Key = tuple[str, str, str, str]  # runtime, method, rectifiers, target
-# Explain models are kept for reuse while they take up to this many bytes in all; past
-# that only the latest is kept and the others are rebuilt when asked for again. The six
-# explain models of one light-zoo model (VGG-19: 0.57 GB each) all kept for the module
-# were most of the test run's 14 GB peak; rebuilding one costs seconds.
-EXPLAIN_CACHE_BYTES = 256 * 2**20
+# Models from this size on park the oracle's float32 torch module (VGG-19: 0.8 GB) while a
+# runtime loads an explain model; it is converted again when next asked for.
+LARGE_MODEL_BYTES = 256 * 2**20
 
 
 class Subject:
-    """A model, an image, a seed, and what the checks build from them, each built once."""
+    """A model, an image, a seed, and the maps the checks compute from them; a context
+    manager whose exit frees the maps and the oracle."""
 
     def __init__(
         self,
@@ -70,34 +77,35 @@ class Subject:
         self.value = forward({self.input: image}, [self.output])[0]
         self.seed = make_seed(self.value).astype(np.float32)
         assert self.seed.shape == self.value.shape and np.any(self.seed)
-        self._explain: dict[tuple[str, str, str], onnx.ModelProto] = {}
-        self._explain_bytes: dict[tuple[str, str, str], int] = {}
         self._maps: dict[Key, np.ndarray] = {}
         self._oracle: Oracle | None = None
 
     def has_other_rectifiers(self) -> bool:
         return any(n.op_type in OTHER_RECTIFIERS for n in self.model.graph.node)
 
-    def explain(
+    @contextlib.contextmanager
+    def explained(
         self, method: str, rectifiers: str = "all", target: str = "portable"
-    ) -> onnx.ModelProto:
+    ) -> Iterator[onnx.ModelProto]:
+        """The explain model for `method`, built on entry and dropped on exit: an explain
+        model is about its model's size, and six of them kept for VGG-19's module were
+        most of the run's old 14 GB peak; building one again costs seconds."""
         if not self.has_other_rectifiers():
-            rectifiers = "all"  # the same explain model: share it
-        key = (method, rectifiers, target)
-        if key not in self._explain:
-            # An explain model is about its model's size: make room before building one.
-            if sum(self._explain_bytes.values()) + self.model_bytes > EXPLAIN_CACHE_BYTES:
-                self._explain.clear()
-                self._explain_bytes.clear()
-            built = build_explain_model(
-                self.model,
-                method,  # type: ignore[arg-type]
-                output_name=self.output,
-                rectifiers=rectifiers,  # type: ignore[arg-type]
-                target=target,  # type: ignore[arg-type]
-            )
-            self._explain[key], self._explain_bytes[key] = built, built.ByteSize()
-        return self._explain[key]
+            rectifiers = "all"  # the same explain model
+        built = build_explain_model(
+            self.model,
+            method,  # type: ignore[arg-type]
+            output_name=self.output,
+            rectifiers=rectifiers,  # type: ignore[arg-type]
+            target=target,  # type: ignore[arg-type]
+        )
+        assert built is not self.model
+        try:
+            yield built
+        finally:
+            # Clearing the message frees its weights now, even where a traceback or a
+            # caller's name still refers to it.
+            built.Clear()
 
     def saliency(
         self, runtime: str, method: str, rectifiers: str = "all", target: str = "portable"
@@ -106,17 +114,18 @@ class Subject:
             rectifiers = "all"  # the same explain model: share its map
         key = (runtime, method, rectifiers, target)
         if key not in self._maps:
-            explain = self.explain(method, rectifiers, target)
-            if self._oracle is not None and self.model_bytes > EXPLAIN_CACHE_BYTES:
-                # A large model's torch module (VGG-19: 0.8 GB) makes way for the runtime's
-                # copy of the explain model; the oracle converts the model again if asked.
+            if self._oracle is not None and self.model_bytes > LARGE_MODEL_BYTES:
+                # A large model's torch module makes way for the runtime's copy of the
+                # explain model; the oracle converts the model again if asked.
                 self._oracle.reference.park()
-            run = runtimes.load(runtime, explain)
-            feeds = {self.input: self.image, "output_grad": self.seed}
-            (got,) = run(feeds, ["saliency"])
+            with self.explained(method, rectifiers, target) as explain:
+                run = runtimes.load(runtime, explain)
+                feeds = {self.input: self.image, "output_grad": self.seed}
+                (got,) = run(feeds, ["saliency"])
+                del run  # the session (its copy of the weights) goes before the model does
             assert got.shape == self.image.shape, f"{runtime}: saliency shaped {got.shape}"
             assert np.all(np.isfinite(got)), f"{runtime}: the saliency has NaN or inf"
-            self._maps[key] = np.asarray(got)
+            self._maps[key] = np.array(got)  # a copy: no view into a runtime's buffer
         return self._maps[key]
 
     @property
@@ -129,12 +138,21 @@ class Subject:
             self._oracle = Oracle(reference, self.image, self.seed)
         return self._oracle
 
-    def release(self) -> None:
-        """Drops what was built (the light zoo's VGG-19 holds gigabytes of it)."""
-        self._explain.clear()
-        self._explain_bytes.clear()
+    def __enter__(self) -> Subject:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Frees what the tests of this model shared, before the next model's fixture loads
+        # it: the oracle's torch module (its weights dropped now, not at garbage collection).
         self._maps.clear()
-        self._oracle = None
+        if self._oracle is not None:
+            self._oracle.reference.park()
+            self._oracle = None
 
 
 def _record(subject: Subject, what: str, l2: float, peak: float, figure: str) -> None:
