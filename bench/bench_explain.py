@@ -1,7 +1,7 @@
 """How much an explanation costs, against a plain forward pass and against Captum, on
 onnxruntime and OpenVINO.
 
-For each model (subjects.py: PyTorch exports, light-zoo models, pretrained detectors),
+For each model (subjects.py: PyTorch exports, timm nets, light-zoo models, pretrained detectors),
 each explain-model target and each runtime, in one process on the same threads, prints:
   convert   time to build the guided explain model (build_explain_model(..., target=))
   forward   latency of the model as given
@@ -21,7 +21,7 @@ Latencies are medians over the timed pairs after --warmup pairs. Each model has 
 number of pairs (fewer for the slow ones; --repeats sets one for all). A model the pass
 cannot convert yet is listed with the reason.
 
-    python bench/bench_explain.py                                  # everything, ~10 min
+    python bench/bench_explain.py                                  # everything, ~15 min
     python bench/bench_explain.py --models resnet50 --runtimes onnxruntime --targets portable
 """
 
