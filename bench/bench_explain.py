@@ -210,7 +210,7 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row]
     progress(f"{subject.name}: loading")
     try:
         loaded = subject.load()
-    except FetchError as e:
+    except (FetchError, ModuleNotFoundError) as e:  # a wheel not fetched, timm not installed
         return [Row(subject.name, t, problem=f"not available: {e}") for t in args.targets], None
     rows = {target: Row(subject.name, target) for target in args.targets}
     explains = {}
