@@ -4,6 +4,7 @@ variants, and the oracles (float64 torch autograd, Captum) computed once per mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.abc
 import importlib.machinery
@@ -151,15 +152,17 @@ class Subject:
                 )
             else:
                 batch = torch.export.Dim("batch", min=1, max=64)
-                torch.onnx.export(
-                    self.net,
-                    (x,),
-                    str(path),
-                    dynamo=True,
-                    input_names=[INPUT],
-                    output_names=[OUTPUT],
-                    dynamic_shapes={"x": {0: batch}},
-                )
+                # The dynamo exporter reports progress on stdout, which holds the table.
+                with contextlib.redirect_stdout(sys.stderr):
+                    torch.onnx.export(
+                        self.net,
+                        (x,),
+                        str(path),
+                        dynamo=True,
+                        input_names=[INPUT],
+                        output_names=[OUTPUT],
+                        dynamic_shapes={"x": {0: batch}},
+                    )
             return onnx.load(str(path))
 
 
