@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -41,10 +42,13 @@ _COMMAND_MODULES: tuple[tuple[str, dict[str, str], str | None], ...] = (
         "sanity",
     ),
 )
-DESCRIPTION = (
-    "Saliency maps for ONNX models (vanilla gradient, deconvnet, guided backpropagation, "
-    "Grad-CAM and more: `onnxplain convert --help` lists every method)."
-)
+DESCRIPTION = "Saliency maps for ONNX models (`onnxplain convert --help` lists the methods)."
+# What each extra's commands import first, looked up (not imported) so that the top-level
+# help can mark a subcommand whose extra is missing.
+_EXTRA_MODULES = {
+    "serve": ("grpc", "grpc_health", "grpc_reflection", "PIL"),
+    "sanity": ("grpc", "PIL", "scipy", "skimage"),
+}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -54,8 +58,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name, commands, extra in _COMMAND_MODULES:
         if command is not None and command not in commands:
+            missing = _missing_module(_EXTRA_MODULES.get(extra or "", ()))
             for name, help_text in commands.items():
-                sub.add_parser(name, help=help_text)
+                if extra and missing:
+                    _add_unavailable(sub, name, extra, missing)
+                else:
+                    sub.add_parser(name, help=help_text)
             continue
         try:
             module = importlib.import_module(module_name)
@@ -69,6 +77,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         module.add_commands(sub)
     return parser
+
+
+def _missing_module(names: Sequence[str]) -> str:
+    """The first of `names` that cannot be imported ("" for none), without importing any."""
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return ""
 
 
 def _command_in(argv: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
+from onnxplain.graph_rewrite.methods import REGISTRY
 
 from ..core.errors import InvalidInput
 from ..core.explainer import ExplainCall, Explainer, Explanation
@@ -37,8 +38,10 @@ from .method_parameters import METHOD, method_request
 
 PREFIX = "/v1/projects/"
 _PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+):([A-Za-z]+)$")
-IG = "integrated_gradients"
 GAP = "completeness_gap"  # Integrated Gradients' Σ saliency − (f(x) − f(x'))
+# Vertex's integratedGradientsAttribution is the registered method that reports a
+# completeness gap (the path-integral method); found in the registry, not named here.
+IG = next(name for name, spec in REGISTRY.items() if any(o.name == GAP for o in spec.outputs))
 
 # The core's errors as HTTP statuses: the serving protocols' table (http_answer.py); the
 # body is then recast as Google's error object (_google_error).
@@ -187,9 +190,9 @@ def _attribution_method(spec: dict[str, Any], parameters: dict[str, Any]) -> Non
     for field in ("smoothGradConfig", "blurBaselineConfig"):
         if field in ig:
             raise InvalidInput(
-                f"{what}.{field} is not offered: onnxplain's SmoothGrad averages plain "
-                "gradients (parameters.method 'smoothgrad', with 'samples' and 'sigma'), and "
-                "its blurred baseline is parameters.baseline 'blur'"
+                f"{what}.{field} is not offered: onnxplain's SmoothGrad is a method of its "
+                "own (parameters.method, with its sample count and noise as parameters), and its "
+                "blurred baseline is parameters.baseline 'blur'"
             )
     stray = sorted(set(ig) - {"stepCount"})
     if stray:
