@@ -8,7 +8,7 @@ model on onnxruntime, in float64 wherever onnxruntime has a float64 kernel for t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -292,25 +292,37 @@ def _relative_gap(numeric: float, saliency: np.ndarray, v: np.ndarray) -> float:
 
 
 def session_vjp_error(
-    fwd: ort.InferenceSession,
-    exp: ort.InferenceSession,
+    make_forward: Callable[[], ort.InferenceSession],
+    make_explain: Callable[[], ort.InferenceSession],
     feeds: Mapping[str, np.ndarray],
     wrt: str,
+    out_shape: tuple[int, ...],
     dtype: type,
     eps: float,
     directions: int,
     seed: int,
 ) -> float:
-    """vjp_error's comparison on sessions the caller built (whole-model tests build them once)."""
+    """vjp_error's comparison on sessions of whole models, one alive at a time: the explain
+    session gives every direction's saliency and is dropped before the forward session is
+    built (for VGG-19 the two together were the test suite's peak memory)."""
     rng = np.random.default_rng(seed)
     cast = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
-    out_name = fwd.get_outputs()[0].name
-    y = fwd.run([out_name], cast)[0]
+    pairs = [
+        (
+            np.asarray(rng.standard_normal(out_shape), dtype=dtype),
+            np.asarray(rng.standard_normal(cast[wrt].shape), dtype=dtype),
+        )
+        for _ in range(directions)
+    ]
+    explain = make_explain()
+    saliencies = [explain.run(["saliency"], {**cast, "output_grad": u})[0] for u, _ in pairs]
+    del explain
+    forward = make_forward()
+    out_name = forward.get_outputs()[0].name
     worst = 0.0
-    for _ in range(directions):
-        u = np.asarray(rng.standard_normal(y.shape), dtype=dtype)
-        v = np.asarray(rng.standard_normal(cast[wrt].shape), dtype=dtype)
-        saliency = exp.run(["saliency"], {**cast, "output_grad": u})[0]
-        numeric = _richardson(lambda h, u=u, v=v: _central(fwd, out_name, cast, wrt, u, v, h), eps)
+    for (u, v), saliency in zip(pairs, saliencies):
+        numeric = _richardson(
+            lambda h, u=u, v=v: _central(forward, out_name, cast, wrt, u, v, h), eps
+        )
         worst = max(worst, _relative_gap(numeric, saliency, v))
     return worst

@@ -37,10 +37,11 @@ import pytest
 
 from helpers.tools import in_ci
 
-# Issue 21 asks for 6 GB. Measured: 6.2-6.6 GiB, the light zoo's VGG-19 tests at the peak
-# (14.1 GiB before). Until that target is reached CI holds the run to 8 GiB, so that a
-# regression toward the old peak fails it; tests/README.md (Budget) has the figures.
-BUDGET_GIB = 8.0
+# Issue 21 asks for 6 GB. Measured in full runs: 14.1 GiB at first, 6.2-6.6 GiB once large
+# models reached the runtimes as files, 5.71 GiB with the heavy resources in `with` blocks,
+# and below that once the finite-difference test held one VGG-19 session at a time;
+# tests/README.md (Budget) has the figures.
+BUDGET_GIB = 6.0
 SAMPLE_SECONDS = 0.2
 GIB = 1024**3
 TOP_MODULES = 6
