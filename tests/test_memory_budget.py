@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.memory_budget import BUDGET_GIB
+
 HERE = Path(__file__).resolve().parent
 
 PASSING = """
@@ -67,7 +69,7 @@ def test_a_run_within_budget_passes_and_says_its_peak(pytester: pytest.Pytester)
 def test_the_default_budget_holds_under_ci(pytester: pytest.Pytester) -> None:
     result = _run(pytester, budget_gib=None, ci="1")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*memory: pytest peak RSS *; budget 8.00 GiB*"])
+    result.stdout.fnmatch_lines([f"*memory: pytest peak RSS *; budget {BUDGET_GIB:.2f} GiB*"])
 
 
 def test_outside_ci_the_peak_is_reported_not_enforced(pytester: pytest.Pytester) -> None:

@@ -21,8 +21,8 @@ import onnxruntime as ort
 import pytest
 
 from helpers import model_files, runtimes
+from helpers.fd import one_session_at_a_time_vjp_error as fd_error
 from helpers.fd import session, with_first_output
-from helpers.fd import session_vjp_error as fd_error
 from helpers.lightzoo import NAMES, image_for, load
 from helpers.subject import Subject, check_onnxruntime_target, check_oracle, check_runtime
 
