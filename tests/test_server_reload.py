@@ -12,12 +12,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnxplain.client import Client, ServiceError
 from onnxplain.server import Explainer, Limits, Repository, SessionFactory, build_server
 from onnxplain.server.ops import reload as reload_module
 from onnxplain.server.ops.reload import Reloader, snapshot
 
 from onnxplain.cli import main
+from onnxplain.inference import grpc_service_pb2 as oip_pb
+from onnxplain.inference import grpc_service_pb2_grpc as oip_grpc
 from onnxplain.v1 import admin_pb2, admin_pb2_grpc, explain_pb2_grpc
 from onnxplain.v1 import explain_pb2 as pb
 
@@ -226,3 +229,38 @@ def test_a_reload_asked_without_a_deadline_waits_for_the_reload(
     response = running.admin.ReloadModels(admin_pb2.ReloadModelsRequest())  # no timeout
     changes = {c.name: c.outcome for c in response.changes}
     assert changes == {"digits_copy": Outcome.RELOAD_OUTCOME_ADDED}
+
+
+def test_health_is_serving_only_while_some_model_can_explain(tmp_path: Path) -> None:
+    """A folder with no loadable model answers NOT_SERVING (a kubelet or balancer must not
+    route to it); a reload that brings a model in turns it SERVING, and losing the last
+    loadable model turns it back. OIP's ServerReady says the same."""
+    root = tmp_path / "models"
+    (root / "broken").mkdir(parents=True)
+    (root / "broken" / "model.onnx").write_bytes(b"not a model")
+    server = Running(root)
+    health = health_pb2_grpc.HealthStub(server.channel)
+    oip = oip_grpc.GRPCInferenceServiceStub(server.channel)
+
+    def statuses() -> set[int]:
+        names = ("", "onnxplain.v1.ExplainService", "inference.GRPCInferenceService")
+        request = health_pb2.HealthCheckRequest
+        return {health.Check(request(service=n), timeout=10).status for n in names}
+
+    def oip_ready() -> bool:
+        return bool(oip.ServerReady(oip_pb.ServerReadyRequest(), timeout=10).ready)
+
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        (health_pb2.HealthCheckResponse.NOT_SERVING),
+    )
+    try:
+        assert statuses() == {not_serving} and not oip_ready()
+        shutil.copytree(DEMO, root / "digits")
+        assert server.reload() == {"digits": (Outcome.RELOAD_OUTCOME_ADDED, "")}
+        assert statuses() == {serving} and oip_ready()
+        shutil.rmtree(root / "digits")
+        assert server.reload() == {"digits": (Outcome.RELOAD_OUTCOME_REMOVED, "")}
+        assert statuses() == {not_serving} and not oip_ready()
+    finally:
+        server.close()

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,6 +313,16 @@ class Repository:
         self._models = models
         self._reload_errors: dict[str, str] = {}
         self._swap = threading.Lock()
+        self._observers: list[Callable[[], None]] = []
+
+    def observe(self, callback: Callable[[], None]) -> None:
+        """Call `callback` now and after every swap: health follows what is served."""
+        self._observers.append(callback)
+        callback()
+
+    def ready(self) -> bool:
+        """Whether some model is loaded and can explain (a server of failed models is not)."""
+        return any(not isinstance(entry, FailedModel) for entry in self._models.values())
 
     @classmethod
     def load(cls, root: Path, sessions: SessionFactory) -> Repository:
@@ -344,6 +354,8 @@ class Repository:
                 if reload_error is not None:
                     errors[name] = reload_error
             self._models, self._reload_errors = dict(sorted(models.items())), errors
+        for callback in self._observers:  # outside the lock: a callback may read the models
+            callback()
 
     def reload_error(self, name: str) -> str | None:
         """Why the newest files of `name` failed to load, if the entry is an older version."""

@@ -373,9 +373,18 @@ def build_server(
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     server.start()
-    for name in ("", SERVICE_NAME, INFERENCE_SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    core.repository.observe(lambda: _publish_health(health_servicer, core.repository.ready()))
     return Service(server, health_servicer, bound, gate, refusals)
+
+
+def _publish_health(health_servicer: health.HealthServicer, ready: bool) -> None:
+    """SERVING only while some model can explain: a balancer or kubelet must not send
+    traffic to a server whose every model failed to load (or whose folder is empty). A
+    reload that brings a model back turns it SERVING again; once draining, grpc's servicer
+    ignores this and stays NOT_SERVING."""
+    status = health_pb2.HealthCheckResponse
+    for name in ("", SERVICE_NAME, INFERENCE_SERVICE_NAME):
+        health_servicer.set(name, status.SERVING if ready else status.NOT_SERVING)
 
 
 def grpc_workers(core: Explainer) -> int:

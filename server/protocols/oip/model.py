@@ -81,8 +81,7 @@ def server_version() -> str:
 
 def server_ready(core: Explainer) -> bool:
     """Ready when some model is loaded and can explain."""
-    repo = core.repository
-    return any(not isinstance(repo.entry(n), FailedModel) for n in repo.names())
+    return core.repository.ready()
 
 
 def model_ready(core: Explainer, name: str, version: str) -> bool:
