@@ -65,11 +65,31 @@ class _Logits(nn.Module):
         return self.net(pixel_values=x).logits
 
 
+@contextlib.contextmanager
+def _torchvision_stub_hidden() -> Iterator[None]:
+    """The tests' torchvision stub out of sys.modules for a while: transformers asks
+    importlib.util.find_spec("torchvision") at import time, which raises on a module
+    without a spec. Without the stub it finds none, and caches that (lru_cache)."""
+    stubs = {
+        name: sys.modules.pop(name)
+        for name in list(sys.modules)
+        if name == "torchvision" or name.startswith("torchvision.")
+    }
+    try:
+        yield
+    finally:
+        sys.modules.update(stubs)
+
+
 def _segformer() -> nn.Module:
     # Two encoder stages of one block each, narrow: SegFormer's ops (overlapping patch
     # embeddings, efficient attention with spatial reduction, Mix-FFN's depthwise conv,
     # the all-MLP decoder's upsampling and fusion) at a fraction of B0's size.
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    with _torchvision_stub_hidden():
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+        from transformers.utils import import_utils
+
+        assert not import_utils.is_torchvision_available()  # cached from now on
 
     config = SegformerConfig(
         num_encoder_blocks=2,
