@@ -1,6 +1,7 @@
-"""Modern image architectures (issue 17, item 7): timm models with random seeded weights,
-each exported by TorchScript (`dynamo=False`) and by the default dynamo exporter, with a
-dynamic batch, explained for a batch of two samples, each for its top class.
+"""Modern image architectures (issue 17, item 7): timm models, a transformers SegFormer and
+a DETR, random seeded weights, each exported by TorchScript (`dynamo=False`) and by the
+default dynamo exporter with a dynamic batch, explained for a batch of two samples (each its
+top class; SegFormer: that class's predicted region; DETR: its best detection score).
 
 Against oracles on the original PyTorch module, not on the ONNX model:
 - vanilla: float64 torch.autograd;
@@ -9,10 +10,14 @@ Against oracles on the original PyTorch module, not on the ONNX model:
 - Grad-CAM at its default layer: pytorch-grad-cam 1.5.7's GradCAM (cam_style
   "pytorch-grad-cam"), its target layer the module whose output is that tensor (found by
   value), with the reshape_transform its docs give for token (ViT) and channels-last
-  (Swin) layers;
-- every registered method on OpenVINO against onnxruntime CPU.
-Each relative L2 bound is max(FACTOR x the float32 torch control's distance from float64 on
-this model and input, FLOOR), as in tests/helpers/subject.py.
+  (Swin) layers; SegFormer and DETR have no default layer (nothing pools): a named module's
+  output, found in the ONNX model by value;
+- every registered method on OpenVINO against onnxruntime CPU, SmoothGrad and Integrated
+  Gradients against float64 torch (Captum's IntegratedGradients) too.
+Each relative L2 bound is max(FACTOR x what float32 rounding does to the map on this model
+and input, a floor), as in tests/helpers/subject.py: the float32 torch control's distance
+from float64, and where that does not cover the error, the float64 map's spread under
+input moves of 1e-5.
 
 The default run takes one model per family; ONNXPLAIN_MODERN=all adds the rest
 (tests/README.md). A case that fails today is xfail(strict=True) with its reason: when a
@@ -70,6 +75,9 @@ FAST = [
     # transformers' SegFormer, one class's mask region explained; Grad-CAM at the decode
     # head's fused features (after its ReLU), as no layer pools
     Arch("segformer", 64, cam_module="net.decode_head.activation"),
+    # transformers' DETR on its own small ResNet, one detection score explained; Grad-CAM
+    # at the input projection of the backbone's features
+    Arch("detr", 64, cam_module="net.model.input_projection"),
 ]
 MORE = [
     Arch("efficientnet_b0", 64),
@@ -301,7 +309,11 @@ def test_gradcam(case: Case) -> None:
     assert layer is not None, f"{case.name}: no default Grad-CAM layer"
     value = _layer_value(case, layer)
     model = case.model
-    module, module_name = model.layer_module(value)
+    if model.arch.cam_module is None:
+        module, module_name = model.layer_module(value)
+    else:  # the named module, whose output the layer was found to be
+        module_name = model.arch.cam_module
+        module = model.net.get_submodule(module_name)
     got = _saliency(case, "gradcam", params={**case.cam_params, "cam_style": "pytorch-grad-cam"})
 
     pgc = pytorch_grad_cam()

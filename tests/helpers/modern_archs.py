@@ -1,5 +1,5 @@
 """Modern image architectures for tests/test_modern_archs.py: timm models and a transformers
-SegFormer with random seeded weights, their two ONNX exports, and oracles computed on the
+SegFormer and DETR with random seeded weights, their two ONNX exports, and oracles computed on the
 original PyTorch module.
 
 - `create`: the timm model (no download), BatchNorm statistics randomised so that eval mode
@@ -106,22 +106,58 @@ def _segformer() -> nn.Module:
     return _Logits(SegformerForSemanticSegmentation(config))
 
 
+def _detr() -> nn.Module:
+    # DETR with transformers' own small ResNet as its backbone (random weights: timm's
+    # backbone route needs torchvision in transformers' eyes, and no download either way),
+    # one encoder and one decoder layer, five queries.
+    with _torchvision_stub_hidden():
+        from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+    backbone = ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[16, 32],
+        depths=[1, 1],
+        layer_type="basic",
+        out_features=["stage2"],
+    )
+    config = DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=5,
+        num_labels=3,
+    )
+    return _Logits(DetrForObjectDetection(config))
+
+
 def _build(arch: Arch) -> nn.Module:
     if arch.name == "segformer":
         return _segformer()
+    if arch.name == "detr":
+        return _detr()
     return timm().create_model(arch.name, pretrained=False, **arch.kwargs)
 
 
 def seed_of(logits: np.ndarray) -> np.ndarray:
-    """What each sample explains: a classifier's top class; a segmenter's class with the
-    largest predicted region, over that region (its mask, as pytorch-grad-cam's
-    SemanticSegmentationTarget explains). A top class, because Grad-CAM's map of a class
-    whose logit falls below its bias is all zero after the ReLU (a random net's fixed
-    class often does), which would leave nothing to compare."""
+    """What each sample explains: a classifier's top class; a detector's best detection
+    score (query and class, the no-object class left out, logits [N, queries, classes+1]);
+    a segmenter's class with the largest predicted region, over that region (its mask, as
+    pytorch-grad-cam's SemanticSegmentationTarget explains). The top one, because
+    Grad-CAM's map of a class whose logit falls below its bias is all zero after the ReLU
+    (a random net's fixed class often does), which would leave nothing to compare."""
     seed = np.zeros_like(logits, dtype=np.float32)
     for i, row in enumerate(logits):
         if row.ndim == 1:
             seed[i, int(row.argmax())] = 1
+        elif row.ndim == 2:
+            query, label = np.unravel_index(int(row[:, :-1].argmax()), row[:, :-1].shape)
+            seed[i, query, label] = 1
         else:
             labels = row.argmax(0)
             top = int(np.bincount(labels.ravel()).argmax())
