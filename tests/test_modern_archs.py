@@ -102,13 +102,17 @@ _AS_STRIDED = (
     "dynamo exports timm's LayerNorm2d permute as an as_strided Gather whose indices are "
     "computed (Range over Shape): no backward rule (issue 17, fixes in progress)"
 )
-_CONVNEXT_LAYER = (
+# timm's NormMlpClassifierHead (ConvNeXt, MaxViT, PoolFormer): pool, then LayerNorm2d.
+_POOLED_NORM_LAYER = (
     "the default Grad-CAM layer is the head's LayerNorm2d after global pooling, a 1x1 "
     "tensor inside the norm (no module outputs it), not the last stage's 2x2 output"
 )
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("convnext_tiny", "torchscript", "gradcam"): _CONVNEXT_LAYER,
-    ("convnext_tiny", "dynamo", "gradcam"): _CONVNEXT_LAYER,
+    **{
+        (arch, exporter, "gradcam"): _POOLED_NORM_LAYER
+        for arch in ("convnext_tiny", "maxvit_tiny_tf_224", "poolformer_s12")
+        for exporter in EXPORTERS
+    },
     ("convnext_tiny", "dynamo", "vanilla"): _AS_STRIDED,
     ("convnext_tiny", "dynamo", "guided"): _AS_STRIDED,
     **{
