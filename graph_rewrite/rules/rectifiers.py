@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -120,12 +121,50 @@ def local_derivative(g: Builder, node: Node) -> str:
         return g.Add(positive, g.Mul(g.Sub(one, positive), slope))
     if node.op_type == "HardSwish":
         # x·relu6(x+3)/6: slope 0 below -3, 1 above 3, (2x+3)/6 between.
+        if g.dtype_of(x) == np.float32:
+            return _hard_swish_slope_float32(g, x)
         three = g.scalar_like(3.0, x)
         above = float_mask(g, g.Greater(x, three), x)
         inside = float_mask(g, g.And(g.Greater(x, g.Neg(three)), g.Not(g.Greater(x, three))), x)
         ramp = g.Div(g.Add(g.Add(x, x), three), g.scalar_like(6.0, x))
         return g.Add(above, g.Mul(inside, ramp))
     raise ValueError(f"{node.op_type} is not a rectifier")
+
+
+# Steps in float32 as one HardSigmoid each, clip(±2^100·(x - t), 0, 1): the products are
+# exact (a power of two; ±inf past 2^28, which clips right), and x - t, a float32 difference
+# near t, is 0 or at least 2^-22 in size, so the argument is 0 or negative (clips to 0) or
+# at least 2^78 (clips to 1). HardSigmoid stays in onnxruntime's blocked layout beside the
+# convolutions, where Greater, Not, And and Cast each force reorders out and back. No beta
+# is 0 (OpenVINO reads 0.0 as absent).
+_STEP_SLOPE = 2.0**100
+# The upper step is [x < 3⁺], 3⁺ the next float32 above 3, i.e. [x <= 3]: at x = 3 exactly
+# the slope is the ramp's 1.5, as in the comparison form (torch says 1 there). Which side
+# owns the kink decides whether two runtimes agree where a forward value sits on it: PP-OCR
+# orientation's SmoothGrad has one HardSwish input that is exactly 3.0 on onnxruntime and
+# 2.9999998 on OpenVINO (bench/hardswish_kinks.py); with [x < 3] the two maps were 1.6e-4
+# apart (relative L2), with [x <= 3] 2e-6, as with the comparison form.
+_THREE_UP = float(np.nextafter(np.float32(3.0), np.float32(np.inf)))
+
+
+def _hard_swish_slope_float32(g: Builder, x: str) -> str:
+    """HardSwish' = B + B·L·(x/3 - 1/2), B = [x > -3], L = [x <= 3]: 0 up to -3, the ramp
+    x/3 + 1/2 up to 3, 1 above (the comparison form's values at both edges), in six ops."""
+    alive = g.HardSigmoid(x, alpha=_STEP_SLOPE, beta=3.0 * _STEP_SLOPE)
+    below = g.HardSigmoid(x, alpha=-_STEP_SLOPE, beta=_THREE_UP * _STEP_SLOPE)
+    return g.Add(alive, g.Mul(g.Mul(alive, below), _ramp_less_one(g, x)))
+
+
+def _ramp_less_one(g: Builder, x: str) -> str:
+    """x/3 - 1/2. On an NCHW tensor as a depthwise 1x1 Conv (weight 1/3, bias -1/2): a Mul
+    and an Add of scalars would leave onnxruntime's blocked layout, two reorders each."""
+    shape = g.tensor(x).static_from(1)
+    if shape is None or len(shape) != 3:
+        return g.Add(g.Mul(x, g.scalar_like(1.0 / 3.0, x)), g.scalar_like(-0.5, x))
+    channels = shape[0]
+    weight = g.const(np.full((channels, 1, 1, 1), 1.0 / 3.0, np.float32), hint="w_third")
+    bias = g.const(np.full(channels, -0.5, np.float32), hint="b_half")
+    return g.Conv(x, weight, bias, group=channels)
 
 
 def with_rectifier_rule(
