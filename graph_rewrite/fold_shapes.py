@@ -46,15 +46,19 @@ def fold_shape_arithmetic(model: onnx.ModelProto, keep: Collection[str] = ()) ->
     and drops the nodes no longer needed, shapes inferred again after each round. True
     when anything was folded."""
     folded_any = False
+    # Read once: each round infers shapes again, which types a Cast's output by its `to`.
+    declared = _declared_float_types(model.graph)
     for _ in range(_MAX_ROUNDS):
-        if not _fold_round(model, keep):
+        if not _fold_round(model, keep, declared):
             break
         folded_any = True
         _infer_shapes_again(model)
     return folded_any
 
 
-def _fold_round(model: onnx.ModelProto, keep: Collection[str]) -> bool:
+def _fold_round(
+    model: onnx.ModelProto, keep: Collection[str], declared: dict[str, np.dtype]
+) -> bool:
     graph = model.graph
     dims = _known_dims(graph)
     constants = _constants(graph)
@@ -65,7 +69,7 @@ def _fold_round(model: onnx.ModelProto, keep: Collection[str]) -> bool:
     for node in graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_EVALUATED:
             continue
-        _evaluate(node, dims, constants, full, partial, derived, opsets)
+        _evaluate(node, dims, constants, full, partial, derived, opsets, declared)
     pinned = set(keep) | {o.name for o in graph.output} | _read_by_subgraphs(graph)
     folded = {
         name: value
@@ -76,6 +80,22 @@ def _fold_round(model: onnx.ModelProto, keep: Collection[str]) -> bool:
         return False
     _rewrite(graph, folded, derived | set(partial), pinned)
     return True
+
+
+def _declared_float_types(graph: onnx.GraphProto) -> dict[str, np.dtype]:
+    """The float type the graph declares for each tensor (value_info).
+
+    onnxconverter-common's float16 conversion declares the Cast to float of a size (the
+    1/sqrt(head_dim) of scaled_dot_product_attention as TorchScript exports it) float16,
+    as the Div it feeds takes, but leaves the Cast's `to` float32: the converted model is
+    invalid as it stands (onnxruntime refuses the Cast). A size evaluated here takes the
+    declared type, so that its readers see the one float type the graph has there."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    return {
+        vi.name: np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        for vi in graph.value_info
+        if vi.type.tensor_type.elem_type in floats
+    }
 
 
 def _infer_shapes_again(model: onnx.ModelProto) -> None:
@@ -97,6 +117,7 @@ def _evaluate(
     partial: dict[str, Partial],
     derived: set[str],
     opsets: list[onnx.OperatorSetIdProto],
+    declared: dict[str, np.dtype],
 ) -> None:
     op, ins = node.op_type, [t for t in node.input]
     out = node.output[0] if node.output else ""
@@ -132,7 +153,7 @@ def _evaluate(
     known = [value(t) for t in ins if t]
     if all(v is not None for v in known):
         if sum(int(v.size) for v in known if v is not None) <= _MAX_ELEMENTS:
-            _run(node, ins, value, full, opsets)
+            _run(node, ins, value, full, opsets, declared)
         return
     # Partly known shape vectors: the ops that pick or join their entries.
     if op == "Gather" and len(ins) == 2:
@@ -184,8 +205,10 @@ def _run(
     value: object,
     full: dict[str, np.ndarray],
     opsets: list[onnx.OperatorSetIdProto],
+    declared: dict[str, np.dtype],
 ) -> None:
-    """One node through onnx's reference evaluator; its outputs join `full`."""
+    """One node through onnx's reference evaluator; its outputs join `full`, a float one
+    in the type the graph declares for it (see _declared_float_types)."""
     feeds = {t: value(t) for t in ins if t}  # type: ignore[operator]
     inputs = [
         helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
@@ -200,7 +223,10 @@ def _run(
     except Exception:  # an op the evaluator lacks, or an input it refuses: left computed
         return
     for name, result in zip([t for t in node.output if t], results, strict=True):
-        full[name] = np.asarray(result)
+        result = np.asarray(result)
+        if result.dtype.kind == "f" and name in declared:
+            result = result.astype(declared[name])
+        full[name] = result
 
 
 def _rewrite(

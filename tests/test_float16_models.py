@@ -9,6 +9,8 @@ autograd and Captum, in float64 (the truth) and float16 (what float16 rounding c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -181,3 +183,51 @@ def test_pytorch_grad_cam_style_builds_on_float16(
     (got,) = session.run(["saliency"], {"image": image, "output_grad": seed})
     assert got.dtype == io_type and got.shape == (2, 1, 8, 8)
     assert np.all(np.isfinite(got)) and 0.99 <= got.max() <= 1.0  # min-max: peak at 1
+
+
+class TinyAttention(nn.Module):
+    """Patches → one scaled_dot_product_attention → mean token → logits: TorchScript exports
+    its 1/sqrt(head size) as Shape → Cast to float → Sqrt → Div, as timm's ViTs have it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # [batch, 4, 8]
+        heads = tokens.reshape(x.shape[0], -1, 2, 4).transpose(1, 2)  # [batch, 2, 4, 4]
+        mixed = nn.functional.scaled_dot_product_attention(heads, heads, heads)
+        return self.head(mixed.transpose(1, 2).flatten(2).mean(1))
+
+
+def test_float16_attention_whose_scale_the_converter_left_float32(tmp_path: Path) -> None:
+    """onnxconverter-common declares the Cast of the head size float16 but leaves its `to`
+    float32 (onnxruntime refuses the converted model itself); the explain model computes the
+    scale in float16, as declared, and its map is float64 autograd's to float16 rounding."""
+    torch.manual_seed(0)
+    net = TinyAttention().eval().half().float()  # weights that float16 holds exactly
+    path = tmp_path / "attention.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, 8, 8),),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    half = float16.convert_float_to_float16(onnx.load(path), keep_io_types=True)
+    casts = [n for n in half.graph.node if n.op_type == "Cast"]
+    assert any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for n in casts for a in n.attribute)
+    explain = build_explain_model(half, "vanilla", output_name="logits")
+    onnx.checker.check_model(explain, full_check=True)
+    session = ort.InferenceSession(explain.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float16)
+    seed = np.zeros((2, 5), np.float32)
+    seed[:, CLASS] = 1
+    (got,) = session.run(["saliency"], {"image": image.astype(np.float32), "output_grad": seed})
+    exact = _grad(net.double(), torch.from_numpy(image.astype(np.float64))).numpy()
+    error = _relative_l2(got.astype(np.float64), exact)
+    assert error < 3e-3, error  # float16 rounding: 2.9e-4 measured

@@ -1,5 +1,5 @@
 """Quantized models (issue 17, item 5): the straight-through gradient of QuantizeLinear →
-DequantizeLinear pairs, DynamicQuantizeLinear and MatMulInteger, against PyTorch's fake
+DequantizeLinear pairs, DynamicQuantizeLinear, MatMulInteger and ConvInteger, against PyTorch's fake
 quantization (torch.fake_quantize_per_tensor_affine / _per_channel_affine), whose backward is
 the straight-through estimator masked where the quantizer saturates.
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from onnxplain.graph_rewrite import build_explain_model
-from onnxplain.graph_rewrite.errors import RewriteError, UnsupportedOpsError
+from onnxplain.graph_rewrite.errors import RewriteError
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -311,11 +311,57 @@ def test_blocked_quantization_is_refused_naming_the_node() -> None:
         build_explain_model(model, "vanilla", output_name="logits")
 
 
-def test_dynamically_quantized_convolutions_are_refused_naming_the_nodes(
-    float_model: onnx.ModelProto, tmp_path: Path
-) -> None:
-    onnx.save(float_model, tmp_path / "float.onnx")
+def _conv_net() -> onnx.ModelProto:
+    """Conv (stride 1, bias) → Relu → Conv (stride 2) → spatial mean: both of the
+    ConvInteger rule's forms (the adjoint Conv, the transposed one)."""
+    rng = np.random.default_rng(4)
+    w1 = (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
+    b1 = (rng.standard_normal(4) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((5, 4, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2", pads=[1] * 4, strides=[2, 2]),
+        helper.make_node("ReduceMean", ["c2"], ["logits"], axes=[2, 3], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convs",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dynamically_quantized_convolutions(tmp_path: Path) -> None:
+    onnx.save(_conv_net(), tmp_path / "float.onnx")
     quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx")
     model = onnx.load(tmp_path / "dynamic.onnx")
-    with pytest.raises(UnsupportedOpsError, match=r"ConvInteger \(node 'conv1_quant'"):
-        build_explain_model(model, "vanilla", output_name="logits")
+    assert [n.op_type for n in model.graph.node].count("ConvInteger") == 2
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # Each ConvInteger's weight as the float it stands for: (w - zw) · scale.
+    weights = []
+    for node in model.graph.node:
+        if node.op_type == "ConvInteger":
+            stem = node.input[1].replace("_quantized", "")
+            w, zero = consts[node.input[1]].astype(np.float32), consts[node.input[3]]
+            weights.append(
+                torch.from_numpy((w - zero.astype(np.float32)) * consts[f"{stem}_scale"])
+            )
+    rng = np.random.default_rng(5)
+    image = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    seed = rng.standard_normal((2, 5)).astype(np.float32)
+    explain = build_explain_model(model, "vanilla", output_name="logits")
+    onnx.checker.check_model(explain, full_check=True)
+    session = ort.InferenceSession(explain.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, logits = session.run(["saliency", "logits"], {"image": image, "output_grad": seed})
+
+    x = torch.from_numpy(image).requires_grad_(True)
+    bias = torch.from_numpy(consts["b1"].copy())
+    h = F.relu(F.conv2d(_dynamic_fake_quant(x), weights[0], bias, padding=1))
+    y = F.conv2d(_dynamic_fake_quant(h), weights[1], stride=2, padding=1).mean((2, 3))
+    np.testing.assert_allclose(y.detach().numpy(), logits, rtol=1e-4, atol=1e-4)
+    (want,) = torch.autograd.grad((y * torch.from_numpy(seed)).sum(), x)
+    assert np.abs(want.numpy()).max() > 0
+    assert _relative_l2(got, want.numpy()) < 1e-4

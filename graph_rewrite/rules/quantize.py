@@ -1,4 +1,5 @@
-"""Quantized models: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger.
+"""Quantized models: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
+ConvInteger.
 
 Rounding has no useful derivative, so these take the straight-through estimator that
 quantization-aware training trains with (torch.fake_quantize_per_tensor_affine's backward):
@@ -10,6 +11,7 @@ gradient):
     QuantizeLinear       q = sat(round(x / s) + z)    dx = dq / s · [qmin <= round(x/s) + z <= qmax]
     DequantizeLinear     y = (q - z) · s              dq = dy · s
     MatMulInteger        y = (a - za) @ (b - zb)      da = dy @ (b - zb)ᵀ   (b a constant)
+    ConvInteger          y = conv(x - zx, w - zw)     dx = conv's dx with weight w - zw
 
 A QuantizeLinear → DequantizeLinear pair (the QDQ format of onnxruntime's quantize_static)
 so passes dy where x quantizes inside [(qmin - z)·s, (qmax - z)·s] and 0 where it clips.
@@ -27,6 +29,14 @@ import onnx
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from .common import float_mask, known_rank, upstream
+from .conv import (
+    conv_geometry,
+    flipped_transposed_weight,
+    same_pads_at_run_time,
+    spatial_size,
+    transposed_conv_cropped,
+    transposed_conv_to_size,
+)
 from .table import Grad, register
 
 # Ops whose integer outputs (by index) carry a gradient: the quantized value, and products
@@ -35,8 +45,6 @@ INTEGER_CARRIERS: dict[str, tuple[int, ...]] = {
     "QuantizeLinear": (0,),
     "DynamicQuantizeLinear": (0,),
     "MatMulInteger": (0,),
-    # No rule yet: listed so that a dynamically quantized convolution is refused as an op
-    # without a backward rule, by name, not as "no differentiable path".
     "ConvInteger": (0,),
 }
 
@@ -171,3 +179,43 @@ def matmul_integer(
     return [g.MatMul(dy, g.const(centred.T, hint="w_integer_t")), None, None, None][
         : len(node.inputs)
     ]
+
+
+@register("ConvInteger")
+def conv_integer(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """The gradient of the data, the weight a constant (as onnxruntime's quantize_dynamic
+    writes it) with a scalar or per-output-channel zero point. The data's own zero point
+    is a shift: it leaves the gradient as it is."""
+    dy, x, w = upstream(node, dys), node.inputs[0], node.inputs[1]
+    if len(wants) > 1 and wants[1]:
+        raise RewriteError(f"ConvInteger {node.name!r}: a computed weight has no gradient rule")
+    weight = g.info.constant(w)
+    if weight is None:
+        raise RewriteError(f"ConvInteger {node.name!r}: the weight must be a constant")
+    centred = weight.astype(np.int64)
+    if node.input(3):
+        zero = g.info.constant(node.input(3))
+        if zero is None:
+            raise RewriteError(f"ConvInteger {node.name!r}: a computed zero point of the weight")
+        # A 1-D zero point is one per output channel (the weight's first axis).
+        centred = centred - zero.astype(np.int64).reshape(-1, *([1] * (weight.ndim - 1)))
+    # dy arrives in the float type its Cast gave it; the weight is exact in float32.
+    kernel = centred.astype(np.float32)
+    geo = conv_geometry(g, node, w, x, run_time_same=True)
+    if geo.same_at_run_time:
+        begin, _ = same_pads_at_run_time(g, geo, x)
+        size = spatial_size(g, x, len(geo.kernel))
+        dx = transposed_conv_cropped(g, dy, g.const(kernel, hint="w_integer"), geo, begin, size)
+        return [dx, None, None, None][: len(node.inputs)]
+    # As Conv's rule: at stride 1 the adjoint is a Conv with the flipped, transposed weight.
+    pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
+    pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
+    if all(s == 1 for s in geo.strides) and min(pads_begin + pads_end) >= 0:
+        adjoint = g.const(flipped_transposed_weight(kernel, geo.group), hint="w_integer_adjoint")
+        dx = g.Conv(
+            dy, adjoint, dilations=geo.dilations, group=geo.group, pads=pads_begin + pads_end
+        )
+    else:
+        weight_name = g.const(kernel, hint="w_integer")
+        dx = transposed_conv_to_size(g, dy, weight_name, geo, x, node.outputs[0])
+    return [dx, None, None, None][: len(node.inputs)]
