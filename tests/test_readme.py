@@ -101,6 +101,7 @@ RULES = [
         "serves until stopped: `--help` must work; the tests start servers in-process",
     ),
     Rule(r"python bench/", "help", "benchmarks take minutes: `--help` must work"),
+    Rule(r"bash bench/", "help", "runs every benchmark: `--help` must work"),
     Rule(r"python scripts/train", "help", "training takes minutes: `--help` must work"),
     Rule(r"mkdir -p ", "run", "makes the folder the examples write to"),
     Rule(r"(onnxplain|python|grpcurl|curl)\b", "run", "runs against the test server"),
