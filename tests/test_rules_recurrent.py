@@ -1,0 +1,93 @@
+"""LSTM rule against central finite differences (float64 where onnxruntime runs it).
+
+Small sizes (hidden 4, T 5, batch 2) in every direction, with and without initial
+states, gradients reaching Y, Y_h or Y_c, and a dynamic sequence length and batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite.errors import RewriteError
+
+from helpers.fd import assert_vjp_matches, single_op_model
+
+RNG = np.random.default_rng(11)
+T, B, I, H = 5, 2, 3, 4
+
+
+def normal(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return np.asarray(scale * RNG.standard_normal(shape), dtype=np.float32)
+
+
+def lstm_model(
+    direction: str, states: bool, attrs: dict | None = None
+) -> tuple[onnx.ModelProto, dict]:
+    d = 2 if direction == "bidirectional" else 1
+    feeds = {"x": normal(T, B, I)}
+    consts = {"w": normal(d, 4 * H, I, scale=0.5), "r": normal(d, 4 * H, H, scale=0.5),
+              "b": normal(d, 8 * H, scale=0.3)}  # fmt: skip
+    order = ["x", "w", "r", "b"]
+    if states:
+        feeds["h0"], feeds["c0"] = normal(d, B, H), normal(d, B, H)
+        order += ["", "h0", "c0"]
+    model = single_op_model(
+        "LSTM", feeds, {"hidden_size": H, "direction": direction, **(attrs or {})}, consts,
+        input_order=order, n_outputs=3,
+    )  # fmt: skip
+    return model, feeds
+
+
+def symbolic_time_and_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name == "x":
+            dims[0].dim_param, dims[1].dim_param = "T", "N"
+        else:
+            dims[1].dim_param = "N"
+    del m.graph.value_info[:]
+    for out in m.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    return onnx.shape_inference.infer_shapes(m)
+
+
+DIRECTIONS = ["forward", "reverse", "bidirectional"]
+
+
+@pytest.mark.parametrize("output", ["y0", "y1", "y2"], ids=["Y", "Y_h", "Y_c"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_lstm_grad_x(direction: str, output: str) -> None:
+    model, feeds = lstm_model(direction, states=False)
+    assert_vjp_matches(model, feeds, wrt="x", output=output)
+
+
+@pytest.mark.parametrize("wrt", ["x", "h0", "c0"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_lstm_grad_with_states(direction: str, wrt: str) -> None:
+    model, feeds = lstm_model(direction, states=True)
+    assert_vjp_matches(model, feeds, wrt=wrt, output="y0")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_lstm_dynamic_time_and_batch(direction: str) -> None:
+    """Built once for symbolic T and N, checked at two other lengths and batches."""
+    model, _ = lstm_model(direction, states=False)
+    dynamic = symbolic_time_and_batch(model)
+    for t, n in ((3, 1), (7, 3)):
+        assert_vjp_matches(dynamic, {"x": normal(t, n, I)}, wrt="x", output="y0")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "word"),
+    [({"clip": 1.0}, "clip"), ({"input_forget": 1}, "input_forget"),
+     ({"activations": ["Tanh", "Tanh", "Tanh"]}, "activations")],
+)  # fmt: skip
+def test_lstm_refuses_unsupported(attrs: dict, word: str) -> None:
+    model, _ = lstm_model("forward", states=False, attrs=attrs)
+    with pytest.raises(RewriteError, match=word) as err:
+        build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    assert "LSTM" in str(err.value)
