@@ -12,10 +12,11 @@ import pytest
 from onnxplain.graph_rewrite import build_explain_model
 from onnxplain.graph_rewrite.errors import RewriteError
 
-from helpers.fd import assert_vjp_matches, single_op_model
+from helpers import runtimes
+from helpers.fd import TOLERANCE, session, session_vjp_error, single_op_model, with_first_output
 
 RNG = np.random.default_rng(11)
-T, B, I, H = 5, 2, 3, 4
+T, B, IN, H = 5, 2, 3, 4
 
 
 def normal(*shape: int, scale: float = 1.0) -> np.ndarray:
@@ -26,8 +27,8 @@ def lstm_model(
     direction: str, states: bool, attrs: dict | None = None
 ) -> tuple[onnx.ModelProto, dict]:
     d = 2 if direction == "bidirectional" else 1
-    feeds = {"x": normal(T, B, I)}
-    consts = {"w": normal(d, 4 * H, I, scale=0.5), "r": normal(d, 4 * H, H, scale=0.5),
+    feeds = {"x": normal(T, B, IN)}
+    consts = {"w": normal(d, 4 * H, IN, scale=0.5), "r": normal(d, 4 * H, H, scale=0.5),
               "b": normal(d, 8 * H, scale=0.3)}  # fmt: skip
     order = ["x", "w", "r", "b"]
     if states:
@@ -55,6 +56,15 @@ def symbolic_time_and_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(m)
 
 
+def assert_vjp_matches(model: onnx.ModelProto, feeds: dict, wrt: str, output: str) -> None:
+    """Float32 finite differences: onnxruntime has no float64 LSTM kernel, so fd's float64
+    first try would build sessions that then fail to run."""
+    explain = build_explain_model(model, "vanilla", input_name=wrt, output_name=output)
+    fwd, exp = session(with_first_output(model, output)), session(explain)
+    err = session_vjp_error(fwd, exp, feeds, wrt, np.float32, 1e-2, 3, 0)
+    assert err < TOLERANCE[np.float32], f"VJP mismatch {err:.3g}"
+
+
 DIRECTIONS = ["forward", "reverse", "bidirectional"]
 
 
@@ -78,7 +88,7 @@ def test_lstm_dynamic_time_and_batch(direction: str) -> None:
     model, _ = lstm_model(direction, states=False)
     dynamic = symbolic_time_and_batch(model)
     for t, n in ((3, 1), (7, 3)):
-        assert_vjp_matches(dynamic, {"x": normal(t, n, I)}, wrt="x", output="y0")
+        assert_vjp_matches(dynamic, {"x": normal(t, n, IN)}, wrt="x", output="y0")
 
 
 @pytest.mark.parametrize(
@@ -91,3 +101,20 @@ def test_lstm_refuses_unsupported(attrs: dict, word: str) -> None:
     with pytest.raises(RewriteError, match=word) as err:
         build_explain_model(model, "vanilla", input_name="x", output_name="y0")
     assert "LSTM" in str(err.value)
+
+
+@pytest.mark.parametrize("runtime", runtimes.others())
+def test_lstm_agrees_across_runtimes(runtime: str) -> None:
+    """The dynamic bidirectional model with states, at two sequence lengths."""
+    model, _ = lstm_model("bidirectional", states=True)
+    explain = build_explain_model(
+        symbolic_time_and_batch(model), "vanilla", input_name="x", output_name="y0"
+    )
+    ref, other = runtimes.load(runtimes.REFERENCE, explain), runtimes.load(runtime, explain)
+    for t, n in ((3, 2), (6, 3)):
+        feeds = {"x": normal(t, n, IN), "h0": normal(2, n, H), "c0": normal(2, n, H),
+                 "output_grad": normal(t, 2, n, H)}  # fmt: skip
+        (a,) = ref(feeds, ["saliency"])
+        (b,) = other(feeds, ["saliency"])
+        assert a.shape == (t, n, IN)
+        assert np.linalg.norm(b - a) <= 1e-5 * np.linalg.norm(a)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
@@ -42,10 +43,17 @@ class _Body:
         )
         return out
 
+    def const(self, value: np.ndarray) -> str:
+        """A Constant node inside the body: OpenVINO's Scan reads no outer-scope names."""
+        out = self.g.fresh("body_const")
+        tensor = numpy_helper.from_array(np.asarray(value), out)
+        self.nodes.append(helper.make_node("Constant", [], [out], value=tensor))
+        return out
+
     def split4(self, x: str, hidden: int) -> list[str]:
         """The four gates of [B, 4H] (Split's sizes input: opset 13 and later)."""
         outs = [self.g.fresh("gate") for _ in range(4)]
-        sizes = self.g.ints([hidden] * 4)
+        sizes = self.const(np.asarray([hidden] * 4, dtype=np.int64))
         self.nodes.append(
             helper.make_node("Split", [x, sizes], outs, name=self.g.fresh("Split"), axis=-1)
         )
@@ -150,8 +158,9 @@ def _lstm_recompute(
 ) -> tuple[str, str, str]:
     """Scan 1: the activated gates [T,B,4H], c_{t-1} and c_t for every step, in time order."""
     body = _Body(g, elem)
-    h, c, xw_t = body.input("h"), body.input("c"), body.input("xw_t")
-    pre = body.op("Add", xw_t, body.op("MatMul", h, g.Transpose(r, perm=[1, 0])))
+    # R rides along as an unchanged state: OpenVINO's Scan reads no outer-scope names.
+    h, c, r_t, xw_t = body.input("h"), body.input("c"), body.input("r_t"), body.input("xw_t")
+    pre = body.op("Add", xw_t, body.op("MatMul", h, r_t))
     pi, po, pf, pc = body.split4(pre, hidden)
     i, o, f = body.op("Sigmoid", pi), body.op("Sigmoid", po), body.op("Sigmoid", pf)
     gg = body.op("Tanh", pc)
@@ -160,12 +169,12 @@ def _lstm_recompute(
     acts = body.op("Concat", i, o, f, gg, axis=-1)
     c_prev_out = body.op("Identity", c)
     c_out = body.op("Identity", c_new)
-    graph = body.graph([h_new, c_new, acts, c_prev_out, c_out])
+    graph = body.graph([h_new, c_new, body.op("Identity", r_t), acts, c_prev_out, c_out])
     outs = g.op_multi(
-        "Scan", [h0, c0, xw], 5, body=graph, num_scan_inputs=1,
+        "Scan", [h0, c0, g.Transpose(r, perm=[1, 0]), xw], 6, body=graph, num_scan_inputs=1,
         scan_input_directions=[reverse], scan_output_directions=[reverse] * 3,
     )  # fmt: skip
-    return outs[2], outs[3], outs[4]
+    return outs[3], outs[4], outs[5]
 
 
 def _lstm_backward(
@@ -174,14 +183,14 @@ def _lstm_backward(
 ) -> tuple[str, str, str]:  # fmt: skip
     """Scan 2, against time: carries (dh, dc), emits d(pre-activation gates) per step."""
     body = _Body(g, elem)
-    dh_next, dc_next = body.input("dh"), body.input("dc")
+    dh_next, dc_next, r_in = body.input("dh"), body.input("dc"), body.input("r")
     dy_t, a_t, cp_t, cc_t = (
         body.input("dy_t"),
         body.input("a_t"),
         body.input("cp"),
         body.input("ct"),
     )
-    one = g.scalar_like(1.0, dh_init)
+    one = body.const(np.asarray(1.0, dtype=helper.tensor_dtype_to_np_dtype(elem)))
     i, o, f, gg = body.split4(a_t, hidden)
     dh = body.op("Add", dy_t, dh_next)
     tc = body.op("Tanh", cc_t)
@@ -196,12 +205,12 @@ def _lstm_backward(
 
     dpg = body.op("Mul", dgg, body.op("Sub", one, body.op("Mul", gg, gg)))
     dpre = body.op("Concat", dsig(di, i), dsig(do, o), dsig(df, f), dpg, axis=-1)
-    dh_prev = body.op("MatMul", dpre, r)
+    dh_prev = body.op("MatMul", dpre, r_in)
     dpre_out = body.op("Identity", dpre)
-    graph = body.graph([dh_prev, dc_prev, dpre_out])
+    graph = body.graph([dh_prev, dc_prev, body.op("Identity", r_in), dpre_out])
     back = 1 - reverse
     outs = g.op_multi(
-        "Scan", [dh_init, dc_init, dy, acts, c_prev, c_t], 3, body=graph, num_scan_inputs=4,
+        "Scan", [dh_init, dc_init, r, dy, acts, c_prev, c_t], 4, body=graph, num_scan_inputs=4,
         scan_input_directions=[back] * 4, scan_output_directions=[back],
     )  # fmt: skip
-    return outs[0], outs[1], outs[2]
+    return outs[0], outs[1], outs[3]
