@@ -94,7 +94,7 @@ def test_lstm_dynamic_time_and_batch(direction: str) -> None:
 @pytest.mark.parametrize(
     ("attrs", "word"),
     [({"clip": 1.0}, "clip"), ({"input_forget": 1}, "input_forget"),
-     ({"activations": ["Tanh", "Tanh", "Tanh"]}, "activations")],
+     ({"activations": ["Tanh", "Tanh", "Tanh"]}, "activations"), ({"layout": 1}, "layout")],
 )  # fmt: skip
 def test_lstm_refuses_unsupported(attrs: dict, word: str) -> None:
     model, _ = lstm_model("forward", states=False, attrs=attrs)

@@ -85,6 +85,7 @@ def _refuse_unsupported(node: Node, defaults: list[str]) -> None:
     if int(node.attr("input_forget", 0)):
         raise RewriteError(f"{node.op_type} node {node.name!r}: input_forget unsupported")
     if int(node.attr("layout", 0)):
+        # onnxruntime runs no layout=1 recurrent op, so nothing here could check its backward.
         raise RewriteError(f"{node.op_type} node {node.name!r}: layout=1 unsupported")
     if len(node.inputs) > 4 and node.inputs[4]:
         raise RewriteError(f"{node.op_type} node {node.name!r}: sequence_lens unsupported")
