@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnxplain.graph_rewrite import build_explain_model
 from onnxplain.graph_rewrite.errors import RewriteError
 
@@ -118,3 +119,45 @@ def test_lstm_agrees_across_runtimes(runtime: str) -> None:
         (b,) = other(feeds, ["saliency"])
         assert a.shape == (t, n, IN)
         assert np.linalg.norm(b - a) <= 1e-5 * np.linalg.norm(a)
+
+
+class _TorchLSTM:
+    """A torch.nn.LSTM (2 layers, bidirectional) that returns its output sequence only."""
+
+    @staticmethod
+    def build() -> torch.nn.Module:
+        torch.manual_seed(5)
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.lstm = torch.nn.LSTM(IN, H, num_layers=2, bidirectional=True)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.lstm(x)[0]
+
+        return Net().eval()
+
+
+def test_lstm_matches_torch_float64_autograd(tmp_path) -> None:
+    """torch.onnx.export(dynamo=False) emits ONNX LSTM nodes; the saliency at two sequence
+    lengths and batches is torch's float64 vector-Jacobian product."""
+    net = _TorchLSTM.build()
+    path = tmp_path / "lstm.onnx"
+    torch.onnx.export(
+        net, (torch.zeros(T, B, IN),), str(path), dynamo=False, input_names=["x"],
+        output_names=["y"], dynamic_axes={"x": {0: "T", 1: "N"}, "y": {0: "T", 1: "N"}},
+        opset_version=17,
+    )  # fmt: skip
+    model = onnx.load(str(path))
+    assert sum(n.op_type == "LSTM" for n in model.graph.node) == 2
+    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y")
+    exp = session(explain)
+    net64 = net.double()
+    for t, n in ((3, 2), (6, 1)):
+        x, u = normal(t, n, IN), normal(t, n, 2 * H)
+        (saliency,) = exp.run(["saliency"], {"x": x, "output_grad": u})
+        x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        (expected,) = torch.autograd.grad(net64(x64), x64, torch.tensor(u, dtype=torch.float64))
+        ref = expected.numpy()
+        assert np.linalg.norm(saliency - ref) <= 1e-5 * np.linalg.norm(ref)
