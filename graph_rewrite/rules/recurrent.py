@@ -215,3 +215,175 @@ def _lstm_backward(
         scan_input_directions=[back] * 4, scan_output_directions=[back],
     )  # fmt: skip
     return outs[0], outs[1], outs[3]
+
+
+def _pick(g: Builder, tensor: str, d: int, axis: int = 0) -> str:
+    """Direction `d` of a [D, ...] tensor (or of Y's [T, D, B, H] along axis 1)."""
+    return g.Squeeze(g.Gather(tensor, g.ints([d]), axis=axis), g.ints([axis]))
+
+
+def _stack(g: Builder, parts: list[str]) -> str:
+    unsqueezed = [g.Unsqueeze(p, g.ints([0])) for p in parts]
+    return unsqueezed[0] if len(unsqueezed) == 1 else g.Concat(*unsqueezed, axis=0)
+
+
+@register("GRU", "RNN")
+def gru_or_rnn(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
+    """GRU (gates z, r, h; both linear_before_reset forms) and the plain Tanh RNN."""
+    is_gru = node.op_type == "GRU"
+    _refuse_unsupported(node, ["Sigmoid", "Tanh"] if is_gru else ["Tanh"])
+    x, w, r = node.input(0), node.input(1), node.input(2)
+    bias, h0_all = _optional(node, 3), _optional(node, 5)
+    hidden = int(node.attr("hidden_size"))
+    n_gates = 3 if is_gru else 1
+    lbr = int(node.attr("linear_before_reset", 0)) if is_gru else 0
+    elem = helper.np_dtype_to_tensor_dtype(g.dtype_of(x))
+    dy = dys[0] if len(dys) > 0 else None
+    dyh = dys[1] if len(dys) > 1 else None
+    bh = g.Concat(g.Slice(g.Shape(x), g.ints([1]), g.ints([2])), g.ints([hidden]), axis=0)
+    zeros_bh = g.Expand(g.scalar_like(0.0, x), bh)
+    dx_total: Grad = None
+    dh0s = []
+    for d, direction in enumerate(_direction_names(node)):
+        w_d, r_d = _pick(g, w, d), _pick(g, r, d)
+        h0 = _pick(g, h0_all, d) if h0_all else zeros_bh
+        xw = g.MatMul(x, g.Transpose(w_d, perm=[1, 0]))  # [T, B, G·H]
+        rb = g.Expand(g.scalar_like(0.0, x), g.ints([n_gates * hidden]))
+        if bias:
+            wb, rb = g.op_multi("Split", [_pick(g, bias, d), g.ints([n_gates * hidden] * 2)], 2)
+            xw = g.Add(xw, wb)
+        rev = 1 if direction == "reverse" else 0
+        if is_gru:
+            acts, h_prev = _gru_recompute(g, elem, hidden, lbr, xw, r_d, rb, h0, rev)
+        else:
+            xw = g.Add(xw, rb)
+            acts, h_prev = _rnn_recompute(g, elem, xw, r_d, h0, rev)
+        zero = g.scalar_like(0.0, x)
+        dy_d = _pick(g, dy, d, axis=1) if dy else g.Mul(h_prev, zero)
+        dh_init = _pick(g, dyh, d) if dyh else zeros_bh
+        if is_gru:
+            dh0, dpre = _gru_backward(g, elem, hidden, lbr, r_d, dh_init, dy_d, acts, h_prev, rev)
+        else:
+            dh0, dpre = _rnn_backward(g, elem, r_d, dh_init, dy_d, acts, rev)
+        dx_d = g.MatMul(dpre, w_d)
+        dx_total = dx_d if dx_total is None else g.Add(dx_total, dx_d)
+        dh0s.append(dh0)
+    grads: list[Grad] = [None] * len(node.inputs)
+    grads[0] = dx_total if wants[0] else None
+    if h0_all and wants[5]:
+        grads[5] = _stack(g, dh0s)
+    return grads
+
+
+def _rnn_recompute(
+    g: Builder, elem: int, xw: str, r: str, h0: str, reverse: int
+) -> tuple[str, str]:
+    """h_t and h_{t-1} of every step, in time order."""
+    body = _Body(g, elem)
+    h, r_t, xw_t = body.input("h"), body.input("r_t"), body.input("xw_t")
+    h_new = body.op("Tanh", body.op("Add", xw_t, body.op("MatMul", h, r_t)))
+    graph = body.graph([h_new, body.op("Identity", r_t), body.op("Identity", h_new),
+                        body.op("Identity", h)])  # fmt: skip
+    outs = g.op_multi(
+        "Scan", [h0, g.Transpose(r, perm=[1, 0]), xw], 4, body=graph, num_scan_inputs=1,
+        scan_input_directions=[reverse], scan_output_directions=[reverse] * 2,
+    )  # fmt: skip
+    return outs[2], outs[3]
+
+
+def _rnn_backward(
+    g: Builder, elem: int, r: str, dh_init: str, dy: str, h_t: str, reverse: int
+) -> tuple[str, str]:
+    body = _Body(g, elem)
+    dh_next, r_in = body.input("dh"), body.input("r")
+    dy_t, h_cur = body.input("dy_t"), body.input("h_t")
+    one = body.const(np.asarray(1.0, dtype=helper.tensor_dtype_to_np_dtype(elem)))
+    dh = body.op("Add", dy_t, dh_next)
+    dpre = body.op("Mul", dh, body.op("Sub", one, body.op("Mul", h_cur, h_cur)))
+    graph = body.graph([body.op("MatMul", dpre, r_in), body.op("Identity", r_in),
+                        body.op("Identity", dpre)])  # fmt: skip
+    back = 1 - reverse
+    outs = g.op_multi(
+        "Scan", [dh_init, r, dy, h_t], 3, body=graph, num_scan_inputs=2,
+        scan_input_directions=[back] * 2, scan_output_directions=[back],
+    )  # fmt: skip
+    return outs[0], outs[2]
+
+
+def _gru_recompute(
+    g: Builder, elem: int, hidden: int, lbr: int, xw: str, r: str, rb: str, h0: str, reverse: int
+) -> tuple[str, str]:
+    """Per step concat(z, r, h̃, q), q being the reset-gated term with Rbh, and h_{t-1}."""
+    body = _Body(g, elem)
+    h, r_t, rb_in, xw_t = body.input("h"), body.input("r_t"), body.input("rb"), body.input("xw_t")
+    sizes = body.const(np.asarray([hidden] * 3, dtype=np.int64))
+    xz, xr, xh = _split(body, xw_t, sizes, 3, axis=-1)
+    rz_t, rr_t, rh_t = _split(body, r_t, sizes, 3, axis=-1)  # R transposed: [H, 3H]
+    bz, br, bhh = _split(body, rb_in, sizes, 3, axis=0)
+    z = body.op("Sigmoid", body.op("Add", xz, body.op("Add", body.op("MatMul", h, rz_t), bz)))
+    rg = body.op("Sigmoid", body.op("Add", xr, body.op("Add", body.op("MatMul", h, rr_t), br)))
+    if lbr:
+        q = body.op("Add", body.op("MatMul", h, rh_t), bhh)
+        pre_h = body.op("Add", xh, body.op("Mul", rg, q))
+    else:
+        q = body.op("Add", body.op("MatMul", body.op("Mul", rg, h), rh_t), bhh)
+        pre_h = body.op("Add", xh, q)
+    hh = body.op("Tanh", pre_h)
+    # h = (1 - z)·h̃ + z·h_{t-1} = h̃ + z·(h_{t-1} - h̃)
+    h_new = body.op("Add", hh, body.op("Mul", z, body.op("Sub", h, hh)))
+    acts = body.op("Concat", z, rg, hh, q, axis=-1)
+    graph = body.graph([h_new, body.op("Identity", r_t), body.op("Identity", rb_in), acts,
+                        body.op("Identity", h)])  # fmt: skip
+    outs = g.op_multi(
+        "Scan", [h0, g.Transpose(r, perm=[1, 0]), rb, xw], 5, body=graph, num_scan_inputs=1,
+        scan_input_directions=[reverse], scan_output_directions=[reverse] * 2,
+    )  # fmt: skip
+    return outs[3], outs[4]
+
+
+def _split(body: _Body, x: str, sizes: str, n: int, axis: int) -> list[str]:
+    outs = [body.g.fresh("part") for _ in range(n)]
+    body.nodes.append(
+        helper.make_node("Split", [x, sizes], outs, name=body.g.fresh("Split"), axis=axis)
+    )
+    return outs
+
+
+def _gru_backward(
+    g: Builder, elem: int, hidden: int, lbr: int, r: str, dh_init: str, dy: str,
+    acts: str, h_prev: str, reverse: int,
+) -> tuple[str, str]:  # fmt: skip
+    body = _Body(g, elem)
+    dh_next, r_in = body.input("dh"), body.input("r")
+    dy_t, a_t, hp = body.input("dy_t"), body.input("a_t"), body.input("hp")
+    one = body.const(np.asarray(1.0, dtype=helper.tensor_dtype_to_np_dtype(elem)))
+    z, rg, hh, q = _split(body, a_t, body.const(np.asarray([hidden] * 4, np.int64)), 4, -1)
+    r_zr, r_h = _split(body, r_in, body.const(np.asarray([2 * hidden, hidden], np.int64)), 2, 0)
+    dh = body.op("Add", dy_t, dh_next)
+    dz = body.op("Mul", dh, body.op("Sub", hp, hh))
+    d_pre_h = body.op(
+        "Mul", body.op("Mul", dh, body.op("Sub", one, z)),
+        body.op("Sub", one, body.op("Mul", hh, hh)),
+    )  # fmt: skip
+    if lbr:
+        dr = body.op("Mul", d_pre_h, q)
+        dh_prev = body.op("MatMul", body.op("Mul", d_pre_h, rg), r_h)
+    else:
+        d_rh = body.op("MatMul", d_pre_h, r_h)  # gradient of r·h_{t-1}
+        dr = body.op("Mul", d_rh, hp)
+        dh_prev = body.op("Mul", d_rh, rg)
+
+    def dsig(grad: str, s: str) -> str:
+        return body.op("Mul", grad, body.op("Mul", s, body.op("Sub", one, s)))
+
+    d_zr = body.op("Concat", dsig(dz, z), dsig(dr, rg), axis=-1)
+    dh_prev = body.op("Add", body.op("Add", dh_prev, body.op("Mul", dh, z)),
+                      body.op("MatMul", d_zr, r_zr))  # fmt: skip
+    dpre = body.op("Concat", d_zr, d_pre_h, axis=-1)
+    graph = body.graph([dh_prev, body.op("Identity", r_in), dpre])
+    back = 1 - reverse
+    outs = g.op_multi(
+        "Scan", [dh_init, r, dy, acts, h_prev], 3, body=graph, num_scan_inputs=3,
+        scan_input_directions=[back] * 3, scan_output_directions=[back],
+    )  # fmt: skip
+    return outs[0], outs[2]
