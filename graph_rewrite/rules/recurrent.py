@@ -28,7 +28,8 @@ class _Body:
     """Nodes of one Scan body; names come from the outer builder so none collide."""
 
     def __init__(self, g: Builder, elem: int) -> None:
-        self.g, self.elem, self.nodes = g, elem, []
+        self.g, self.elem = g, elem
+        self.nodes: list[onnx.NodeProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
 
     def input(self, hint: str) -> str:
