@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxplain.graph_rewrite import RewriteError, build_explain_model
 
 from helpers.fd import assert_vjp_matches, dynamic_batch, single_op_model
 
@@ -131,11 +130,21 @@ def test_squeeze() -> None:
     assert_vjp_matches(dynamic_batch(model), {"x": x}, wrt="x")
 
 
-def test_gather_computed_indices_is_a_clear_error() -> None:
-    idx = ints(0, 1)
-    model = single_op_model("Gather", {"x": X, "idx": idx}, {"axis": 1})
-    with pytest.raises(RewriteError, match="computed indices"):
-        build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+@pytest.mark.parametrize(
+    ("axis", "idx", "dynamic"),
+    [
+        (1, ints(0, 2, 2), False),
+        (-1, np.asarray([[4, -1], [0, 1]], np.int64), True),
+        (2, np.asarray(-3, np.int32), True),
+    ],
+)
+def test_gather_computed_indices(axis: int, idx: np.ndarray, dynamic: bool) -> None:
+    """Indices fed at run time (as dynamo's as_strided computes them from shapes):
+    repeated and negative ones included, int32 too."""
+    model = single_op_model("Gather", {"x": X, "idx": idx}, {"axis": axis})
+    if dynamic:
+        model = dynamic_batch(model, {"x", "y0"})
+    assert_vjp_matches(model, {"x": X, "idx": idx}, wrt="x")
 
 
 BATCH_AXIS_CASES = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
@@ -256,10 +257,11 @@ def _spread(g: Builder, t: str, axis: int, stride: int, count: int, rank: int) -
 def gather(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
     dy, x = upstream(node, dys), node.inputs[0]
     indices = g.info.constant(node.input(1))
-    if indices is None:
-        raise RewriteError(f"Gather {node.name!r}: computed indices are not supported")
     rank = known_rank(g, node, x)
     axis = int(node.attr("axis", 0)) % rank
+    if indices is None:
+        # Indices computed at run time (dynamo's as_strided builds them from shapes).
+        return _first(node, _scatter_add_runtime(g, dy, x, node.input(1), axis, rank))
     n = _dim(g, x, axis)
     if isinstance(n, int):
         indices = np.where(indices < 0, indices + n, indices)
@@ -280,6 +282,20 @@ def _scatter_add(g: Builder, dy: str, x: str, indices: np.ndarray, axis: int, ra
     flat = g.Reshape(dy, _shape_tensor(g, dims))
     along = indices.reshape([count if i == axis else 1 for i in range(rank)])
     where = g.Expand(g.const(along), g.Shape(flat))
+    return g.ScatterElements(zeros_like(g, x), where, flat, axis=axis, reduction="add")
+
+
+def _scatter_add_runtime(g: Builder, dy: str, x: str, indices: str, axis: int, rank: int) -> str:
+    """_scatter_add for indices known only at run time: negatives are wrapped by the
+    axis length, any index shape is flattened along `axis` (dY's axes there follow it)."""
+    n = g.Gather(g.Shape(x), g.ints([axis]))
+    flat_idx = g.Reshape(g.Cast(indices, to=onnx.TensorProto.INT64), g.ints([-1]))
+    wrapped = g.Where(g.Less(flat_idx, g.ints([0])), g.Add(flat_idx, n), flat_idx)
+    dims: list[int | str] = [_dim(g, x, i) for i in range(rank)]
+    dims[axis] = -1
+    flat = g.Reshape(dy, _shape_tensor(g, dims))
+    along_shape = [-1 if i == axis else 1 for i in range(rank)]
+    where = g.Expand(g.Reshape(wrapped, g.ints(along_shape)), g.Shape(flat))
     return g.ScatterElements(zeros_like(g, x), where, flat, axis=axis, reduction="add")
 
 
