@@ -1,9 +1,12 @@
 """Grad-CAM's default layer: the last spatial tensor before global pooling or flattening.
 
-"Spatial": rank 3 to 5 (N, C, spatial...) with some spatial extent not known to be 1, so
-a global pool's [N, C, 1, 1] is not. A tensor is in the model's "head" when it is not
-spatial and nothing spatial follows it on the path to the output (a squeeze-excitation
-branch's pooled vector is multiplied back into a feature map, so it is not in the head).
+"Spatial": rank 3 to 5 with some spatial extent not known to be 1, read both channels-first
+(N, C, spatial...) and channels-last (N, spatial..., C): a global pool's [N, C, 1, 1] is not
+spatial, nor is the [N, 1, 1, C] that a channels-last LayerNorm after the pool makes of it
+(timm's LayerNorm2d in ConvNeXt, MaxViT and PoolFormer heads), nor one token [N, 1, C].
+A tensor is in the model's "head" when it is not spatial and nothing spatial follows it on
+the path to the output (a squeeze-excitation branch's pooled vector is multiplied back into
+a feature map, so it is not in the head).
 The default layer is the spatial input of the last node that leads into the head: the
 input of ResNet's GlobalAveragePool, of VGG's Flatten (its last MaxPool's output).
 A model whose explained output is itself spatial (a detector's map) has none.
@@ -25,7 +28,8 @@ def is_spatial(info: ModelInfo, name: str) -> bool:
     shape = info.info(name).shape
     if shape is None or not 3 <= len(shape) <= 5:
         return False
-    return any(d != 1 for d in shape[2:])
+    channels_first, channels_last = shape[2:], shape[1:-1]
+    return any(d != 1 for d in channels_first) and any(d != 1 for d in channels_last)
 
 
 def last_spatial_layer(info: ModelInfo, path: Path) -> str | None:

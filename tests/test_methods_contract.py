@@ -78,6 +78,41 @@ def test_default_layer_is_before_the_head_not_inside_a_squeeze_excitation() -> N
     assert default_layer(se_classifier()) == "r2"
 
 
+def pooled_norm_classifier() -> onnx.ModelProto:
+    """conv/relu → pool → a channels-last LayerNorm (transpose, norm, transpose back) → fc,
+    as timm's ConvNeXt, MaxViT and PoolFormer heads are: the norm's [N, 1, 1, C] is the
+    pooled vector, not a feature map."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "ln_scale": np.ones(4, np.float32),
+        "ln_bias": np.zeros(4, np.float32),
+        "fc_w": rng.standard_normal((5, 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gap"]),
+        helper.make_node("Transpose", ["gap"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("LayerNormalization", ["nhwc", "ln_scale", "ln_bias"], ["ln"], axis=-1),
+        helper.make_node("Transpose", ["ln"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Flatten", ["nchw"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pooled_norm",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(w, n) for n, w in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_default_layer_is_before_the_pool_not_in_a_channels_last_norm_after_it() -> None:
+    assert default_layer(pooled_norm_classifier()) == "r1"
+
+
 def test_a_spatial_output_has_no_default_layer_and_gradcam_asks_for_one() -> None:
     # Cut at the last ReLU: the explained output is a feature map, as a detector's is.
     model = tiny_classifier()

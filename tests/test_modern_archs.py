@@ -98,29 +98,7 @@ RUNTIME_CASES = {
 
 # (model, exporter, check) -> why it fails today; check is "vanilla", "guided", "gradcam"
 # or "runtimes:<method>".
-_AS_STRIDED = (
-    "dynamo exports timm's LayerNorm2d permute as an as_strided Gather whose indices are "
-    "computed (Range over Shape): no backward rule (issue 17, fixes in progress)"
-)
-# timm's NormMlpClassifierHead (ConvNeXt, MaxViT, PoolFormer): pool, then LayerNorm2d.
-_POOLED_NORM_LAYER = (
-    "the default Grad-CAM layer is the head's LayerNorm2d after global pooling, a 1x1 "
-    "tensor inside the norm (no module outputs it), not the last stage's 2x2 output"
-)
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    **{
-        (arch, exporter, "gradcam"): _POOLED_NORM_LAYER
-        for arch in ("convnext_tiny", "maxvit_tiny_tf_224", "poolformer_s12")
-        for exporter in EXPORTERS
-    },
-    ("convnext_tiny", "dynamo", "vanilla"): _AS_STRIDED,
-    ("convnext_tiny", "dynamo", "guided"): _AS_STRIDED,
-    **{
-        ("convnext_tiny", "dynamo", f"runtimes:{m}"): _AS_STRIDED
-        for m in ALL_METHODS
-        if m != "gradcam"  # its backward stops at the head, before any as_strided
-    },
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 
 
 class _Current:
