@@ -7,7 +7,7 @@ keyword-argument API over the recipe.
 
 from .backward import GRAD_INPUT, SALIENCY_OUTPUT
 from .errors import MissingRule, RewriteError, UnsupportedOpsError
-from .explain import build_explain_model, check, default_layer
+from .explain import build_explain_model, candidate_layers, check, default_layer
 from .methods import (
     ALL_METHODS,
     METHODS,
@@ -49,6 +49,7 @@ __all__ = [
     "Target",
     "UnsupportedOpsError",
     "build_explain_model",
+    "candidate_layers",
     "check",
     "default_input",
     "default_layer",

@@ -22,7 +22,7 @@ from onnx import helper
 
 from .builder import Builder
 from .errors import RewriteError, UnsupportedOpsError
-from .layers import last_spatial_layer
+from .layers import candidate_layers, last_spatial_layer, sized_view
 from .model_info import ModelInfo, ai_onnx_opset
 from .rules import Rule
 from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, with_rectifier_rule
@@ -75,7 +75,8 @@ class Context:
         if found is None:
             raise RewriteError(
                 f"no default layer: nothing on the path to {self.ends.output!r} pools or "
-                "flattens a 3-D to 5-D tensor; name the layer (--layer, or the layer parameter)"
+                "flattens a 3-D to 5-D tensor; name the layer (--layer, or the layer "
+                f"parameter){describe_candidates(self.g.info, self.ends, self.input_path)}"
             )
         return found
 
@@ -158,6 +159,42 @@ def default_layer(model: onnx.ModelProto, ends: Endpoints) -> str | None:
     """Grad-CAM's default layer of a prepared model (layers.py), or None when it has none."""
     info = ModelInfo(model)
     return last_spatial_layer(info, differentiated_path(info, ends))
+
+
+def default_candidates(model: onnx.ModelProto, ends: Endpoints) -> dict[str, str]:
+    """The candidate layers (layers.py) of a prepared model, for one without a default,
+    each with its shape as text ("[?, 64, ?, ?]" where a dimension is free) and, for the
+    maps that a head turns into predictions, " (into a head)"."""
+    info = ModelInfo(model)
+    found = candidate_layers(sized_view(model, ends.input), differentiated_path(info, ends))
+    return {t: _shape_text(info, t) + (" (into a head)" if head else "") for t, head in found}
+
+
+def describe_candidates(info: ModelInfo, ends: Endpoints, path: Path, most: int = 6) -> str:
+    """ "; candidates, ...": the coarsest stage outputs with their shapes, or ""."""
+    sized = sized_view(info.model, ends.input)
+    found = candidate_layers(sized, path)
+    if not found:
+        return ""
+
+    def cells(name: str) -> float:
+        size = 1.0
+        for d in (sized.info(name).shape or ())[2:]:
+            size *= d if isinstance(d, int) else float("inf")
+        return size
+
+    # A stage's map before a head's predictions; the coarsest (deepest) first, then the
+    # later among equals.
+    order = {t: i for i, (t, _) in enumerate(found)}
+    picked = sorted(found, key=lambda th: (th[1], cells(th[0]), -order[th[0]]))[:most]
+    listed = ", ".join(f"{t!r} {_shape_text(info, t)}" for t, _ in picked)
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return f"; candidates, deepest first: {listed}{more}; onnxplain check lists them all"
+
+
+def _shape_text(info: ModelInfo, name: str) -> str:
+    shape = info.info(name).shape or ()
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "?" for d in shape) + "]"
 
 
 def _check_free(model: onnx.ModelProto, grad_name: str, saliency_name: str) -> None:

@@ -16,6 +16,7 @@ from .recipe import (
     SEED_CHOICES,
     RecipeOptions,
     SeedFrom,
+    candidate_layers,
     check_each,
     default_layer,
     explain_recipe,
@@ -221,6 +222,18 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
         raise RewriteError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _print_candidates(args: argparse.Namespace, options: RecipeOptions) -> None:
+    """The model's stage outputs, one per line, for a --layer to choose from."""
+    try:
+        found = candidate_layers(_load(args.model), options)
+    except RewriteError:  # the verdicts above already said what fails
+        return
+    if found:
+        print("candidate layers (each stage's last feature map, input side first):")
+        for name, shape in found.items():
+            print(f"  {name}  {shape}")
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Every method asked for (all by default) checked on its own: a verdict each. Exit 1
     when a method named with --method fails, or, with none named, when no method builds."""
@@ -255,6 +268,10 @@ def run_check(args: argparse.Namespace) -> int:
     )
     for method, error in failed.items():
         print(f"{method}: convert will fail: {error}")
-    found = "none (nothing pools or flattens a spatial tensor: give --layer)"
-    print(f"Grad-CAM layer: {layer!r}" if layer else f"Grad-CAM default layer: {found}")
+    if layer:
+        print(f"Grad-CAM layer: {layer!r}")
+    else:
+        none = "none (nothing pools or flattens a spatial tensor: give --layer)"
+        print(f"Grad-CAM default layer: {none}")
+        _print_candidates(args, options)
     return 1 if asked and failed else 0

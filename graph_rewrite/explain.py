@@ -14,6 +14,7 @@ import onnx
 from .backward import GRAD_INPUT, SALIENCY_OUTPUT
 from .methods import METHODS, Method
 from .recipe import RecipeOptions, check_recipe, explain_recipe
+from .recipe import candidate_layers as recipe_candidate_layers
 from .recipe import default_layer as recipe_default_layer
 from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers
 from .shapes import InputShapes
@@ -77,3 +78,16 @@ def default_layer(
     """Grad-CAM's default layer (layers.py), or None when the model has none (a detector)."""
     options = RecipeOptions(input_name, output_name, input_shapes=input_shapes)
     return recipe_default_layer(model, options)
+
+
+def candidate_layers(
+    model: onnx.ModelProto,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    input_shapes: InputShapes | None = None,
+) -> dict[str, str]:
+    """Grad-CAM layers to choose from where the model has no default (a detector, a
+    segmenter): each stage's last feature map, in path order (layers.py), each with its
+    shape as text and " (into a head)" where a head turns it into predictions."""
+    options = RecipeOptions(input_name, output_name, input_shapes=input_shapes)
+    return recipe_candidate_layers(model, options)

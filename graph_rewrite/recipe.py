@@ -21,7 +21,14 @@ from typing import Any, Literal
 import onnx
 from onnx import helper
 
-from .backward import GRAD_INPUT, SALIENCY_OUTPUT, BackwardOptions, backward, plan
+from .backward import (
+    GRAD_INPUT,
+    SALIENCY_OUTPUT,
+    BackwardOptions,
+    backward,
+    default_candidates,
+    plan,
+)
 from .backward import default_layer as layer_of_prepared
 from .errors import RewriteError, UnsupportedOpsError
 from .fold import fold
@@ -171,6 +178,15 @@ def default_layer(model: onnx.ModelProto, options: RecipeOptions = RecipeOptions
     (a detector)."""
     ends = resolve_endpoints(model, options.input_name, options.output_name)
     return layer_of_prepared(_prepared(model, ends, options.input_shapes, {}), ends)
+
+
+def candidate_layers(
+    model: onnx.ModelProto, options: RecipeOptions = RecipeOptions()
+) -> dict[str, str]:
+    """Feature maps to name as Grad-CAM's layer where the model has no default (layers.py:
+    each stage's last map, in path order), with their shapes as text."""
+    ends = resolve_endpoints(model, options.input_name, options.output_name)
+    return default_candidates(_prepared(model, ends, options.input_shapes, {}), ends)
 
 
 def with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import pytest
-from onnxplain.graph_rewrite import build_explain_model
+from onnxplain.graph_rewrite import build_explain_model, candidate_layers, default_layer
 from PIL import Image, ImageDraw, ImageFont
 
 from helpers import realmodels, runtimes
@@ -234,3 +234,26 @@ def test_dynamic_model_as_shipped_gives_the_fixed_size_map(name: str) -> None:
     (got,) = run({subject.input: image, "output_grad": subject.seed}, ["saliency"])
     want = subject.saliency(runtimes.REFERENCE, "guided")
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_detector_without_a_default_layer_explains_at_each_candidate() -> None:
+    # PP-OCR's text detector as shipped (dynamic height and width), whose output is a
+    # probability map: no default Grad-CAM layer, and every stage output check lists
+    # builds a Grad-CAM model that gives a finite map, not all zero, on the word's region.
+    case = CASES["ppocr_det"]
+    shipped = realmodels.load(case.model)
+    assert default_layer(shipped) is None
+    found = candidate_layers(shipped)
+    assert len(found) >= 6, found
+    image = case.image()
+    plain = runtimes.load(runtimes.REFERENCE, shipped)
+    name = shipped.graph.input[0].name
+    (probability,) = plain({name: image}, [shipped.graph.output[0].name])
+    seed = case.seed(probability)
+    for layer in found:
+        explain = build_explain_model(shipped, "gradcam", params={"layer": layer})
+        (cam,) = runtimes.load(runtimes.REFERENCE, explain)(
+            {name: image, "output_grad": seed}, ["saliency"]
+        )
+        assert cam.shape == (1, 1, *image.shape[2:]), layer
+        assert np.isfinite(cam).all() and float(cam.max()) > 0, layer
