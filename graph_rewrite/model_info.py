@@ -92,6 +92,14 @@ class ModelInfo:
                 if value is not None:
                     self._constants[node.output[0]] = value
         self.initializer_names = {init.name for init in graph.initializer}
+        # The nodes a QDQ model's weight goes through: DequantizeLinear(QuantizeLinear(
+        # float constant)) or of an integer constant, an Identity where an exporter shared it.
+        self._quantizers = {
+            node.output[0]: node
+            for node in graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity")
+            and node.domain in ("", "ai.onnx")
+        }
 
     def info(self, name: str) -> TensorInfo:
         return self._infos.get(name, TensorInfo(0, None))
@@ -103,6 +111,42 @@ class ModelInfo:
         if name not in self._constants and name in self._initializers:
             self._constants[name] = numpy_helper.to_array(self._initializers[name])
         return self._constants.get(name)
+
+    def weight(self, name: str) -> np.ndarray | None:
+        """`constant(name)`, or the value of a QDQ model's weight: DequantizeLinear of a
+        constant, or of QuantizeLinear of a constant, through Identities, computed as the
+        ops define them ((q - zero) · scale; saturate(round(w / scale) + zero), half to
+        even) in the scale's float type. Only for rules that read a weight: folding passes
+        must not see a quantized weight as a float one, or the forward model would change."""
+        value = self.constant(name)
+        node = self._quantizers.get(name)
+        if value is not None or node is None:
+            return value
+        source = self.weight(node.input[0])
+        if source is None or node.op_type == "Identity":
+            return source
+        return self._affine(node, source, dequantize=node.op_type == "DequantizeLinear")
+
+    def _affine(self, node: onnx.NodeProto, x: np.ndarray, dequantize: bool) -> np.ndarray | None:
+        scale = self.constant(node.input[1])
+        zero_name = node.input[2] if len(node.input) > 2 else ""
+        zero = self.constant(zero_name) if zero_name else np.zeros((), np.uint8)
+        if scale is None or zero is None or _attr_int(node, "block_size"):
+            return None
+        shape: list[int] = []
+        if scale.ndim == 1 and x.ndim:  # per axis
+            shape = [1] * x.ndim
+            shape[_attr_int(node, "axis", 1) % x.ndim] = -1
+        s = scale.reshape(shape) if shape else scale
+        z = (zero.reshape(shape) if shape and zero.ndim else zero).astype(np.int64)
+        if dequantize:
+            return (x.astype(np.int64) - z).astype(scale.dtype) * s
+        if not np.issubdtype(zero.dtype, np.integer) or _attr_int(node, "output_dtype"):
+            return None  # float8 or an output type the zero point does not give
+        info = np.iinfo(zero.dtype)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            level = np.round(x.astype(scale.dtype) / s).astype(np.float64) + z
+        return np.clip(level, info.min, info.max).astype(zero.dtype)
 
     def initializer(self, name: str) -> onnx.TensorProto | None:
         """The initializer named `name` as stored, else None (a Constant node or computed)."""
@@ -139,3 +183,10 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         if attr.name == "value_ints":
             return np.array(list(attr.ints), dtype=np.int64)
     return None
+
+
+def _attr_int(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(attr.i)
+    return default

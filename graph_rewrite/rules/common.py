@@ -146,5 +146,7 @@ def unshared_weight(g: Builder, w: str) -> str:
     stored = g.info.initializer(w)
     if stored is not None:
         return g.copy_of(stored, hint="w_backward")
-    weight = g.info.constant(w)  # a Constant node's value
+    # A Constant node's value, or a QDQ model's dequantized weight: shared as the
+    # DequantizeLinear's output, it misled OpenVINO the same way (int8 ResNet-18).
+    weight = g.info.weight(w)
     return w if weight is None else g.const(weight, hint="w_backward")

@@ -234,7 +234,7 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
         size = spatial_size(g, x, len(geo.kernel))
         cropped = transposed_conv_cropped(g, dy, unshared_weight(g, w), geo, begin, size)
         return blocked_layout_anchor(g, cropped, x)
-    weight = g.info.constant(w)
+    weight = g.info.weight(w)
     pads_begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
     pads_end = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_end)]
     if weight is not None and all(s == 1 for s in geo.strides) and min(pads_begin + pads_end) >= 0:
