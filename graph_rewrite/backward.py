@@ -21,8 +21,9 @@ import onnx
 from onnx import helper
 
 from .builder import Builder
+from .candidates import candidate_layers, sized_view
 from .errors import RewriteError, UnsupportedOpsError
-from .layers import candidate_layers, last_spatial_layer, sized_view
+from .layers import last_spatial_layer
 from .model_info import ModelInfo, ai_onnx_opset
 from .rules import Rule
 from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, with_rectifier_rule

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional
 
 from helpers.fd import session
+from helpers.modern_archs import INPUT, Arch, Model
 from helpers.pytorch_grad_cam_import import pytorch_grad_cam
 
 SIDE = 32
@@ -183,3 +184,27 @@ def test_check_lists_the_candidates(detector, tmp_path: Path) -> None:  # type: 
     listed = [line.split()[0] for line in lines[start + 1 :]]
     assert listed == list(candidate_layers(model))
     assert lines[-1].endswith("(into a head)")
+
+
+def test_a_detection_transformer_lists_its_input_projection_and_no_attention() -> None:
+    # transformers' DETR on its small ResNet (random weights, tests/helpers/modern_archs.py):
+    # pytorch-grad-cam users weigh its input projection, the 1x1 conv from the backbone into
+    # the transformer. Its attention tensors, [N, heads, tokens, d], have a map's rank; none
+    # may be listed.
+    model = Model(Arch("detr", 64, cam_module="net.model.input_projection"))
+    exported = model.export("torchscript")
+    found = candidate_layers(exported)
+    want = model.module_output("net.model.input_projection")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(exported)
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in found)
+    values = session(probe).run(list(found), {INPUT: model.image})
+    same = [
+        name
+        for name, value in zip(found, values, strict=True)
+        if value.shape == want.shape and np.allclose(value, want, atol=1e-5)
+    ]
+    assert len(same) == 1 and found[same[0]].endswith("(into a head)"), found
+    producers = {t: n.op_type for n in exported.graph.node for t in n.output}
+    assert not {producers[name] for name in found} & {"Softmax", "MatMul", "Where"}, found
+    model.__exit__()
