@@ -92,6 +92,7 @@ class ModelInfo:
                 if value is not None:
                     self._constants[node.output[0]] = value
         self.initializer_names = {init.name for init in graph.initializer}
+        self._producers: dict[str, onnx.NodeProto] | None = None
         # The nodes a QDQ model's weight goes through: DequantizeLinear(QuantizeLinear(
         # float constant)) or of an integer constant, an Identity where an exporter shared it.
         self._quantizers = {
@@ -100,6 +101,12 @@ class ModelInfo:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity")
             and node.domain in ("", "ai.onnx")
         }
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        """The node whose output `name` is, None for an input or initializer."""
+        if self._producers is None:
+            self._producers = {o: n for n in self.model.graph.node for o in n.output if o}
+        return self._producers.get(name)
 
     def info(self, name: str) -> TensorInfo:
         return self._infos.get(name, TensorInfo(0, None))

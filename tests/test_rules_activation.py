@@ -184,3 +184,44 @@ def test_newer_activations_agree_across_runtimes(runtime: str) -> None:
     (reference,) = runtimes.load(runtimes.REFERENCE, explain)(feeds, ["saliency"])
     (other,) = runtimes.load(runtime, explain)(feeds, ["saliency"])
     assert np.linalg.norm(other - reference) <= 1e-5 * np.linalg.norm(reference)
+
+
+def _silu_graph(sigmoid_first: bool, shared: bool) -> onnx.ModelProto:
+    """y = x·Sigmoid(x) as exporters write SiLU (either operand order); with `shared`, σ
+    also feeds a second output term, y + σ, so σ's own rule has a gradient to add."""
+    from onnx import TensorProto, helper
+
+    ins = ["s", "x"] if sigmoid_first else ["x", "s"]
+    last = (
+        helper.make_node("Add", ["m", "s"], ["y0"])
+        if shared
+        else helper.make_node("Identity", ["m"], ["y0"])
+    )
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ins, ["m"]), last]
+    graph = helper.make_graph(
+        nodes,
+        "silu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(X.shape))],
+        [helper.make_tensor_value_info("y0", TensorProto.FLOAT, list(X.shape))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["silu", "sigmoid-shared"])
+@pytest.mark.parametrize("sigmoid_first", [False, True], ids=["x-first", "sigmoid-first"])
+def test_silu_takes_its_whole_derivative_in_one_rule(sigmoid_first: bool, shared: bool) -> None:
+    """Mul(x, Sigmoid(x)) gets SiLU's derivative σ + y·(1 - σ) at once; against torch's
+    float64 autograd of x·σ(x) (+ σ(x)), on inputs spread to ±20 (σ's tails)."""
+    torch = pytest.importorskip("torch")
+    model = _silu_graph(sigmoid_first, shared)
+    explain = build_explain_model(model, "vanilla")
+    ops = [n.op_type for n in explain.graph.node]
+    assert "Exp" not in ops or shared  # SiLU alone reuses the forward's σ
+    x = (X * 7).astype(np.float32)
+    dy = RNG.standard_normal(X.shape).astype(np.float32)
+    (ours,) = session(explain).run(["saliency"], {"x": x, "output_grad": dy})
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.silu(t) + (torch.sigmoid(t) if shared else 0)
+    (y * torch.tensor(dy, dtype=torch.float64)).sum().backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-5, atol=1e-6)

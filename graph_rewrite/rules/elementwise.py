@@ -45,10 +45,34 @@ def mul(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> l
     dy = upstream(node, dys)
     a, b = node.inputs
     y = node.outputs[0]
+    silu = _silu_operands(g, node)
+    if silu is not None:
+        x, s = silu
+        # d(x·σ(x))/dx = σ + x·σ·(1 - σ) = σ + y·(1 - σ), from the forward's σ and y: four
+        # elementwise passes instead of the two products' and Sigmoid's eight (Exp,
+        # Reciprocal, Div among them), 65 times in EfficientNet-B0. The whole derivative
+        # goes to x; σ's input is x too, so σ's own rule has nothing left to add here.
+        # (1 - σ as HardSigmoid(σ, -1, 1), a unary op onnxruntime keeps in its blocked
+        # layout, removed 28 of 191 reorders but timed the same, paired: 1.02 and 0.94.)
+        slope = g.Add(s, g.Mul(y, g.Sub(g.scalar_like(1.0, x), s)))
+        dx = g.Mul(dy, slope)
+        return [dx if a == x else None, dx if b == x else None]
     return [
         unbroadcast(g, g.Mul(dy, b), a, y) if wants[0] else None,
         unbroadcast(g, g.Mul(dy, a), b, y) if wants[1] else None,
     ]
+
+
+def _silu_operands(g: Builder, node: Node) -> tuple[str, str] | None:
+    """(x, σ(x)) where the Mul is x·Sigmoid(x) (SiLU as exporters write it), else None."""
+    a, b = node.inputs
+    if a == b:
+        return None
+    for x, s in ((a, b), (b, a)):
+        source = g.info.producer(s)
+        if source is not None and source.op_type == "Sigmoid" and source.input[0] == x:
+            return x, s
+    return None
 
 
 @register("Div")
