@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnxplain.graph_rewrite import build_explain_model
 
-from helpers.fd import assert_vjp_matches, dynamic_batch, single_op_model
+from helpers.fd import assert_vjp_matches, dynamic_batch, session, single_op_model
 
 RNG = np.random.default_rng(5)
 X = np.asarray(RNG.standard_normal((2, 3, 4, 5)), dtype=np.float32)
@@ -165,3 +166,21 @@ def test_slice_of_a_dynamic_axis_from_its_end() -> None:
     consts = {"starts": ints(-1), "ends": ints(I32_MAX), "axes": ints(0)}
     model = dynamic_batch(single_op_model("Slice", {"x": X}, {}, consts))
     assert_vjp_matches(model, {"x": X}, wrt="x")
+
+
+@pytest.mark.parametrize("computed", [False, True], ids=["constant-indices", "computed-indices"])
+def test_gather_with_repeated_indices_in_float16(computed: bool) -> None:
+    """Repeated indices add up through ScatterElements(add), which onnxruntime's CPU kernel
+    has in float32 only: the float16 rule adds in float32 and casts back. The reference
+    is numpy's np.add.at of dY (float64) at the wrapped indices."""
+    x = X.astype(np.float16)
+    idx = ints(0, 2, 2, -1)
+    feeds = {"x": x, "idx": idx} if computed else {"x": x}
+    model = single_op_model("Gather", feeds, {"axis": 1}, {} if computed else {"idx": idx})
+    explain = build_explain_model(model, "vanilla", output_name="y0")
+    dy = RNG.standard_normal((2, 4, 4, 5)).astype(np.float16)
+    (got,) = session(explain).run(["saliency"], {**feeds, "output_grad": dy})
+    want = np.zeros(X.shape)
+    np.add.at(want, (slice(None), idx % X.shape[1]), dy.astype(np.float64))
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=2e-3, atol=2e-3)

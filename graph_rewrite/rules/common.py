@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from ..builder import Builder, Node
@@ -70,6 +71,24 @@ def positive_mask(g: Builder, x: str) -> str:
 def zeros_like(g: Builder, like: str) -> str:
     """Zeros with the runtime shape and float type of `like`."""
     return g.Expand(g.scalar_like(0.0, like), g.shape_of(like))
+
+
+def scatter_add(g: Builder, zeros: str, indices: str, updates: str, axis: int, like: str) -> str:
+    """ScatterElements(zeros, indices, updates, reduction="add"): repeated indices add up;
+    `like` is the forward tensor whose float type the gradient has.
+
+    In float16 the sums are taken in float32 and the result cast back: onnxruntime's CPU
+    kernel has no float16 add reduction ("MLFloat16 data type is not supported with
+    ScatterElements when reduction is 'add'": timm ConvNeXt's dynamo export as float16
+    failed at run time), and float32 sums round once where float16 would each time."""
+    elem = onnx_type(g, like)
+    if elem in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+        wide = onnx.TensorProto.FLOAT
+        summed = g.ScatterElements(
+            g.Cast(zeros, to=wide), indices, g.Cast(updates, to=wide), axis=axis, reduction="add"
+        )
+        return g.Cast(summed, to=elem)
+    return g.ScatterElements(zeros, indices, updates, axis=axis, reduction="add")
 
 
 def known_rank(g: Builder, node: Node, name: str) -> int:

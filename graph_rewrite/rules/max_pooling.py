@@ -21,7 +21,7 @@ import numpy as np
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from .common import known_rank, onnx_type, upstream, zeros_like
+from .common import known_rank, onnx_type, scatter_add, upstream, zeros_like
 from .conv import ConvGeometry, conv_geometry
 from .table import Grad, register
 
@@ -59,12 +59,8 @@ def _scatter_form(g: Builder, node: Node, dy: str) -> str:
     x_shape = g.shape_of(x)
     flat_size = g.ReduceProd(x_shape, keepdims=1)
     flat = g.ints([-1])
-    dx = g.ScatterElements(
-        _zeros_like(g, x, flat_size),
-        g.Reshape(indices, flat),
-        g.Reshape(dy, flat),
-        axis=0,
-        reduction="add",
+    dx = scatter_add(
+        g, _zeros_like(g, x, flat_size), g.Reshape(indices, flat), g.Reshape(dy, flat), 0, x
     )
     return g.Reshape(dx, x_shape)
 

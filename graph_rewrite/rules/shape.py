@@ -13,7 +13,7 @@ import onnx
 
 from ..builder import Builder, Node
 from ..errors import RewriteError
-from .common import INT_MAX, INT_MIN, known_rank, unbroadcast, upstream, zeros_like
+from .common import INT_MAX, INT_MIN, known_rank, scatter_add, unbroadcast, upstream, zeros_like
 from .table import Grad, register
 
 
@@ -282,7 +282,7 @@ def _scatter_add(g: Builder, dy: str, x: str, indices: np.ndarray, axis: int, ra
     flat = g.Reshape(dy, _shape_tensor(g, dims))
     along = indices.reshape([count if i == axis else 1 for i in range(rank)])
     where = g.Expand(g.const(along), g.Shape(flat))
-    return g.ScatterElements(zeros_like(g, x), where, flat, axis=axis, reduction="add")
+    return scatter_add(g, zeros_like(g, x), where, flat, axis, like=x)
 
 
 def _scatter_add_runtime(g: Builder, dy: str, x: str, indices: str, axis: int, rank: int) -> str:
@@ -296,7 +296,7 @@ def _scatter_add_runtime(g: Builder, dy: str, x: str, indices: str, axis: int, r
     flat = g.Reshape(dy, _shape_tensor(g, dims))
     along_shape = [-1 if i == axis else 1 for i in range(rank)]
     where = g.Expand(g.Reshape(wrapped, g.ints(along_shape)), g.Shape(flat))
-    return g.ScatterElements(zeros_like(g, x), where, flat, axis=axis, reduction="add")
+    return scatter_add(g, zeros_like(g, x), where, flat, axis, like=x)
 
 
 # -- padding ---------------------------------------------------------------------------
