@@ -5,7 +5,9 @@
     opset       raised to MIN_OPSET where lower, so rules read one form of each op (axes,
                 pads and clip bounds as inputs, not attributes, except where even the
                 newest opset keeps an attribute)
-    inference   every tensor's type and shape inferred where they can be
+    inference   every tensor's type and shape inferred where they can be (onnx's own
+                inference, and the outputs of the contrib ops that have a rule, which
+                onnx has no schema for)
 
 The endpoints are resolved before the rest (`resolve_endpoints`): the opset converter may
 wrap an old Softmax in Flatten/Reshape, and the logits should keep the exporter's name.
@@ -182,6 +184,44 @@ def _normalise_skeleton(model: onnx.ModelProto, keep_inputs: Collection[str]) ->
         _weights_as_constants(model.graph, keep_inputs)
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        if _declare_contrib_outputs(model.graph):  # and from them, what follows them
+            model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise RewriteError(f"shape inference failed on the model: {exc}") from None
     return model
+
+
+def _declare_contrib_outputs(graph: onnx.GraphProto) -> bool:
+    """Types and shapes for the outputs of com.microsoft DynamicQuantizeLSTM nodes that have
+    none; whether any was added.
+
+    onnx has no schema for onnxruntime's contrib ops, so its inference stops at them. A
+    model from quantize_dynamic keeps the float LSTM's inferred outputs, but one without
+    them would leave the backward Scans' per-step shapes unknown, which onnxruntime's Scan
+    refuses at run time. The outputs are LSTM's: Y [T, D, B, H], Y_h and Y_c [D, B, H].
+    """
+    types = {vi.name: vi.type for vi in [*graph.input, *graph.value_info, *graph.output]}
+    declared = {vi.name: vi for vi in [*graph.value_info, *graph.output]}
+    added = False
+    for node in graph.node:
+        if node.domain != "com.microsoft" or node.op_type != "DynamicQuantizeLSTM":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        x_type = types.get(node.input[0]) if node.input else None
+        if x_type is None or len(x_type.tensor_type.shape.dim) != 3 or "hidden_size" not in attrs:
+            continue  # the rule refuses a node without hidden_size
+        t, b, _ = x_type.tensor_type.shape.dim
+        d = 2 if attrs.get("direction") == b"bidirectional" else 1
+        hidden = onnx.TensorShapeProto.Dimension(dim_value=int(attrs["hidden_size"]))
+        dirs = onnx.TensorShapeProto.Dimension(dim_value=d)
+        shapes = [[t, dirs, b, hidden], [dirs, b, hidden], [dirs, b, hidden]]
+        for name, dims in zip(node.output, shapes, strict=False):
+            have = declared.get(name)
+            if not name or (have is not None and have.type.tensor_type.HasField("shape")):
+                continue
+            if have is None:
+                have = graph.value_info.add(name=name)
+            have.type.tensor_type.elem_type = x_type.tensor_type.elem_type
+            have.type.tensor_type.shape.dim.extend(dims)
+            added = True
+    return added

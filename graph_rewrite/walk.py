@@ -16,6 +16,7 @@ from .errors import MissingRule, RewriteError
 from .model_info import ModelInfo
 from .rules import NON_DIFFERENTIABLE, RULES, Grad, Rule
 from .rules.quantize import INTEGER_CARRIERS
+from .rules.table import node_rule_key
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ def missing_rules(
     table = RULES if table is None else table
     missing = []
     for node in path.nodes:
-        domain = node.proto.domain if node.proto is not None else ""
-        if domain not in ("", "ai.onnx") or node.op_type not in table:
+        # Looked up by domain and op_type: a custom domain's op has a rule only where one
+        # is registered under its qualified name (rules/table.py, rule_key).
+        if node_rule_key(node) not in table:
             name = node.name or f"(unnamed, output {node.outputs[0]!r})"
             missing.append(MissingRule(node.op_type, name, opset))
     return missing
@@ -137,7 +139,7 @@ def reverse_walk(
         if all(dy is None for dy in dys):
             continue
         wants = [bool(t) and t in path.tensors for t in node.inputs]
-        dxs = table[node.op_type](g, node, dys, wants)
+        dxs = table[node_rule_key(node)](g, node, dys, wants)
         for name, want, dx in zip(node.inputs, wants, dxs, strict=False):
             if want and dx is not None:
                 pending.setdefault(name, []).append(dx)

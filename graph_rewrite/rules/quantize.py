@@ -1,5 +1,5 @@
 """Quantized models: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
-ConvInteger.
+ConvInteger, and onnxruntime's com.microsoft DynamicQuantizeLSTM.
 
 Rounding has no useful derivative, so these take the straight-through estimator that
 quantization-aware training trains with (torch.fake_quantize_per_tensor_affine's backward):
@@ -17,6 +17,12 @@ A QuantizeLinear → DequantizeLinear pair (the QDQ format of onnxruntime's quan
 so passes dy where x quantizes inside [(qmin - z)·s, (qmax - z)·s] and 0 where it clips.
 Scales and zero points get no gradient: QAT reads them from its observers, not through
 them. walk.py lets the gradient through the integer outputs listed in INTEGER_CARRIERS.
+
+DynamicQuantizeLSTM (what quantize_dynamic makes of an LSTM) is an LSTM whose two matrix
+products quantize their float operand (X, then h at every step) to uint8 with a dynamic
+range, as DynamicQuantizeLinear does, against int8/uint8 weights: by the same estimator it
+is the float LSTM with the weights dequantized, differentiated at the float X and h (see
+dynamic_quantize_lstm).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .conv import (
     transposed_conv_cropped,
     transposed_conv_to_size,
 )
+from .recurrent import _DEFAULT_LSTM_ACTS, _direction_names, _refuse_unsupported, lstm
 from .table import Grad, register
 
 # Ops whose integer outputs (by index) carry a gradient: the quantized value, and products
@@ -294,3 +301,103 @@ def conv_integer(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bo
         weight_name = g.const(kernel, hint="w_integer")
         dx = transposed_conv_to_size(g, dy, weight_name, geo, x, node.outputs[0])
     return [dx, None, None, None][: len(node.inputs)]
+
+
+# DynamicQuantizeLSTM's inputs: X, W, R, B, sequence_lens, initial_h, initial_c, P as LSTM's
+# (W and R integer and transposed), then each weight's scale and zero point.
+_DQLSTM_QUANTIZED = {1: ("W", 8, 9), 2: ("R", 10, 11)}
+_DQLSTM_ATTRS = frozenset(
+    {"hidden_size", "direction", "activations", "clip", "input_forget", "activation_alpha",
+     "activation_beta"}
+)  # fmt: skip
+
+
+@register("com.microsoft.DynamicQuantizeLSTM")
+def dynamic_quantize_lstm(
+    g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]
+) -> list[Grad]:
+    """onnxruntime's contrib LSTM with integer weights: the float LSTM's gradient with W and
+    R dequantized at convert time, at the float X and h (the straight-through estimator).
+
+    W is [D, input_size, 4H] and R [D, H, 4H] (LSTM's [D, 4H, ·] transposed), int8 or
+    uint8, gates in LSTM's order i, o, f, c along the 4H axis; their scales and zero
+    points are [D] (one per direction) or [D, 4H] (one per direction and gate column).
+    They become the constants (q - zero_point) · scale, in float32 as DequantizeLinear
+    computes them, transposed to LSTM's layout, and LSTM's own rule (two Scans per
+    direction, sequence_lens, initial states) runs on a node that reads them: the gradient
+    is exactly that float LSTM's. onnxruntime's forward also quantizes X, and h at every
+    step, to uint8 over their own range (min(·, 0) to max(·, 0), so nothing clips):
+    rounding counts as the identity, as for DynamicQuantizeLinear, so the map is taken at
+    the float point while the forward outputs carry that rounding.
+    """
+    unknown = sorted(set(node.attrs) - _DQLSTM_ATTRS)
+    if unknown:
+        raise RewriteError(f"{node.op_type} node {node.name!r}: attribute(s) {unknown} unsupported")
+    # Checked here too (lstm checks them again) so that the refusal names this op.
+    _refuse_unsupported(node, _DEFAULT_LSTM_ACTS)
+    if node.input(7):
+        raise RewriteError(f"{node.op_type} node {node.name!r}: peepholes (input P) unsupported")
+    hidden = node.attr("hidden_size")
+    if hidden is None:
+        raise RewriteError(f"{node.op_type} node {node.name!r}: no hidden_size attribute")
+    n_dirs = len(_direction_names(node))
+    inputs = node.inputs[:8]
+    for index, (label, scale_at, zero_at) in _DQLSTM_QUANTIZED.items():
+        weight = _dequantized_lstm_weight(
+            g, node, label, (index, scale_at, zero_at), n_dirs, 4 * int(hidden)
+        )
+        inputs[index] = g.const(weight, hint=f"{label.lower()}_dequantized")
+    # The float LSTM that node computes up to rounding: LSTM's inputs, with its attributes
+    # (the op_type stays, so the LSTM rule's refusals name this op).
+    as_float = Node(node.op_type, node.name, inputs, list(node.outputs), dict(node.attrs))
+    grads = lstm(g, as_float, dys, wants[:8])
+    # All twelve inputs are there (the scales and zero points were read): none of the
+    # quantization parameters gets a gradient.
+    return [*grads, *[None] * (len(node.inputs) - len(grads))]
+
+
+def _dequantized_lstm_weight(
+    g: Builder, node: Node, label: str, at: tuple[int, int, int], n_dirs: int, gates: int
+) -> np.ndarray:
+    """(q - zero_point) · scale of W or R, [D, 4H, K] in float32 (LSTM's layout).
+
+    The difference is exact in int64 and in float32 (|q - z| <= 255), then one float32
+    product per entry, as DequantizeLinear's (q - z) · s. A [D, 4H] zero point is applied
+    per column as written; onnxruntime's kernel accepts only a zero one (int8) or one
+    constant per direction (uint8) there, so the two agree wherever it runs the model.
+    """
+    names = [node.input(i) for i in at]
+    what = (label, f"{label}_scale", f"{label}_zero_point")
+    values = []
+    for name, role in zip(names, what, strict=True):
+        if not name:
+            raise RewriteError(f"{node.op_type} node {node.name!r}: input {role} is missing")
+        value = g.info.constant(name)
+        if value is None:
+            raise RewriteError(
+                f"{node.op_type} node {node.name!r}: {role} ({name!r}) must be a constant "
+                "(an initializer or a Constant node); a computed one has no gradient rule"
+            )
+        values.append(value)
+    q, scale, zero = values
+    prefix = f"{node.op_type} node {node.name!r}: {label}"
+    if q.dtype not in (np.int8, np.uint8) or q.ndim != 3 or q.shape[0] != n_dirs:
+        raise RewriteError(
+            f"{prefix} must be int8 or uint8 [{n_dirs}, K, {gates}], not {q.dtype} {list(q.shape)}"
+        )
+    if q.shape[2] != gates:
+        raise RewriteError(f"{prefix} has {q.shape[2]} columns, not 4·hidden_size = {gates}")
+    if scale.dtype != np.float32 or scale.shape not in ((n_dirs,), (n_dirs, gates)):
+        raise RewriteError(
+            f"{prefix}_scale must be float32 [{n_dirs}] or [{n_dirs}, {gates}], "
+            f"not {scale.dtype} {list(scale.shape)}"
+        )
+    if zero.dtype != q.dtype or zero.shape != scale.shape:
+        raise RewriteError(
+            f"{prefix}_zero_point must be {q.dtype} shaped as its scale "
+            f"{list(scale.shape)}, not {zero.dtype} {list(zero.shape)}"
+        )
+    per_column = (n_dirs, 1, -1)  # broadcast over K: [D] as [D, 1, 1], [D, 4H] as [D, 1, 4H]
+    centred = q.astype(np.int64) - zero.astype(np.int64).reshape(per_column)
+    weight = centred.astype(np.float32) * scale.reshape(per_column)
+    return np.ascontiguousarray(weight.transpose(0, 2, 1))

@@ -13,7 +13,13 @@ from ..builder import Builder, Node
 Grad = str | None
 Rule = Callable[[Builder, Node, Sequence[Grad], Sequence[bool]], Sequence[Grad]]
 
+# Keyed by rule_key: an ai.onnx op by its op_type, any other domain's op by its
+# domain-qualified name, so that a custom op that happens to share an ONNX op's name
+# (com.example's Relu) is never given the ONNX op's rule.
 RULES: dict[str, Rule] = {}
+
+# The domains that mean ai.onnx itself.
+DEFAULT_DOMAINS: frozenset[str] = frozenset({"", "ai.onnx"})
 
 # Ops whose outputs carry no gradient at all (integer results, comparisons, step
 # functions): the path search stops at them, so they need no rule.
@@ -28,8 +34,20 @@ NON_DIFFERENTIABLE: frozenset[str] = frozenset(
 )  # fmt: skip
 
 
+def rule_key(op_type: str, domain: str = "") -> str:
+    """The RULES key of an op: `op_type` in ai.onnx, "domain.op_type" in any other domain
+    ("com.microsoft.DynamicQuantizeLSTM", as onnxruntime's ContribOperators.md names it)."""
+    return op_type if domain in DEFAULT_DOMAINS else f"{domain}.{op_type}"
+
+
+def node_rule_key(node: Node) -> str:
+    """rule_key of a forward node (a node built by a rule, with no proto, is ai.onnx)."""
+    return rule_key(node.op_type, node.proto.domain if node.proto is not None else "")
+
+
 def register(*op_types: str) -> Callable[[Rule], Rule]:
-    """Registers `rule` as the backward rule of each of `op_types`."""
+    """Registers `rule` as the backward rule of each of `op_types` (RULES keys: an ai.onnx
+    op_type, or a domain-qualified name for another domain's op)."""
 
     def decorate(rule: Rule) -> Rule:
         for op_type in op_types:
