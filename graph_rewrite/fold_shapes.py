@@ -29,11 +29,20 @@ Partial = list[int | None]
 # computed from sizes (an index map) would be stored in the model.
 _MAX_ELEMENTS = 1 << 16
 
+# Constant-only computations evaluated to feed the size arithmetic: scalars and short
+# vectors (a QDQ model's dequantized constant 2.0 or 1.0).
+_SMALL = 16
+
 # Ops never evaluated here: random draws, and ops with subgraphs.
 _NOT_EVALUATED = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
      "If", "Loop", "Scan", "SequenceMap"}
 )  # fmt: skip
+
+
+# Ops onnx's reference evaluator implements only from a later opset than a model may have,
+# with the same meaning there (no block_size or float8 attribute set: those are refused).
+_EVALUATED_FROM_OPSET = {"QuantizeLinear": 19, "DequantizeLinear": 19}
 
 
 # Each round folds what the shapes known so far decide; a folded Reshape target makes the
@@ -148,6 +157,13 @@ def _evaluate(
         _store(out, list(shape[slice(start, end)]), full, partial)
         return
     if not any(t in derived for t in ins if t):
+        # A few numbers computed from constants alone: quantize_static writes the float
+        # constants of shape arithmetic (timm's pad_same) as DequantizeLinear(QuantizeLinear(
+        # c)), which the sizes' arithmetic then reads. Evaluated so that it can, not folded
+        # (only what derives from a size is); larger constant-only tensors are weights.
+        consts = [value(t) for t in ins if t]
+        if consts and all(v is not None and v.size <= _SMALL for v in consts):
+            _run(node, ins, value, full, opsets, declared)
         return
     derived.update(t for t in node.output if t)
     known = [value(t) for t in ins if t]
@@ -216,6 +232,15 @@ def _run(
     ]
     outputs = [helper.make_empty_tensor_value_info(t) for t in node.output if t]
     graph = helper.make_graph([node], "fold", inputs, outputs)
+    if node.op_type in _EVALUATED_FROM_OPSET:
+        # onnx's evaluator has (De)QuantizeLinear from opset 19 only, whose per-tensor and
+        # per-axis forms are opset 13's: quantize_static quantizes timm's float pad_same
+        # arithmetic (MaxViT int8), and the pads must still fold.
+        least = _EVALUATED_FROM_OPSET[node.op_type]
+        opsets = [
+            helper.make_opsetid("", max(o.version, least)) if o.domain in ("", "ai.onnx") else o
+            for o in opsets
+        ]
     try:
         results = ReferenceEvaluator(helper.make_model(graph, opset_imports=opsets)).run(
             None, feeds
@@ -266,11 +291,14 @@ def _rewrite(
     ]
     del graph.node[:]
     graph.node.extend(kept)
-    # Of the initializers, only this pass's own: a builder may hold the name of one it
-    # wrote earlier and read it again later (Builder.const caches them by value).
+    # Of the initializers, this pass's own and the model's (a QDQ model's scales and zero
+    # points of its quantized shape arithmetic), not a builder's: a builder may hold the
+    # name of one it wrote earlier and read it again later (Builder.const caches them by
+    # value), and its names all start with "onnxplain".
     for i in reversed(range(len(graph.initializer))):
         name = graph.initializer[i].name
-        if name in folded and fed_only_to_removed(name):
+        ours = name in folded or not name.startswith("onnxplain")
+        if ours and fed_only_to_removed(name):
             del graph.initializer[i]
     info = [vi for vi in graph.value_info if vi.name not in folded]
     del graph.value_info[:]

@@ -1,10 +1,12 @@
 """Shape arithmetic folded at convert time with the batch left free (issue 17, item 3).
 
-Three hand-made graphs, each the pattern an exporter writes, with a symbolic batch:
+Hand-made graphs, each the pattern an exporter writes, with a symbolic batch:
 - computed pads (HF Swin's `maybe_pad`, timm's `pad_same`): Pad's pads from
   Shape → Gather → (window - size % window) % window → Concat;
 - `torch.roll` as TorchScript exports it: two Slices at Shape[d] - shift, concatenated;
-- `as_strided` as a Gather at Range(0, Shape[1], step) over the flattened input.
+- `as_strided` as a Gather at Range(0, Shape[1], step) over the flattened input;
+- timm's pad_same in float with QuantizeLinear → DequantizeLinear pairs on its constants
+  and result, as quantize_static leaves it (MaxViT int8).
 Each map is checked against torch autograd of the same function, at two batch sizes
 through one explain model, and the arithmetic that reads the batch stays computed.
 """
@@ -114,7 +116,59 @@ def torch_strided(x: torch.Tensor) -> torch.Tensor:
     return picked * picked
 
 
+def quantized_pads() -> onnx.ModelProto:
+    """timm's pad_same (kernel 3, stride 2) in float, as quantize_static leaves it in an int8
+    model: each float constant and the result through QuantizeLinear → DequantizeLinear
+    (scale 1/4: small integers quantize exactly). Pad, Mul, Relu."""
+    nodes = [helper.make_node("Shape", ["image"], ["dims"])]
+
+    def qdq(name: str) -> str:
+        nodes.extend(
+            [
+                helper.make_node("QuantizeLinear", [name, "qs", "qz"], [name + "_q"]),
+                helper.make_node("DequantizeLinear", [name + "_q", "qs", "qz"], [name + "_dq"]),
+            ]
+        )
+        return name + "_dq"
+
+    stride, one, kernel = qdq("stride"), qdq("one"), qdq("kernel")
+    pads = []
+    for axis in (2, 3):
+        a = f"_{axis}"
+        nodes += [
+            helper.make_node("Gather", ["dims", f"ax{axis}"], ["size" + a], axis=0),
+            helper.make_node("Cast", ["size" + a], ["sizef" + a], to=TensorProto.FLOAT),
+            helper.make_node("Div", ["sizef" + a, stride], ["ratio" + a]),
+            helper.make_node("Ceil", ["ratio" + a], ["up" + a]),
+            helper.make_node("Sub", ["up" + a, one], ["less" + a]),
+            helper.make_node("Mul", ["less" + a, stride], ["reach" + a]),
+            helper.make_node("Add", ["reach" + a, kernel], ["span" + a]),
+            helper.make_node("Sub", ["span" + a, "sizef" + a], ["gap" + a]),
+        ]
+        nodes.append(helper.make_node("Cast", [qdq("gap" + a)], ["pad" + a], to=TensorProto.INT64))
+        pads.append("pad" + a)
+    nodes += [
+        helper.make_node("Concat", ["zeros6", *pads], ["pads"], axis=0),
+        helper.make_node("Pad", ["image", "pads"], ["padded"]),
+        helper.make_node("Mul", ["padded", "w"], ["scaled"]),
+        helper.make_node("Relu", ["scaled"], ["out"]),
+    ]
+    floats = {"stride": 2.0, "one": 1.0, "kernel": 3.0, "qs": 0.25}
+    consts: dict[str, np.ndarray] = {n: np.array(v, np.float32) for n, v in floats.items()}
+    consts.update({"qz": np.array(0, np.int8), "ax2": _i64(2), "ax3": _i64(3)})
+    w = np.random.default_rng(4).standard_normal((1, 3, 7, 9)).astype(np.float32)
+    return _model(nodes, {**consts, "zeros6": _i64(*[0] * 6), "w": w})
+
+
+def torch_quantized_pads(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[2:]
+    pad_h, pad_w = ((-(-h // 2) - 1) * 2 + 3 - h), ((-(-w // 2) - 1) * 2 + 3 - w)
+    weight = torch.from_numpy(numpy_helper.to_array(quantized_pads().graph.initializer[-1]))
+    return F.relu(F.pad(x, (0, pad_w, 0, pad_h)) * weight)
+
+
 CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "quantized_float_pads": (quantized_pads, torch_quantized_pads),
     "computed_pads": (computed_pads, torch_pads),
     "roll_as_slices": (rolled, torch_roll),
     "as_strided_gather": (strided, torch_strided),
