@@ -222,10 +222,10 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
         raise RewriteError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def _print_candidates(args: argparse.Namespace, options: RecipeOptions) -> None:
+def _print_candidates(model: onnx.ModelProto, options: RecipeOptions) -> None:
     """The model's stage outputs, one per line, for a --layer to choose from."""
     try:
-        found = candidate_layers(_load(args.model), options)
+        found = candidate_layers(model, options)
     except RewriteError:  # the verdicts above already said what fails
         return
     if found:
@@ -273,5 +273,5 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         none = "none (nothing pools or flattens a spatial tensor: give --layer)"
         print(f"Grad-CAM default layer: {none}")
-        _print_candidates(args, options)
+        _print_candidates(model, options)
     return 1 if asked and failed else 0

@@ -330,6 +330,17 @@ def test_int8_explain_maps_agree_across_runtimes(tmp_path: Path, runtime: str) -
         assert _relative_l2(got, want) < 1e-5, method
 
 
+def _vanilla_and_logits(
+    model: onnx.ModelProto, image: np.ndarray, seed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vanilla explain model's saliency and logits on onnxruntime, full-checked first."""
+    explain = build_explain_model(model, "vanilla", output_name="logits")
+    onnx.checker.check_model(explain, full_check=True)
+    session = ort.InferenceSession(explain.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, logits = session.run(["saliency", "logits"], {"image": image, "output_grad": seed})
+    return got, logits
+
+
 def _mlp() -> onnx.ModelProto:
     """image[2, 3, 4, 4] → Flatten → MatMul → Relu → MatMul → logits[2, 5]."""
     rng = np.random.default_rng(8)
@@ -381,10 +392,7 @@ def test_dynamically_quantized_matmuls(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     image = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     seed = rng.standard_normal((2, 5)).astype(np.float32)
-    explain = build_explain_model(model, "vanilla", output_name="logits")
-    onnx.checker.check_model(explain, full_check=True)
-    session = ort.InferenceSession(explain.SerializeToString(), providers=["CPUExecutionProvider"])
-    got, logits = session.run(["saliency", "logits"], {"image": image, "output_grad": seed})
+    got, logits = _vanilla_and_logits(model, image, seed)
 
     x = torch.from_numpy(image).requires_grad_(True)
     h = F.relu(_dynamic_fake_quant(x.flatten(1)) @ weights[0])
@@ -464,10 +472,7 @@ def test_dynamically_quantized_convolutions(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     image = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     seed = rng.standard_normal((2, 5)).astype(np.float32)
-    explain = build_explain_model(model, "vanilla", output_name="logits")
-    onnx.checker.check_model(explain, full_check=True)
-    session = ort.InferenceSession(explain.SerializeToString(), providers=["CPUExecutionProvider"])
-    got, logits = session.run(["saliency", "logits"], {"image": image, "output_grad": seed})
+    got, logits = _vanilla_and_logits(model, image, seed)
 
     x = torch.from_numpy(image).requires_grad_(True)
     bias = torch.from_numpy(consts["b1"].copy())
