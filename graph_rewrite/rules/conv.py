@@ -6,9 +6,11 @@ It takes one of three forms (`conv_input_gradient`):
   where ConvTranspose costs 1.0-1.7x;
 - strided 2-D, constant weights, few input channels (an image stem): one stride-1 Conv
   over the output phases, then DepthToSpace (`conv_polyphase`);
+- strided 2-D depthwise, constant weights (mobile nets): dy spread onto the stride's grid,
+  then a stride-1 depthwise Conv (`conv_depthwise`);
 - elsewhere ConvTranspose with the forward weight, its output padding chosen to give back
   the input's exact spatial size.
-Results of the last two pass through `blocked_layout_anchor`.
+Results that are not a Conv's pass through `blocked_layout_anchor`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from .common import unshared_weight, upstream
+from .conv_depthwise import stuffed_depthwise_input_grad
 from .conv_polyphase import FEW_CHANNELS, polyphase_input_grad
 from .table import Grad, register
 
@@ -211,6 +214,27 @@ def _phase_form(
     )
 
 
+def _depthwise_form(
+    g: Builder, dy: str, weight: np.ndarray, geo: ConvGeometry, x: str, y: str
+) -> tuple[str, bool] | None:
+    """The spread-then-Conv input gradient of a strided depthwise conv (see conv_depthwise),
+    else None; with it, whether the result still needs `blocked_layout_anchor`."""
+    x_shape, y_shape = g.tensor(x).static_from(1), g.tensor(y).static_from(1)
+    if (
+        x_shape is None
+        or y_shape is None
+        or len(geo.kernel) != 2
+        or geo.group < 2
+        or weight.shape[:2] != (geo.group, 1)  # one output per channel: multiplier 1
+        or x_shape[0] != geo.group
+        or weight.dtype != np.float32  # where it was measured
+    ):
+        return None
+    return stuffed_depthwise_input_grad(
+        g, dy, weight, geo.strides, geo.dilations, geo.pads_begin, x_shape[1:], y_shape[1:]
+    )
+
+
 def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
     """dx (shaped like forward tensor `like`) through an identity AveragePool (kernel 1).
 
@@ -245,6 +269,10 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
             group=geo.group,
             pads=pads_begin + pads_end,
         )
+    depthwise = None if weight is None else _depthwise_form(g, dy, weight, geo, x, y)
+    if depthwise is not None:
+        dx, sliced = depthwise
+        return blocked_layout_anchor(g, dx, like=x) if sliced else dx
     dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
     if dx is None:
         dx = transposed_conv_to_size(g, dy, unshared_weight(g, w), geo, x, y)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..builder import Builder, Node
+from .channel_gate import mean_spread
 from .common import float_mask, onnx_type, reduction_axes, upstream
 from .table import Grad, register
 
@@ -56,6 +57,16 @@ def reduce_sum(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool
 def reduce_mean(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> list[Grad]:
     dy, x = upstream(node, dys), node.inputs[0]
     red = reduction(g, node)
+    per_sample = g.tensor(x).static_from(1)
+    if (
+        per_sample is not None
+        and len(per_sample) == 3
+        and red.axes is not None
+        and sorted(a % 4 for a in red.axes) == [2, 3]
+        and g.dtype_of(x) == np.float32
+    ):  # a spatial mean (squeeze-excitation's, a head's): in onnxruntime's blocked layout
+        spread = mean_spread(g, kept(g, red, dy), per_sample[0], per_sample[1:])
+        return _to_input(node, spread)
     share = g.Div(kept(g, red, dy), _count(g, red, x, node.outputs[0]))
     return _to_input(node, g.Expand(share, g.shape_of(x)))
 
