@@ -271,8 +271,8 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
         )
     depthwise = None if weight is None else _depthwise_form(g, dy, weight, geo, x, y)
     if depthwise is not None:
-        dx, sliced = depthwise
-        return blocked_layout_anchor(g, dx, like=x) if sliced else dx
+        spread, sliced = depthwise
+        return blocked_layout_anchor(g, spread, like=x) if sliced else spread
     dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
     if dx is None:
         dx = transposed_conv_to_size(g, dy, unshared_weight(g, w), geo, x, y)

@@ -72,7 +72,7 @@ def _one_minus(g: Builder, s: str) -> str:
     max(0, min(1, 1 - s)), the same rounding as the Sub: a unary op, which onnxruntime
     keeps in its blocked layout beside the convs, where a Sub from a scalar leaves it and
     takes the SiLU's whole backward along (four reorders each). EfficientNet-B0's guided
-    explain model: 300 reorders down to 183, 0.92 of its time (paired, 2 threads, 60
+    explain model: 300 reorders down to 183, 0.93 of its time (paired, 2 threads, 60
     rounds; an earlier try under heavy load had timed it the same)."""
     if g.dtype_of(s) == np.float32:
         return g.HardSigmoid(s, alpha=-1.0, beta=1.0)
