@@ -68,13 +68,15 @@ def mul(g: Builder, node: Node, dys: Sequence[Grad], wants: Sequence[bool]) -> l
 
 
 def _one_minus(g: Builder, s: str) -> str:
-    """1 - s for s in [0, 1] (a sigmoid's output). In float32 as HardSigmoid(s, -1, 1),
-    max(0, min(1, 1 - s)), the same rounding as the Sub: a unary op, which onnxruntime
-    keeps in its blocked layout beside the convs, where a Sub from a scalar leaves it and
-    takes the SiLU's whole backward along (four reorders each). EfficientNet-B0's guided
-    explain model: 300 reorders down to 183, 0.93 of its time (paired, 2 threads, 60
-    rounds; an earlier try under heavy load had timed it the same)."""
-    if g.dtype_of(s) == np.float32:
+    """1 - s for s in [0, 1] (a sigmoid's output). On target onnxruntime, in float32, as
+    HardSigmoid(s, -1, 1), max(0, min(1, 1 - s)), the same rounding as the Sub: a unary op,
+    which onnxruntime keeps in its blocked layout beside the convs, where a Sub from a
+    scalar leaves it and takes the SiLU's whole backward along (four reorders each).
+    EfficientNet-B0's guided explain model: 300 reorders down to 183, 0.93 of its time
+    (paired, 2 threads, 60 rounds; an earlier try under heavy load had timed it the same).
+    Not on the portable target: OpenVINO runs HardSigmoid on a reference kernel, and
+    there the same graph took 1.25 times as long (2.66 -> 3.34 explain/forward)."""
+    if g.target == "onnxruntime" and g.dtype_of(s) == np.float32:
         return g.HardSigmoid(s, alpha=-1.0, beta=1.0)
     return g.Sub(g.scalar_like(1.0, s), s)
 
