@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..builder import Builder
+from .common import channel_affine
 from .table import Grad
 
 
@@ -72,17 +73,10 @@ def spread(g: Builder, t: str, size: Sequence[int]) -> str:
     )
 
 
-def scaled(g: Builder, t: str, channels: int, factor: float) -> str:
-    """t [N, C, 1, 1]·factor as a depthwise 1x1 Conv: a Mul by a scalar would leave the
-    blocked layout (the Conv rounds once, as the Mul does)."""
-    weight = g.const(np.full((channels, 1, 1, 1), factor, np.float32), hint="w_scale")
-    return g.Conv(t, weight, group=channels)
-
-
 def spatial_sum(g: Builder, t: str, channels: int, size: Sequence[int]) -> str:
     """Σ over H and W of t [N, C, H, W], kept as [N, C, 1, 1]: the blocked
     GlobalAveragePool, scaled back by H·W."""
-    return scaled(g, g.GlobalAveragePool(t), channels, float(np.prod(size)))
+    return channel_affine(g, g.GlobalAveragePool(t), channels, float(np.prod(size)))
 
 
 def mean_spread(g: Builder, dy: str, channels: int, size: Sequence[int]) -> str:
@@ -90,4 +84,4 @@ def mean_spread(g: Builder, dy: str, channels: int, size: Sequence[int]) -> str:
     scaling Conv and the blocked Resize. (Pooling's one-Conv spread, `spread_as_conv`, does
     H·W multiply-adds per output: at EfficientNet-B0's 14x14 and 7x7 gates that made its
     Convs 3.6 ms slower than this.)"""
-    return spread(g, scaled(g, dy, channels, 1.0 / float(np.prod(size))), size)
+    return spread(g, channel_affine(g, dy, channels, 1.0 / float(np.prod(size))), size)

@@ -68,6 +68,19 @@ def positive_mask(g: Builder, x: str) -> str:
     return float_mask(g, g.Greater(x, g.scalar_like(0.0, x)), x)
 
 
+def channel_affine(
+    g: Builder, t: str, channels: int, scale: float, bias: float | None = None
+) -> str:
+    """t·scale (+ bias) for a float32 [N, C, ...] tensor, as a depthwise 1x1 Conv: onnxruntime
+    CPU keeps a Conv in its blocked NCHWc layout, where a Mul or Add of a scalar leaves it
+    (two reorders each). The Conv rounds as the Mul and Add do."""
+    weight = g.const(np.full((channels, 1, 1, 1), scale, np.float32), hint="w_channel_scale")
+    if bias is None:
+        return g.Conv(t, weight, group=channels)
+    shift = g.const(np.full(channels, bias, np.float32), hint="b_channel_shift")
+    return g.Conv(t, weight, shift, group=channels)
+
+
 def zeros_like(g: Builder, like: str) -> str:
     """Zeros with the runtime shape and float type of `like`."""
     return g.Expand(g.scalar_like(0.0, like), g.shape_of(like))

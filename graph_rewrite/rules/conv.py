@@ -1,6 +1,6 @@
 """Convolutions. The input gradient of a Conv is the transposed conv with the same weight.
 
-It takes one of three forms (`conv_input_gradient`):
+It takes one of four forms (`conv_input_gradient`):
 - stride 1, constant weights: a plain Conv with the weights flipped in space and in/out
   channels swapped (pads d·(k-1) - p), measured at about the cost of the forward conv,
   where ConvTranspose costs 1.0-1.7x;

@@ -24,7 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..builder import Builder, Node
-from .common import float_mask, positive_mask
+from .common import channel_affine, float_mask, positive_mask
 from .table import RULES, Grad, Rule
 
 Rectifiers = Literal["relu", "all"]
@@ -161,10 +161,7 @@ def _ramp_less_one(g: Builder, x: str) -> str:
     shape = g.tensor(x).static_from(1)
     if shape is None or len(shape) != 3:
         return g.Add(g.Mul(x, g.scalar_like(1.0 / 3.0, x)), g.scalar_like(-0.5, x))
-    channels = shape[0]
-    weight = g.const(np.full((channels, 1, 1, 1), 1.0 / 3.0, np.float32), hint="w_third")
-    bias = g.const(np.full(channels, -0.5, np.float32), hint="b_half")
-    return g.Conv(x, weight, bias, group=channels)
+    return channel_affine(g, x, shape[0], 1.0 / 3.0, -0.5)
 
 
 def with_rectifier_rule(
