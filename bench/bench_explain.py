@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -42,6 +42,7 @@ import openvino as ov
 import ov_profile
 import timing
 import torch
+from bench_batch_cost import free_batch
 from captum.attr import GuidedBackprop
 from engines import RUNTIMES, SHORT, Engine, Runtime, load
 from onnxplain.graph_rewrite import TARGETS, RewriteError, build_explain_model
@@ -212,6 +213,8 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row]
         loaded = subject.load()
     except (FetchError, ModuleNotFoundError) as e:  # a wheel not fetched, timm not installed
         return [Row(subject.name, t, problem=f"not available: {e}") for t in args.targets], None
+    if args.free_batch:  # as users export and the service serves; fed batch 1 all the same
+        loaded = replace(loaded, model=free_batch(loaded.model))
     rows = {target: Row(subject.name, target) for target in args.targets}
     explains = {}
     for target, row in rows.items():
@@ -245,7 +248,7 @@ def print_header(args: argparse.Namespace) -> None:
         f"torch {torch.__version__}; {args.threads} threads; guided backprop; "
         f"forward and explain in alternation, {most} pairs (×n in the table; fewer once "
         f"{args.budget:g} s are spent, at least {args.least}) after {args.warmup} warm-up pairs; "
-        f"onnxruntime spinning {spin}"
+        f"onnxruntime spinning {spin}" + ("; batch dimension free" if args.free_batch else "")
     )
 
 
@@ -326,6 +329,11 @@ def main() -> None:
         help="also time a runtime's own target on the other runtime (default: portable only)",
     )
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="skip Captum")
+    parser.add_argument(
+        "--free-batch",
+        action="store_true",
+        help="free each model's batch dimension first (as exported with a dynamic batch)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="also print OpenVINO's time per layer type"
     )

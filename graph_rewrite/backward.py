@@ -23,6 +23,7 @@ from onnx import helper
 from .builder import Builder
 from .candidates import candidate_layers, sized_view
 from .errors import RewriteError, UnsupportedOpsError
+from .gradient_shapes import gradient_value_info
 from .layers import last_spatial_layer
 from .model_info import ModelInfo, ai_onnx_opset
 from .rules import Rule
@@ -149,6 +150,7 @@ def backward(model: onnx.ModelProto, spec: MethodSpec, options: BackwardOptions)
     in_info = info.info(ends.input)
     graph.input.append(_value_info(options.grad_name, out_info.elem_type, out_info.shape))
     graph.node.extend(g.nodes)
+    graph.value_info.extend(gradient_value_info(g))
     name = options.saliency_name
     graph.node.append(helper.make_node("Identity", [planned.saliency], [name], name=name))
     g.write_initializers(graph)

@@ -60,6 +60,9 @@ class Builder:
         # Initializers that repeat a stored one under a new name: (new name, stored tensor),
         # copied once, straight into the explain model (write_initializers).
         self.copies: list[tuple[str, onnx.TensorProto]] = []
+        # Tensors made here, each with the forward tensor whose shape it has (gradients,
+        # broadcasts): gradient_shapes.py declares those shapes for the runtime.
+        self.shaped_like: dict[str, str] = {}
         self._counter = 0
         self._shape_cache: dict[str, str] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
@@ -149,6 +152,11 @@ class Builder:
         if name not in self._shape_cache:
             self._shape_cache[name] = self.Shape(name)
         return self._shape_cache[name]
+
+    def same_shape(self, made: str, like: str) -> str:
+        """`made` (a tensor made here), noted as having forward tensor `like`'s shape."""
+        self.shaped_like.setdefault(made, like)
+        return made
 
     def reshape_like(self, x: str, like: str) -> str:
         return self.Reshape(x, self.shape_of(like))

@@ -74,6 +74,15 @@ def merge_explain_models(
             graph.node.append(candidate)
             for out in candidate.output:
                 produced[out] = graph.node[-1]
+        # The shapes declared for its gradients (gradient_shapes.py), under their new names.
+        declared = {vi.name for vi in graph.value_info}
+        for info in other.value_info:
+            name = renamed.get(info.name, info.name)
+            if name not in declared:
+                added = graph.value_info.add()
+                added.CopyFrom(info)
+                added.name = name
+                declared.add(name)
         for output in other.output:
             name = renamed.get(output.name, output.name)
             if name not in {o.name for o in graph.output}:

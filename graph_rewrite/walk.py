@@ -132,7 +132,7 @@ def reverse_walk(
             return None
         if len(parts) == 1:
             return parts[0]
-        return g.Sum(*parts)
+        return g.same_shape(g.Sum(*parts), name)
 
     for node in reversed(path.nodes):
         dys = [total(t) if t in path.tensors else None for t in node.outputs]
@@ -143,6 +143,7 @@ def reverse_walk(
         for name, want, dx in zip(node.inputs, wants, dxs, strict=False):
             if want and dx is not None:
                 pending.setdefault(name, []).append(dx)
+                g.same_shape(dx, name)
     gradient = total(ends.input)
     if gradient is None:
         raise RewriteError(f"no gradient reaches {ends.input!r}")

@@ -37,7 +37,7 @@ def gate_grads(
         if not wanted:
             grads.append(None)
         elif operand == wide:
-            grads.append(g.Mul(dy, spread(g, narrow, size)))
+            grads.append(g.Mul(dy, g.same_shape(spread(g, narrow, size), y)))
         else:
             grads.append(spatial_sum(g, g.Mul(dy, wide), channels, size))
     return grads
