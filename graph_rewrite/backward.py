@@ -28,6 +28,7 @@ from .layers import last_spatial_layer
 from .model_info import ModelInfo, ai_onnx_opset
 from .rules import Rule
 from .rules.rectifiers import DEFAULT_RECTIFIERS, Rectifiers, with_rectifier_rule
+from .scalar_ranks import match_scalar_ranks
 from .targets import Target
 from .walk import Endpoints, Path, differentiated_path, missing_rules, reverse_walk
 
@@ -149,6 +150,7 @@ def backward(model: onnx.ModelProto, spec: MethodSpec, options: BackwardOptions)
     out_info = info.info(ends.output)
     in_info = info.info(ends.input)
     graph.input.append(_value_info(options.grad_name, out_info.elem_type, out_info.shape))
+    match_scalar_ranks(g)
     graph.node.extend(g.nodes)
     graph.value_info.extend(gradient_value_info(g))
     name = options.saliency_name

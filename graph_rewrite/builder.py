@@ -113,6 +113,10 @@ class Builder:
             self._const_cache[key] = name
         return self._const_cache[key]
 
+    def forget_constants(self, names: set[str]) -> None:
+        """Drops `names` from the cache of const(), once their initializers are gone."""
+        self._const_cache = {k: v for k, v in self._const_cache.items() if v not in names}
+
     def copy_of(self, tensor: onnx.TensorProto, hint: str = "copy") -> str:
         """A new initializer with the bytes of `tensor`: nothing decoded, nothing hashed
         (const() would hash the whole value, 411 MB for VGG-19's first Gemm weight), and
