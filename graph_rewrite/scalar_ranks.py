@@ -2,13 +2,14 @@
 
 onnxruntime CPU is slow to broadcast a rank-0 (or 1-D) size-1 constant against an
 [N, C, 1, 1] tensor, and not the same constant shaped [1, 1, 1, 1]: a Mul, Add or Less of a
-[1, 960, 1, 1] tensor and a scalar took 8.6 µs, with the scalar as [1, 1, 1, 1] 0.4 µs (a chain of 200 such nodes, 2 threads; the two cost the same on
-[1, 72, 28, 28] and on [1, 1000]). Squeeze-excitation gates and classifier heads have
-such tensors: MobileNetV3-Large's guided explain model has 40 of those nodes (its
-hard-sigmoid gates' slopes), and with the scalars rank-matched it takes 0.975 of its time
-(paired, 40 rounds, threads not spinning, as the server runs them; 0.96 spinning), the map
-bit for bit the same. The result has the same shape either way (broadcasting pads the
-shorter shape with ones on the left), so the rewrite is exact on every runtime.
+[1, 960, 1, 1] tensor and a scalar took 8.6 µs, with the scalar as [1, 1, 1, 1] 0.4 µs (a
+chain of 200 such nodes, 2 threads; the two cost the same on [1, 72, 28, 28] and on
+[1, 1000]). Squeeze-excitation gates and classifier heads have such tensors:
+MobileNetV3-Large's guided explain model has 40 of those nodes (its hard-sigmoid gates'
+slopes), and with the scalars rank-matched it takes 0.975 of its time (paired, 40 rounds,
+threads not spinning, as the server runs them; 0.96 spinning), the map bit for bit the same.
+The result has the same shape either way (broadcasting pads the shorter shape with ones on
+the left), so the rewrite is exact on every runtime.
 """
 
 from __future__ import annotations
