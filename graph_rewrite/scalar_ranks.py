@@ -57,24 +57,21 @@ def match_scalar_ranks(g: Builder) -> int:
 
     changed = 0
     for node in g.nodes:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _RANK_KEEPING:
             continue
-        inputs = [rank(t) if t else None for t in node.input]
-        known = [r for t, r in zip(node.input, inputs) if t and r is not None]
-        if len(known) != sum(1 for t in node.input if t):
+        given = [rank(t) for t in node.input if t]  # "" is an omitted optional input
+        known = [r for r in given if r is not None]
+        if not known or len(known) < len(given):
             continue  # an input of unknown rank: the output's rank is unknown too
-        if node.op_type in _BROADCASTING and known:
-            top = max(known)
+        top = max(known)
+        if node.op_type in _BROADCASTING:
             for i, name in enumerate(node.input):
                 value = scalars.get(name)
                 if value is not None and value.ndim < top:
                     node.input[i] = g.const(value.reshape((1,) * top), hint="scalar")
                     changed += 1
-        if node.op_type in _RANK_KEEPING and known:
-            for out in node.output:
-                ranks[out] = max(known) if node.op_type in _BROADCASTING else known[0]
-        elif node.op_type == "Shape":
-            ranks[node.output[0]] = 1
+        for out in node.output:
+            ranks[out] = top if node.op_type in _BROADCASTING else known[0]
     if changed:
         _drop_unused(g, set(scalars))
     return changed
