@@ -5,9 +5,8 @@ what the client gets, and refuses a target it cannot read."""
 
 from __future__ import annotations
 
-import copy
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from torch import nn
 
 from onnxplain.cli import main
 
+from helpers.oracle import float64_gradient
 from helpers.server_support import running_server
 from helpers.target_models import Recogniser, Segmenter, YoloV8Head, images, seeded, write_model
 
@@ -51,15 +51,6 @@ def client(address: str) -> Iterator[Client]:
         yield c
 
 
-def autograd(
-    net: nn.Module, x: np.ndarray, score: Callable[[torch.Tensor], torch.Tensor]
-) -> np.ndarray:
-    xt = torch.from_numpy(x).double().requires_grad_()
-    score(copy.deepcopy(net).double()(xt)).sum().backward()
-    assert xt.grad is not None
-    return xt.grad.numpy()
-
-
 def close(got: np.ndarray, ref: np.ndarray) -> None:
     assert np.abs(ref).max() > 0
     assert np.abs(got.astype(np.float64) - ref).max() <= 1e-4 * np.abs(ref).max()
@@ -70,7 +61,7 @@ def test_region_box_mask_png_and_mask_array(client: Client, nets: dict[str, nn.M
     mask = np.zeros((16, 16))
     mask[3:9, 2:10] = 1
     weights = torch.from_numpy(mask)
-    ref = autograd(nets["seg"], x, lambda out: (out[:, 1] * weights).flatten(1).sum(1))
+    ref = float64_gradient(nets["seg"], x, lambda out: (out[:, 1] * weights).flatten(1).sum(1))
     by_box = client.explain("seg", x, "vanilla", target=Region(box=(2, 3, 10, 9), classes=[1]))
     close(by_box.saliency, ref)
     buffer = io.BytesIO()
@@ -86,12 +77,14 @@ def test_region_box_mask_png_and_mask_array(client: Client, nets: dict[str, nn.M
 def test_position_detection_and_a_given_seed(client: Client, nets: dict[str, nn.Module]) -> None:
     x = images(SEQ)
     got = client.explain("ocr", x, "vanilla", target=Position(2, class_index=4))
-    close(got.saliency, autograd(nets["ocr"], x, lambda out: out[:, 2, 4]))
+    close(got.saliency, float64_gradient(nets["ocr"], x, lambda out: out[:, 2, 4]))
     seed = np.random.default_rng(1).normal(size=(2, 8, 5)).astype(np.float32)
     given = client.explain("ocr", x, "vanilla", output_grad=seed)
     close(
         given.saliency,
-        autograd(nets["ocr"], x, lambda out: (out * torch.from_numpy(seed)).flatten(1).sum(1)),
+        float64_gradient(
+            nets["ocr"], x, lambda out: (out * torch.from_numpy(seed)).flatten(1).sum(1)
+        ),
     )
     assert given.targets.tolist() == [-1, -1] and "seed" in given.describe(0)
 
@@ -105,7 +98,7 @@ def test_position_detection_and_a_given_seed(client: Client, nets: dict[str, nn.
     (detection,) = found.detections
     assert detection.index == best and detection.iou > 0.5
     label = detection.class_index
-    close(found.saliency, autograd(nets["det"], x, lambda o: o[:, 4 + label, best]))
+    close(found.saliency, float64_gradient(nets["det"], x, lambda o: o[:, 4 + label, best]))
     assert f"detection {best}" in found.describe(0)
     with pytest.raises(ServiceError, match="combines with no targets"):
         client.explain("det", x, target=DetectionBox(box), targets=[1])

@@ -19,7 +19,8 @@ from onnxplain.graph_rewrite import (
 )
 from torch import nn
 
-from helpers.oracle import relative_l2
+from helpers.nets import export_onnx
+from helpers.oracle import float64_gradient, relative_l2
 
 CLASSES = 10
 
@@ -44,21 +45,10 @@ class Residual(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, onnx.ModelProto]:
+def exported() -> tuple[nn.Module, onnx.ModelProto]:
     torch.manual_seed(0)
     net = Residual().eval()
-    path = tmp_path_factory.mktemp("gradient_shapes") / "residual.onnx"
-    torch.onnx.export(
-        net,
-        (torch.zeros(1, 3, 20, 20),),
-        str(path),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    return net, onnx.load(path)
+    return net, export_onnx(net, torch.zeros(1, 3, 20, 20), softmax=False)
 
 
 def _fixed_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
@@ -91,14 +81,6 @@ def _without_declared_gradients(explain: onnx.ModelProto, forward: onnx.ModelPro
     explain.graph.value_info.extend(kept)
 
 
-def _autograd(net: nn.Module, x: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    image = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
-    (net.double()(image) * torch.from_numpy(seed.astype(np.float64))).sum().backward()
-    net.float()
-    assert image.grad is not None
-    return image.grad.numpy()
-
-
 @pytest.mark.parametrize("method", ["vanilla", "guided"])
 def test_free_batch_keeps_the_blocked_layout_of_a_fixed_batch(
     exported: tuple[nn.Module, onnx.ModelProto], tmp_path: Path, method: str
@@ -123,7 +105,8 @@ def test_free_batch_keeps_the_blocked_layout_of_a_fixed_batch(
             explain.SerializeToString(), providers=["CPUExecutionProvider"]
         )
         (got,) = session.run(["saliency"], {"image": x, "output_grad": seed})
-        assert relative_l2(got, _autograd(net, x, seed)) < 1e-5
+        want = float64_gradient(net, x, lambda out: out * torch.from_numpy(seed).double())
+        assert relative_l2(got, want) < 1e-5
 
 
 def test_smoothgrad_copies_keep_the_blocked_layout(

@@ -22,6 +22,7 @@ from onnxplain.v1 import explain_pb2 as pb
 from onnxplain.v1 import explain_pb2_grpc
 from onnxplain.v1.tensors import to_array, to_tensor
 
+from helpers.oracle import float64_gradient
 from helpers.pytorch_grad_cam_import import pytorch_grad_cam
 from helpers.server_support import running_server
 from helpers.target_models import Recogniser, Segmenter, images, seeded, write_model
@@ -55,16 +56,6 @@ def png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def autograd(
-    net: nn.Module, x: np.ndarray, score: Callable[[torch.Tensor], torch.Tensor]
-) -> np.ndarray:
-    """d score(net(x)) / dx in float64, score summed over the batch."""
-    xt = torch.from_numpy(x).double().requires_grad_()
-    score(copy.deepcopy(net).double()(xt)).sum().backward()
-    assert xt.grad is not None
-    return xt.grad.numpy()
-
-
 def close(got: pb.Tensor, ref: np.ndarray) -> None:
     gap = np.abs(to_array(got).astype(np.float64) - ref).max()
     assert np.abs(ref).max() > 0
@@ -94,7 +85,7 @@ def test_a_class_over_a_mask_png_is_grad_cams_segmentation_target(
     mask[4:11, 3:9] = 255
     mask[2, 12] = 128
     reply = region(stub, x, pb.RegionTarget(mask_png=png(mask), classes=[1]))
-    close(reply.saliency, autograd(nets["seg"], x, segmentation_target(1, mask / 255.0)))
+    close(reply.saliency, float64_gradient(nets["seg"], x, segmentation_target(1, mask / 255.0)))
     assert list(reply.targets) == [1, 1]
 
 
@@ -105,7 +96,7 @@ def test_a_mask_png_of_another_size_is_resized_nearest(
     big = np.random.default_rng(5).integers(0, 2, (32, 32)) * 255
     reply = region(stub, x, pb.RegionTarget(mask_png=png(big), classes=[2]))
     small = big[1::2, 1::2] / 255.0  # the pixel under each output cell's centre
-    close(reply.saliency, autograd(nets["seg"], x, segmentation_target(2, small)))
+    close(reply.saliency, float64_gradient(nets["seg"], x, segmentation_target(2, small)))
 
 
 def test_all_classes_over_a_per_sample_mask_tensor(
@@ -115,7 +106,10 @@ def test_all_classes_over_a_per_sample_mask_tensor(
     masks = np.random.default_rng(6).random((2, 16, 16)).astype(np.float32)
     reply = region(stub, x, pb.RegionTarget(mask=to_tensor(masks)))
     weights = torch.from_numpy(masks).double()[:, None]
-    close(reply.saliency, autograd(nets["seg"], x, lambda out: (out * weights).flatten(1).sum(1)))
+    close(
+        reply.saliency,
+        float64_gradient(nets["seg"], x, lambda out: (out * weights).flatten(1).sum(1)),
+    )
     assert list(reply.targets) == [-1, -1]
 
 
@@ -128,7 +122,7 @@ def test_a_box_takes_the_output_cells_whose_centres_it_covers(
     mask = np.zeros((16, 16))
     mask[3:9, 2:10] = 1
     seg0, seg2 = segmentation_target(0, mask), segmentation_target(2, mask)
-    close(reply.saliency, autograd(nets["seg"], x, lambda out: seg0(out) + seg2(out)))
+    close(reply.saliency, float64_gradient(nets["seg"], x, lambda out: seg0(out) + seg2(out)))
     with torch.no_grad():
         out = copy.deepcopy(nets["seg"]).double()(torch.from_numpy(x).double())
         values = (seg0(out) + seg2(out)).numpy()
@@ -146,14 +140,16 @@ def test_a_position_explains_one_step_of_a_sequence(
         position=pb.PositionTarget(position=5, class_index=3),
     )
     reply = stub.Explain(request, timeout=120)
-    close(reply.saliency, autograd(nets["ocr"], x, lambda out: out[:, 5, 3]))
+    close(reply.saliency, float64_gradient(nets["ocr"], x, lambda out: out[:, 5, 3]))
     # Unset class: each sample's top class at that step.
     request.position.ClearField("class_index")
     reply = stub.Explain(request, timeout=120)
     with torch.no_grad():
         top = nets["ocr"](torch.from_numpy(x))[:, 5].argmax(1)
     assert list(reply.targets) == top.tolist()
-    close(reply.saliency, autograd(nets["ocr"], x, lambda out: out[torch.arange(2), 5, top]))
+    close(
+        reply.saliency, float64_gradient(nets["ocr"], x, lambda out: out[torch.arange(2), 5, top])
+    )
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,17 @@ def relative_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
+def float64_gradient(
+    net: nn.Module, x: np.ndarray, score: Callable[[torch.Tensor], torch.Tensor]
+) -> np.ndarray:
+    """d score(net(x)) / dx in float64, score summed over the batch, on a float64 copy of
+    `net` (which stays as it is)."""
+    xt = torch.from_numpy(x).double().requires_grad_()
+    score(copy.deepcopy(net).double()(xt)).sum().backward()
+    assert xt.grad is not None
+    return xt.grad.numpy()
+
+
 def max_error(got: np.ndarray, want: np.ndarray) -> float:
     """Largest elementwise error, relative to the largest entry of `want`."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
