@@ -40,6 +40,7 @@ else
     "bench/bench_batch_cost.py"
     "bench/profile_batch.py --forward"
     "bench/bench_grpc.py"
+    "bench/bench_spinning.py"
     "bench/bench_load.py"
     "bench/quantized_maps.py"
     "bench/rectifier_default.py"

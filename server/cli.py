@@ -29,6 +29,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=50051, help="port (default 50051; 0 picks one)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per run (0: all)")
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="let onnxruntime's threads spin for work while a run is in flight (CPU): lower "
+        "latency where runs never overlap (one model, --max-concurrent 1), less throughput "
+        "where they do",
+    )
     p.add_argument("--max-message-mb", type=float, default=16.0, help="request/response limit")
     p.add_argument("--max-batch", type=int, default=64, help="largest batch one request may send")
     q = QueueLimits()
@@ -187,7 +194,7 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
         print(f"onnxplain serve: {exc}", file=sys.stderr)
         return 2
     try:
-        sessions = SessionFactory(args.device, args.threads)
+        sessions = SessionFactory(args.device, args.threads, args.spinning)
         loaded = snapshot(args.models) if args.models.is_dir() else {}
         repository = Repository.load(args.models, sessions)
     except (DeviceUnavailable, FileNotFoundError) as exc:
@@ -203,6 +210,15 @@ def _serve(args: argparse.Namespace, signals: Signals) -> int:
             "serving no model yet: models added to %s later load on a reload "
             "(SIGHUP, --poll, or ReloadModels with --admin)",
             args.models,
+        )
+    serving = len(repository.names()) - len(failed)
+    if args.spinning and (args.max_concurrent > 1 or serving > 1):
+        log.warning(
+            "--spinning with %s: runs that overlap slow each other down (their threads spin "
+            "on the same cores); it pays where one run is in flight at a time",
+            f"--max-concurrent {args.max_concurrent}"
+            if args.max_concurrent > 1
+            else f"{serving} models",
         )
     reloader = Reloader(args.models, repository, sessions, loaded)
     queue = QueueLimits(
