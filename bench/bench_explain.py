@@ -108,22 +108,18 @@ def meant_for(target: str, runtime: Runtime) -> bool:
 
 
 def time_target(
-    fwd: Engine | None,
-    forward: list[float],
+    fwd: Engine,
     runtime: Runtime,
     explain: onnx.ModelProto,
     feeds: dict[str, np.ndarray],
     most: int,
     args: argparse.Namespace,
 ) -> Measured:
-    """One explain model against the forward model `fwd` in alternation, or (spinning, `fwd`
-    None) alone against the `forward` latencies timed before."""
+    """One explain model against the forward model `fwd`, in alternation."""
     budget = {"budget_s": args.budget, "least": min(args.least, most)}
-    exp = load(runtime, explain, feeds, args.threads, spinning=fwd is None)
-    if fwd is None:
-        times = timing.Paired(forward, timing.series(exp.run, args.warmup, most, **budget), False)
-    else:
-        times = timing.in_alternation(fwd.run, exp.run, args.warmup, most, **budget)
+    spinning = args.spinning and runtime == "onnxruntime"
+    exp = load(runtime, explain, feeds, args.threads, spinning)
+    times = timing.in_alternation(fwd.run, exp.run, args.warmup, most, **budget)
     return Measured(times, exp.output("saliency"))
 
 
@@ -139,14 +135,8 @@ def measure(
     """Times each target's explain model against one forward model on `runtime`, in place."""
     feeds = {loaded.input: loaded.image}
     spinning = args.spinning and runtime == "onnxruntime"
-    forward: list[float] = []
     try:
-        fwd: Engine | None = load(runtime, loaded.model, feeds, args.threads, spinning)
-        if spinning:  # one session alive at a time: spinning threads slow the other one
-            assert fwd is not None
-            least = min(args.least, most)
-            forward = timing.series(fwd.run, args.warmup, most, args.budget, least)
-            fwd = None
+        fwd = load(runtime, loaded.model, feeds, args.threads, spinning)
     except Exception as e:  # a runtime that rejects the model: say so, measure the rest
         for target in explains:
             rows[target].failures[runtime] = _failure(e)
@@ -158,7 +148,7 @@ def measure(
         progress(f"{name} {target} {runtime}: up to {most} pairs")
         try:
             explain_feeds = {**feeds, "output_grad": loaded.seed}
-            measured = time_target(fwd, forward, runtime, explain, explain_feeds, most, args)
+            measured = time_target(fwd, runtime, explain, explain_feeds, most, args)
             rows[target].runs[runtime] = measured
         except Exception as e:
             rows[target].failures[runtime] = _failure(e)
@@ -242,7 +232,7 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> tuple[list[Row]
 
 def print_header(args: argparse.Namespace) -> None:
     most = f"up to {args.repeats}" if args.repeats else "up to a number per model of"
-    spin = "on (onnxruntime timed one model after the other)" if args.spinning else "off"
+    spin = "on while a run is in flight (force_spinning_stop)" if args.spinning else "off"
     print(
         f"onnxruntime {ort.__version__} CPU, OpenVINO {ov.__version__.split('-')[0]} CPU (f32), "
         f"torch {torch.__version__}; {args.threads} threads; guided backprop; "
@@ -321,7 +311,9 @@ def main() -> None:
     parser.add_argument("--convert-repeats", type=int, default=1, help="conversions timed")
     parser.add_argument("--threads", type=int, default=2, help="runtime and torch threads")
     parser.add_argument(
-        "--spinning", action="store_true", help="let onnxruntime's idle threads spin (default off)"
+        "--spinning",
+        action="store_true",
+        help="let onnxruntime's threads spin while a run is in flight, as serve --spinning",
     )
     parser.add_argument(
         "--cross",
