@@ -65,12 +65,12 @@ def spinning_entries(spinning: bool) -> dict[str, str]:
 
     Off (the default), onnxruntime's idle threads sleep between ops, and each op that runs
     in parallel waits for a worker to wake: on 2 cores that was 30% of a MobileNetV3-Large
-    guided explain run (21.8 against 15.5 ms spinning). Spinning only while a run is in
+    explain run (21.8 against 15.5 ms spinning). Spinning only while a run is in
     flight (`force_spinning_stop` stops the threads as the run returns, so an idle server
     uses no CPU and the server's other sessions, run one after another, lose nothing)
     takes that back, but where two runs overlap (two models, or `--max-concurrent` above 1)
-    each one's spinning threads take the cores the other needs: 35-40% less throughput
-    than sleeping threads in that case. Hence a flag, not the default."""
+    each one's spinning threads take the cores the other needs: 26% less throughput served
+    (35-40% in-process) than sleeping threads in that case. Hence a flag, not the default."""
     if not spinning:
         # The server holds several sessions; spinning threads of one slow the others.
         return {"session.intra_op.allow_spinning": "0"}
