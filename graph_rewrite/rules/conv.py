@@ -6,8 +6,8 @@ It takes one of four forms (`conv_input_gradient`):
   where ConvTranspose costs 1.0-1.7x;
 - strided 2-D, constant weights, few input channels (an image stem): one stride-1 Conv
   over the output phases, then DepthToSpace (`conv_polyphase`);
-- strided 2-D depthwise, constant weights (mobile nets): dy spread onto the stride's grid,
-  then a stride-1 depthwise Conv (`conv_depthwise`);
+- strided 2-D depthwise or narrow-grouped, constant weights (mobile nets, RegNets): dy
+  spread onto the stride's grid, then a stride-1 grouped Conv (`conv_stuffed`);
 - elsewhere ConvTranspose with the forward weight, its output padding chosen to give back
   the input's exact spatial size.
 Results that are not a Conv's pass through `blocked_layout_anchor`.
@@ -23,8 +23,8 @@ import numpy as np
 from ..builder import Builder, Node
 from ..errors import RewriteError
 from .common import unshared_weight, upstream
-from .conv_depthwise import stuffed_depthwise_input_grad
 from .conv_polyphase import FEW_CHANNELS, polyphase_input_grad
+from .conv_stuffed import NARROW_GROUP, stuffed_input_grad
 from .table import Grad, register
 
 
@@ -214,24 +214,36 @@ def _phase_form(
     )
 
 
-def _depthwise_form(
+def _stuffed_form(
     g: Builder, dy: str, weight: np.ndarray, geo: ConvGeometry, x: str, y: str
 ) -> tuple[str, bool] | None:
-    """The spread-then-Conv input gradient of a strided depthwise conv (see conv_depthwise),
-    else None; with it, whether the result still needs `blocked_layout_anchor`."""
+    """The spread-then-Conv input gradient of a strided depthwise conv, or of a grouped one
+    with at most NARROW_GROUP channels per group at stride 2 (see conv_stuffed), else None;
+    with it, whether the result still needs `blocked_layout_anchor`."""
     x_shape, y_shape = g.tensor(x).static_from(1), g.tensor(y).static_from(1)
     if (
         x_shape is None
         or y_shape is None
         or len(geo.kernel) != 2
         or geo.group < 2
-        or weight.shape[:2] != (geo.group, 1)  # one output per channel: multiplier 1
-        or x_shape[0] != geo.group
+        or x_shape[0] != geo.group * weight.shape[1]
         or weight.dtype != np.float32  # where it was measured
     ):
         return None
-    return stuffed_depthwise_input_grad(
-        g, dy, weight, geo.strides, geo.dilations, geo.pads_begin, x_shape[1:], y_shape[1:]
+    depthwise = weight.shape[:2] == (geo.group, 1)  # one output per channel
+    narrow = max(weight.shape[0] // geo.group, weight.shape[1]) <= NARROW_GROUP
+    if not (depthwise or (narrow and max(geo.strides) <= 2)):
+        return None
+    return stuffed_input_grad(
+        g,
+        dy,
+        flipped_transposed_weight(weight, geo.group),
+        geo.group,
+        geo.strides,
+        geo.dilations,
+        geo.pads_begin,
+        x_shape[1:],
+        y_shape[1:],
     )
 
 
@@ -252,7 +264,7 @@ def blocked_layout_anchor(g: Builder, dx: str, like: str) -> str:
 
 
 def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, y: str) -> str:
-    """dx of y = Conv(x, w) in the cheapest of the module's three forms that applies."""
+    """dx of y = Conv(x, w) in the cheapest of the module's forms that applies."""
     if geo.same_at_run_time:
         begin, _ = same_pads_at_run_time(g, geo, x)
         size = spatial_size(g, x, len(geo.kernel))
@@ -269,9 +281,9 @@ def conv_input_gradient(g: Builder, dy: str, w: str, geo: ConvGeometry, x: str, 
             group=geo.group,
             pads=pads_begin + pads_end,
         )
-    depthwise = None if weight is None else _depthwise_form(g, dy, weight, geo, x, y)
-    if depthwise is not None:
-        spread, sliced = depthwise
+    stuffed = None if weight is None else _stuffed_form(g, dy, weight, geo, x, y)
+    if stuffed is not None:
+        spread, sliced = stuffed
         return blocked_layout_anchor(g, spread, like=x) if sliced else spread
     dx = None if weight is None else _phase_form(g, dy, weight, geo, x, y)
     if dx is None:

@@ -1,6 +1,7 @@
-"""Strided depthwise convs (mobile nets): dy spread onto the stride's grid, then a stride-1
-depthwise Conv (graph_rewrite/rules/conv_depthwise.py), against torch float64 autograd on the
-same weights, against finite differences, and across onnxruntime and OpenVINO."""
+"""Strided depthwise and narrow-grouped convs (mobile nets, RegNets): dy spread onto the
+stride's grid, then a stride-1 grouped Conv (graph_rewrite/rules/conv_stuffed.py), against
+torch float64 autograd on the same weights, against finite differences, and across
+onnxruntime and OpenVINO."""
 
 from __future__ import annotations
 
@@ -86,19 +87,59 @@ def test_depthwise_form_agrees_on_openvino() -> None:
     assert np.linalg.norm(theirs - ours) <= 1e-6 * np.linalg.norm(ours)
 
 
-@pytest.mark.parametrize(
-    "w_shape", [(16, 2, 3, 3), (32, 1, 3, 3)], ids=["two inputs per group", "multiplier 2"]
-)
-def test_other_grouped_convs_keep_conv_transpose(w_shape) -> None:
-    """Only multiplier-1 depthwise convs take the form: a grouped conv with more than one
-    input or output per group keeps ConvTranspose with its kernel, still exact."""
+GROUPED = [
+    # (channels in, weight shape, strides, stuffed): narrow groups at stride <= 2 take the form
+    (64, (64, 16, 3, 3), [2, 2], True),  # RegNet's group width 16
+    (32, (64, 8, 3, 3), [2, 2], True),  # 8 in, 16 out per group
+    (16, (32, 1, 3, 3), [2, 2], True),  # depthwise, multiplier 2
+    (64, (64, 32, 3, 3), [2, 1], True),  # width 32, strided along one axis
+    (128, (128, 64, 3, 3), [2, 2], False),  # width 64: ConvTranspose is cheaper
+    (32, (32, 16, 3, 3), [3, 3], False),  # stride 3: nine times the multiply-adds
+]
+
+
+@pytest.mark.parametrize(("channels", "w_shape", "strides", "stuffed"), GROUPED)
+def test_grouped_convs_against_torch(channels, w_shape, strides, stuffed) -> None:
+    """A grouped conv with at most NARROW_GROUP channels per group, at stride 2, takes the
+    stuffed form; wider groups and larger strides keep ConvTranspose. Both exact."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    x = rng.standard_normal((2, channels, 13, 12)).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    group = 16 // w_shape[1]
-    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": group}
+    group = channels // w_shape[1]
+    attrs = {"strides": strides, "pads": [1, 1, 1, 1], "group": group}
     model = single_op_model("Conv", {"x": x}, attrs, {"w": w})
-    nodes = build_explain_model(model, "vanilla").graph.node
-    assert not any("w_spread_grid" in i for n in nodes for i in n.input)
-    assert any(n.op_type == "ConvTranspose" for n in nodes)
-    assert_vjp_matches(model, {"x": x}, wrt="x")
+    explain = build_explain_model(model, "vanilla")
+    transposed = [n for n in explain.graph.node if n.op_type == "ConvTranspose"]
+    spreads = [n for n in transposed if "w_spread_grid" in n.input[1]]
+    assert (len(spreads), len(transposed)) == ((1, 1) if stuffed else (0, 1))
+
+    dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
+    (ours,) = session(explain).run(["saliency"], {"x": x, "output_grad": dy})
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(xt, torch.tensor(w, dtype=torch.float64), stride=strides, padding=1, groups=group)
+    assert tuple(y.shape) == dy.shape
+    y.backward(torch.tensor(dy, dtype=torch.float64))
+    theirs = xt.grad.numpy()
+    assert np.linalg.norm(ours - theirs) <= 1e-6 * np.linalg.norm(theirs)
+
+
+def test_grouped_form_agrees_on_openvino() -> None:
+    ov = pytest.importorskip("openvino")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 48, 15, 15)).astype(np.float32)
+    w = rng.standard_normal((48, 16, 3, 3)).astype(np.float32)
+    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": 3}
+    model = single_op_model("Conv", {"x": x}, attrs, {"w": w})
+    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    assert any("w_spread_grid" in i for n in explain.graph.node for i in n.input)
+    dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
+    feeds = {"x": x, "output_grad": dy}
+    ours = session(explain).run(["saliency"], feeds)[0]
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(explain.SerializeToString(), b""),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32"},
+    )
+    theirs = compiled(feeds)[compiled.output("saliency")]
+    assert np.linalg.norm(theirs - ours) <= 1e-6 * np.linalg.norm(ours)
