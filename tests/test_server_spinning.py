@@ -1,5 +1,6 @@
 """`onnxplain serve --spinning`: onnxruntime's threads spin for work while a run is in
-flight and stop as it returns (server/runtime/sessions.py says why it is a flag)."""
+flight and stop as it returns (`spinning_entries` in server/runtime/engines.py says why it
+is a flag)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from onnxplain.client import Client
 from onnxplain.server import SessionFactory
 
+from helpers.serve_process import ServeProcess
 from helpers.server_support import DEMO, SAMPLES, direct_explain
 
 SPIN = "session.intra_op.allow_spinning"
@@ -74,31 +76,20 @@ def test_a_spinning_session_uses_no_cpu_once_its_run_returns() -> None:
 
 
 @pytest.fixture(scope="module")
-def spinning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def spinning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("models")
     shutil.copytree(DEMO, root / "digits")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onnxplain", "serve", "--models", str(root), "--port", "0",
-         "--threads", "2", "--spinning", "--drain-delay", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on 127.0.0.1:" in line, line + (proc.stderr.read() if proc.stderr else "")
-        yield int(line.rsplit(":", 1)[1])
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with ServeProcess(root, "--threads", "2", "--spinning", "--drain-delay", "0") as server:
+        yield server
 
 
 @pytest.mark.parametrize("method", ("vanilla", "guided"))
 def test_a_spinning_server_gives_the_maps_of_the_explain_model(
-    spinning_server: int, method: str
+    spinning_server: ServeProcess, method: str
 ) -> None:
     x = np.concatenate([np.load(p) for p in sorted(SAMPLES.glob("*.npy"))])
     saliency, scores, targets = direct_explain(method, x)
-    with Client(f"127.0.0.1:{spinning_server}", timeout=30) as client:
+    with Client(spinning_server.address, timeout=30) as client:
         got = client.explain("digits", x, method=method)
     np.testing.assert_array_equal(got.targets, targets)
     np.testing.assert_allclose(got.scores, scores, rtol=1e-5, atol=1e-5)
@@ -107,15 +98,6 @@ def test_a_spinning_server_gives_the_maps_of_the_explain_model(
 
 def test_the_server_warns_where_runs_can_overlap(tmp_path: Path) -> None:
     shutil.copytree(DEMO, tmp_path / "digits")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onnxplain", "serve", "--models", str(tmp_path), "--port", "0",
-         "--threads", "1", "--spinning", "--max-concurrent", "2", "--drain-delay", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        assert "listening on" in proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(20)
-    assert "--spinning with --max-concurrent 2" in proc.stderr.read()
+    flags = ("--spinning", "--max-concurrent", "2", "--drain-delay", "0")
+    with ServeProcess(tmp_path, *flags) as server:  # the warning is logged before it listens
+        assert "--spinning with --max-concurrent 2" in server.log()
