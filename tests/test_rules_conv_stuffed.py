@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from onnxplain.graph_rewrite import build_explain_model
 
+from helpers import runtimes
 from helpers.fd import assert_vjp_matches, session, single_op_model
 
 CASES = [
@@ -66,24 +67,25 @@ def test_strided_depthwise_conv_against_torch(spatial, kernel, attrs) -> None:
     assert_vjp_matches(model, {"x": x}, wrt="x")
 
 
-def test_depthwise_form_agrees_on_openvino() -> None:
-    ov = pytest.importorskip("openvino")
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attrs"),
+    [
+        ((1, 24, 15, 15), (24, 1, 5, 5), {"pads": [2, 2, 2, 2], "group": 24}),  # depthwise
+        ((1, 48, 15, 15), (48, 16, 3, 3), {"pads": [1, 1, 1, 1], "group": 3}),  # width 16
+    ],
+    ids=["depthwise", "grouped"],
+)
+def test_stuffed_form_agrees_on_openvino(x_shape, w_shape, attrs) -> None:
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((1, 24, 15, 15)).astype(np.float32)
-    w = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
-    attrs = {"strides": [2, 2], "pads": [2, 2, 2, 2], "group": 24}
-    model = single_op_model("Conv", {"x": x}, attrs, {"w": w})
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    model = single_op_model("Conv", {"x": x}, {"strides": [2, 2], **attrs}, {"w": w})
     explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0")
+    assert any("w_spread_grid" in i for n in explain.graph.node for i in n.input)
     dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
     feeds = {"x": x, "output_grad": dy}
     ours = session(explain).run(["saliency"], feeds)[0]
-    core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(explain.SerializeToString(), b""),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32"},
-    )
-    theirs = compiled(feeds)[compiled.output("saliency")]
+    (theirs,) = runtimes.load("openvino-cpu", explain)(feeds, ["saliency"])
     assert np.linalg.norm(theirs - ours) <= 1e-6 * np.linalg.norm(ours)
 
 
@@ -121,25 +123,3 @@ def test_grouped_convs_against_torch(channels, w_shape, strides, stuffed) -> Non
     y.backward(torch.tensor(dy, dtype=torch.float64))
     theirs = xt.grad.numpy()
     assert np.linalg.norm(ours - theirs) <= 1e-6 * np.linalg.norm(theirs)
-
-
-def test_grouped_form_agrees_on_openvino() -> None:
-    ov = pytest.importorskip("openvino")
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((1, 48, 15, 15)).astype(np.float32)
-    w = rng.standard_normal((48, 16, 3, 3)).astype(np.float32)
-    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": 3}
-    model = single_op_model("Conv", {"x": x}, attrs, {"w": w})
-    explain = build_explain_model(model, "vanilla", input_name="x", output_name="y0")
-    assert any("w_spread_grid" in i for n in explain.graph.node for i in n.input)
-    dy = rng.standard_normal(session(model).run(None, {"x": x})[0].shape).astype(np.float32)
-    feeds = {"x": x, "output_grad": dy}
-    ours = session(explain).run(["saliency"], feeds)[0]
-    core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(explain.SerializeToString(), b""),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32"},
-    )
-    theirs = compiled(feeds)[compiled.output("saliency")]
-    assert np.linalg.norm(theirs - ours) <= 1e-6 * np.linalg.norm(ours)
