@@ -113,6 +113,13 @@ def start_server(repo: Path, threads: int, *flags: str) -> tuple[subprocess.Pope
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
+def stop_servers(*procs: subprocess.Popen[str]) -> None:
+    """SIGTERM each server started by `start_server`, and wait for it to drain and exit."""
+    for proc in procs:
+        proc.terminate()
+        proc.wait(60)
+
+
 def throughput(
     address: str, name: str, x: np.ndarray, seconds: float, count: int = CLIENTS
 ) -> float:
@@ -157,8 +164,7 @@ def bench(repo: Path, name: str, x: np.ndarray, args: argparse.Namespace) -> Non
         local, remote = latencies(repo, name, x, address, args)
         rps = throughput(address, name, x, args.seconds)
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stop_servers(proc)
     print(
         f"{name:10s} batch {x.shape[0]}  in-process {local:8.2f} ms  gRPC {remote:8.2f} ms  "
         f"ratio {remote / local:5.3f}  {CLIENTS} clients {rps:7.1f} req/s",
@@ -198,9 +204,7 @@ def batching_ratios(repo: Path, name: str, x: np.ndarray, args: argparse.Namespa
                 flush=True,
             )
     finally:
-        for proc in (on, off):
-            proc.terminate()
-            proc.wait(60)
+        stop_servers(on, off)
 
 
 def main() -> None:

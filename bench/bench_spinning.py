@@ -30,7 +30,7 @@ import onnx
 from onnxplain.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_grpc import ROOT, interleaved_ms, start_server
+from bench_grpc import ROOT, interleaved_ms, start_server, stop_servers
 from subjects import SUBJECTS
 
 METHOD = "guided"
@@ -77,9 +77,7 @@ def latency_pairs(root: Path, inputs: dict[str, np.ndarray], args: argparse.Name
                     flush=True,
                 )
     finally:
-        for proc in (spinning, sleeping):
-            proc.terminate()
-            proc.wait(60)
+        stop_servers(spinning, sleeping)
 
 
 def overlapping(root: Path, inputs: dict[str, np.ndarray], args: argparse.Namespace) -> None:
@@ -98,8 +96,7 @@ def overlapping(root: Path, inputs: dict[str, np.ndarray], args: argparse.Namesp
             for client in clients.values():
                 client.close()
         finally:
-            proc.terminate()
-            proc.wait(60)
+            stop_servers(proc)
         rates = ", ".join(
             f"{name} {len(t) / args.seconds:.1f}/s (median {1000 * statistics.median(t):.1f} ms)"
             for name, t in results.items()

@@ -218,8 +218,8 @@ def _stuffed_form(
     g: Builder, dy: str, weight: np.ndarray, geo: ConvGeometry, x: str, y: str
 ) -> tuple[str, bool] | None:
     """The spread-then-Conv input gradient of a strided depthwise conv, or of a grouped one
-    with at most NARROW_GROUP channels per group at stride 2 (see conv_stuffed), else None;
-    with it, whether the result still needs `blocked_layout_anchor`."""
+    with at most NARROW_GROUP channels per group at strides up to 2 (see conv_stuffed),
+    else None; with it, whether the result still needs `blocked_layout_anchor`."""
     x_shape, y_shape = g.tensor(x).static_from(1), g.tensor(y).static_from(1)
     if (
         x_shape is None
